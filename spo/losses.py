@@ -1,0 +1,177 @@
+"""The training objective: masked statistics, advantage whitening, PPO-clip + k3 KL, LR schedule.
+
+Follows the reference trainer (reference §4.2-4.4, spo-decisions rules 11-12). All tensors are
+(B, T): B sequences, T response tokens; ``mask`` is True (or 1) on the tokens that count in the
+loss (response tokens, AND ``p_old < tau`` under the probability mask).
+"""
+
+from typing import NamedTuple
+
+import torch
+
+WHITEN_EPS = 1e-8
+"""Added to the variance before the square root in ``masked_whiten`` (reference TUTIL)."""
+LOG_RATIO_CLAMP = 10.0
+"""Log-ratios and KL log-differences are clamped to [-10, 10] before exp (reference §4.3)."""
+KL_TOKEN_MAX = 1e9
+"""Upper clamp of each token's k3 term (reference ``klLoss.jsonnet``)."""
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Return the mean of ``x`` over ``mask``; the denominator is clamped to >= 1 (empty mask -> 0).
+
+    Values outside the mask are ignored even when they are inf or NaN (padding log-probs of -1e9).
+
+    Args:
+        x: (B, T) values.
+        mask: (B, T) bool or 0/1 mask.
+        dim: reduce over this dim only (e.g. 1 for a per-sequence mean); None reduces all.
+
+    >>> masked_mean(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]]))
+    tensor(2.)
+    >>> masked_mean(torch.tensor([[1.0, 3.0]]), torch.tensor([[False, False]]))
+    tensor(0.)
+    """
+    mask = mask.bool()
+    masked = torch.where(mask, x, torch.zeros_like(x))
+    if dim is None:
+        return masked.sum() / mask.sum().clamp(min=1).to(x.dtype)
+    return masked.sum(dim) / mask.sum(dim).clamp(min=1).to(x.dtype)
+
+
+def masked_whiten(
+    adv: torch.Tensor, mask: torch.Tensor, fallback_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Return ``(A - mean) / sqrt(unbiased var + 1e-8)`` with statistics over ``mask``, 0 outside it.
+
+    When ``mask`` is empty (no token with p < tau in the micro-batch), the statistics use
+    ``fallback_mask`` (the response mask) instead, as the reference does (§4.2). Values outside
+    the mask used are set to 0 rather than left whitened: no loss term reads them, and zeros keep
+    "advantage is zero outside the mask" true downstream. A single masked token has no unbiased
+    variance; its variance is taken as 0, so it whitens to 0 (its own mean).
+
+    Args:
+        adv: (B, T) float advantages.
+        mask: (B, T) bool or 0/1 mask of the tokens that count.
+        fallback_mask: (B, T) mask used when ``mask`` is empty; None means no fallback.
+
+    >>> masked_whiten(torch.tensor([[1.0, 3.0, 7.0]]), torch.tensor([[1, 1, 0]]))  # mean 2, var 2
+    tensor([[-0.7071,  0.7071,  0.0000]])
+    """
+    if adv.shape != mask.shape:
+        raise ValueError(f"mask: expected shape {tuple(adv.shape)} like adv, got {tuple(mask.shape)}")
+    mask = mask.bool()
+    if not mask.any():
+        if fallback_mask is None:
+            raise ValueError("mask: empty and no fallback_mask given; pass the response mask as fallback")
+        mask = fallback_mask.bool()
+    mean = masked_mean(adv, mask)
+    centered = torch.where(mask, adv - mean, torch.zeros_like(adv))
+    n = mask.sum()
+    var = (centered**2).sum() / (n - 1).clamp(min=1).to(adv.dtype)  # unbiased: n / (n - 1) correction
+    return centered / torch.sqrt(var + WHITEN_EPS)
+
+
+class PolicyLossOutput(NamedTuple):
+    """One micro-batch's loss terms (differentiable) and diagnostics (detached 0-dim tensors)."""
+
+    total: torch.Tensor
+    """policy + kl; zeroed (graph kept) when the ratio_threshold skip fires."""
+    policy: torch.Tensor
+    """PPO-clip surrogate, token mean over the mask."""
+    kl: torch.Tensor
+    """kl_coef * k3 KL to the reference policy, summed over masked tokens, averaged over sequences."""
+    ratio_mean: torch.Tensor
+    """Masked mean of exp(logp - old_logp)."""
+    clip_fraction: torch.Tensor
+    """Fraction of masked tokens whose ratio lies outside [1 - clip, 1 + clip]."""
+    approx_kl: torch.Tensor
+    """k3 estimate of KL(old || new), masked token mean: mean(r - 1 - log r)."""
+    skipped: bool
+    """True when ratio_mean exceeded ratio_threshold and the loss was zeroed."""
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+    kl_coef: float = 1e-4,
+    ratio_threshold: float | None = None,
+) -> PolicyLossOutput:
+    """Return the PPO-clip + k3-KL loss of one micro-batch (reference §4.3, spo-decisions rule 12).
+
+    ``r = exp(clamp(logp - old_logp, -10, 10))``; policy = token mean over the mask of
+    ``max(-A r, -A clip(r, 1 - clip, 1 + clip))``; kl = ``kl_coef`` * mean over all B sequences of
+    the per-sequence sum over masked tokens of ``clamp(exp(d) - d - 1, 0, 1e9)``,
+    ``d = clamp(ref_logp - logp, -10, 10)`` (Schulman's k3 estimator, http://joschu.net/blog/kl-approx.html).
+    With ``ratio_threshold``, a micro-batch whose masked mean ratio exceeds it is skipped (loss x 0).
+
+    Args:
+        logp: (B, T) log-probs of the sampled tokens under the policy being trained (with grad).
+        old_logp: (B, T) log-probs under the sampling policy.
+        ref_logp: (B, T) log-probs under the frozen initial policy.
+        adv: (B, T) advantages (already whitened if whitening is on).
+        mask: (B, T) bool or 0/1 mask of the tokens in the loss.
+        clip: PPO clip range eps; the reference uses 0.2.
+        kl_coef: KL coefficient beta; the reference uses 1e-4.
+        ratio_threshold: skip threshold on the mean ratio (the reference uses 10); None disables it.
+
+    >>> z = torch.zeros(1, 2)
+    >>> out = policy_loss(z, z, z, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2))
+    >>> out.total, out.clip_fraction  # r = 1: mean(-1 * 1, +1 * 1) = 0, no KL
+    (tensor(0.), tensor(0.))
+    """
+    inputs = dict(logp=logp, old_logp=old_logp, ref_logp=ref_logp, adv=adv, mask=mask)
+    shapes = {name: tuple(t.shape) for name, t in inputs.items()}
+    if len(set(shapes.values())) != 1 or logp.dim() != 2:
+        raise ValueError(f"expected all inputs of one (B, T) shape, got {shapes} (spo/losses.py)")
+    mask = mask.bool()
+    log_ratio = torch.where(mask, logp - old_logp, torch.zeros_like(logp))  # padding -1e9 stays out
+    log_ratio = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    surrogate = torch.maximum(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip))  # (B, T)
+    policy = masked_mean(surrogate, mask)
+
+    d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    k3 = (torch.exp(d) - d - 1.0).clamp(0.0, KL_TOKEN_MAX)  # (B, T)
+    kl = kl_coef * torch.where(mask, k3, torch.zeros_like(k3)).sum(dim=1).mean()
+
+    with torch.no_grad():
+        ratio_mean = masked_mean(ratio, mask)
+        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), mask)
+        approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
+    total = policy + kl
+    skipped = ratio_threshold is not None and bool(ratio_mean > ratio_threshold)
+    if skipped:
+        total = total * 0.0  # as the reference: backward still runs, every gradient is 0
+    return PolicyLossOutput(total, policy, kl, ratio_mean, clip_fraction, approx_kl, skipped)
+
+
+def warmup_linear_decay(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Return the LR multiplier at optimizer ``step``: linear warm-up, then linear decay to 0.
+
+    Warm-up rises linearly from ``1 / warmup_steps`` (step 0) to 1 (step ``warmup_steps``); the
+    multiplier then falls linearly to 0 at ``total_steps`` and stays 0. The reference uses
+    DeepSpeed ``WarmupDecayLR`` whose default warm-up is log-shaped
+    (``log(step + 1) / log(warmup_steps)``, reference §4.4); we use a linear one. Use as
+    ``torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear_decay(s, total, warmup))``.
+
+    Args:
+        step: optimizer steps taken so far, >= 0.
+        total_steps: step at which the multiplier reaches 0.
+        warmup_steps: warm-up length, 0 <= warmup_steps < total_steps (reference: ceil(0.03 * total)).
+
+    >>> [round(warmup_linear_decay(s, total_steps=6, warmup_steps=2), 2) for s in range(8)]
+    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    """
+    if not 0 <= warmup_steps < total_steps or step < 0:
+        raise ValueError(
+            "expected step >= 0 and 0 <= warmup_steps < total_steps, got "
+            f"step={step}, warmup_steps={warmup_steps}, total_steps={total_steps} (spo/losses.py)"
+        )
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
