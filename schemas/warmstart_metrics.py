@@ -1,0 +1,13 @@
+"""`warmstart.parquet`: supervised warm-start steps and held-out checks."""
+
+import pyarrow as pa
+
+from schemas.contract import artifact_schema, column
+
+WARMSTART_METRICS = artifact_schema("warmstart", 1, "SFT diagnostics, one row per step", [
+    column("step", pa.int32(), "SFT step (1-based)"),
+    column("loss", pa.float64(), "token-mean cross-entropy of the reference responses"),
+    column("lr", pa.float64(), "learning rate used"),
+    column("accuracy", pa.float64(), "held-out greedy accuracy, when checked at this step", nullable=True),
+    column("selected", pa.bool_(), "the checkpoint kept as checkpoint 0"),
+])

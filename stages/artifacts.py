@@ -1,0 +1,212 @@
+"""Reading, writing and keying stage artifacts: the machinery every stage shares.
+
+A stage declares what it reads and writes (`StageSpec`). `execute` then:
+1. computes the stage key from the *content* hashes of its inputs (from their manifests, each checked
+   against the file), the config sections it reads, the run seed and the code version;
+2. returns the stored report when every output exists, is intact and carries that key (nothing
+   recomputed);
+3. otherwise moves outputs made under another key to `superseded/` (never lost), calls the stage
+   body, validates each table against `schemas/`, writes it to a temporary name, renames it, and
+   writes the manifest last. An artifact without a manifest is unfinished and is never read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from spo.config import RunConfig
+from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(RuntimeError):
+    """An input artifact is missing, unfinished or corrupted."""
+
+
+@dataclass
+class StageReport:
+    """What a stage did: returned by every stage and stored in its outputs' manifests."""
+
+    stage: str
+    iteration: int
+    key: str
+    rows: dict[str, int]
+    seconds: float
+    counters: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage reads and writes, as functions of the iteration."""
+
+    name: str
+    reads: Callable[[RunDir, int], list[Path]]
+    """Input paths (Parquet artifacts or checkpoint folders); each must have a manifest."""
+    writes: Callable[[RunDir, int], list[Path]]
+    """Output paths; `.parquet` ones are tables of the artifact named by the file stem."""
+    config: tuple[str, ...]
+    """Top-level config fields the stage reads (part of its key)."""
+
+
+@dataclass
+class StageContext:
+    """Handed to a stage body: the run, the iteration, the config and checked readers."""
+
+    run: RunDir
+    iteration: int
+    cfg: RunConfig
+    spec: StageSpec
+
+    def read(self, name: str, iteration: int | None = None) -> pa.Table:
+        """Read and validate an artifact of this (or another) iteration."""
+        path = self.run.artifact(self.iteration if iteration is None else iteration, name)
+        return read_table(path)
+
+    def output(self, name: str) -> Path:
+        """Where output `name` goes (a checkpoint folder is written there by the body itself)."""
+        for path in self.spec.writes(self.run, self.iteration):
+            if path.stem == name or path.name == name:
+                return path
+        raise KeyError(f"stage {self.spec.name!r} declares no output {name!r}")
+
+
+StageBody = Callable[[StageContext], tuple[dict[str, pa.Table], dict[str, float]]]
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of every file of a folder (names and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path, verify: bool = True) -> dict:
+    """The manifest of a finished artifact; with `verify`, its content hash is checked against the file."""
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise ArtifactError(f"{path}: unfinished or missing (no manifest {mpath.name}); run the stage that makes it")
+    manifest = json.loads(mpath.read_text())
+    if verify:
+        if not path.exists():
+            raise ArtifactError(f"{path}: listed by {mpath.name} but missing")
+        actual = content_hash(path)
+        if actual != manifest["sha256"]:
+            raise ArtifactError(f"{path}: content hash {actual[:12]} differs from its manifest's "
+                                f"{manifest['sha256'][:12]}: the file is corrupted or was changed by hand")
+    return manifest
+
+
+def read_table(path: Path) -> pa.Table:
+    """Read a finished Parquet artifact, checking its manifest checksum and its schema."""
+    read_manifest(path)
+    table = pq.read_table(path)
+    schemas.validate(table, schemas.ARTIFACTS[path.stem], path)
+    return table
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Validate against the artifact's schema, write to a temporary name, then rename."""
+    expected = schemas.ARTIFACTS[path.stem]
+    schemas.validate(table, expected, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table.replace_schema_metadata(expected.metadata), tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def code_version() -> str:
+    """Hash of the sources that decide artifact contents (spo/, stages/, schemas/)."""
+    digest = hashlib.sha256()
+    for folder in ("spo", "stages", "schemas"):
+        for file in sorted((REPO_ROOT / folder).rglob("*.py")):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_key(spec: StageSpec, run: RunDir, iteration: int, cfg: RunConfig) -> str:
+    """Content hashes of the inputs + config sections + seed + code version, hashed."""
+    inputs = [read_manifest(p)["sha256"] for p in spec.reads(run, iteration)]
+    text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed, code_version()])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str) -> StageReport | None:
+    """The stored report if every output is finished, intact and made under `key`."""
+    reports = []
+    for path in spec.writes(run, iteration):
+        try:
+            manifest = read_manifest(path)
+        except ArtifactError:
+            return None
+        if manifest["key"] != key:
+            return None
+        reports.append(manifest["report"])
+    report = StageReport(**reports[0])
+    report.cached = True
+    return report
+
+
+def supersede(paths: list[Path], folder: Path) -> None:
+    """Move existing outputs (and their manifests) into `folder`, keeping them."""
+    for path in paths:
+        for item in (path, manifest_path(path)):
+            if item.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(item), folder / item.name)
+                log.warning("moved %s to %s", item, folder)
+
+
+def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force: bool = False) -> StageReport:
+    """Run a stage unless its outputs are finished under the same key (see the module docstring)."""
+    cfg = run.config()
+    key = stage_key(spec, run, iteration, cfg)
+    if not force:
+        stored = finished_report(spec, run, iteration, key)
+        if stored is not None:
+            log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
+            return stored
+    outputs = spec.writes(run, iteration)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
+    run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tables, counters = body(StageContext(run, iteration, cfg, spec))
+    declared = {p.stem for p in outputs if p.suffix == ".parquet"}
+    if set(tables) != declared:
+        raise RuntimeError(f"stage {spec.name!r} returned tables {sorted(tables)}, declared {sorted(declared)}")
+    for path in outputs:
+        if path.suffix == ".parquet":
+            write_table(path, tables[path.stem])
+    report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
+                         round(time.perf_counter() - start, 3), counters)
+    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False)["sha256"]
+              for p in spec.reads(run, iteration)}
+    for path in outputs:  # manifests last: an output without one is unfinished
+        write_json_atomic(manifest_path(path), {
+            "artifact": path.stem, "sha256": content_hash(path), "key": key, "inputs": inputs,
+            "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed, "code_version": code_version(),
+            "created": stamp, "report": asdict(report)})
+    log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
+    return report

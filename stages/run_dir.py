@@ -1,0 +1,120 @@
+"""The layout of a run directory.
+
+```
+data/runs/<run>/
+  run.json                         resolved config, seed, package versions
+  history/run-<time>.json          earlier configs of the same run, when it was changed
+  checkpoints/0000/                Hugging Face format; checkpoint i is the policy of iteration i
+  checkpoints/0000.manifest.json   how it was made (inputs, config, code version, content hash)
+  iterations/0000/<artifact>.parquet  (+ <artifact>.parquet.manifest.json)
+  iterations/0000/superseded/      outputs replaced by a rerun (never deleted silently)
+```
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from spo.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = REPO_ROOT / "data" / "presets"
+RUNS_DIR = REPO_ROOT / "data" / "runs"
+PACKAGES = ("spo", "torch", "transformers", "prefect", "pyarrow", "polars", "sympy", "vllm")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run; knows nothing about what the stages compute."""
+
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "run.json"
+
+    def config(self) -> RunConfig:
+        """The run's resolved config, as stored in run.json."""
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.config_path}: no run here (create one with `spo run`)")
+        stored = json.loads(self.config_path.read_text())
+        if "config" not in stored:
+            raise ValueError(f"{self.config_path}: field 'config' is missing")
+        return RunConfig.from_dict(stored["config"], where=str(self.config_path))
+
+    def iteration_dir(self, iteration: int) -> Path:
+        return self.root / "iterations" / f"{iteration:04d}"
+
+    def artifact(self, iteration: int, name: str) -> Path:
+        """The Parquet file of artifact `name` in an iteration."""
+        return self.iteration_dir(iteration) / f"{name}.parquet"
+
+    def checkpoint(self, index: int) -> Path:
+        """Checkpoint `index`: the policy that samples iteration `index`."""
+        return self.root / "checkpoints" / f"{index:04d}"
+
+    def checkpoints(self) -> list[int]:
+        """Indices of the finished checkpoints (those with a manifest), ascending."""
+        folder = self.root / "checkpoints"
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name.split(".")[0]) for p in folder.glob("*.manifest.json"))
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def load_preset(name: str) -> RunConfig:
+    """The named preset: `data/presets/<name>.toml` applied over the defaults."""
+    import tomllib
+
+    path = PRESETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+        raise ValueError(f"unknown preset {name!r}; choose one of {known} (files in {PRESETS_DIR})")
+    with path.open("rb") as handle:
+        return RunConfig.from_dict(tomllib.load(handle), where=str(path))
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON to a temporary name in the same folder, flush it to disk, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def create_run(root: Path, cfg: RunConfig) -> RunDir:
+    """Create a run, or reopen it; a changed config replaces run.json and keeps the old one in history/.
+
+    Stages key their outputs on the config sections they read, so after a change exactly the stages
+    downstream of it run again.
+    """
+    run = RunDir(Path(root))
+    record = {"config": cfg.to_dict(), "seed": cfg.seed, "versions": package_versions(),
+              "python": platform.python_version()}
+    if run.config_path.is_file():
+        if run.config() == cfg:
+            return run
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        previous = json.loads(run.config_path.read_text())
+        write_json_atomic(run.root / "history" / f"run-{stamp}.json", previous)
+    write_json_atomic(run.config_path, record)
+    return run
