@@ -124,7 +124,7 @@ def policy_loss(
     >>> out.total, out.clip_fraction  # r = 1: mean(-1 * 1, +1 * 1) = 0, no KL
     (tensor(0.), tensor(0.))
     """
-    inputs = dict(logp=logp, old_logp=old_logp, ref_logp=ref_logp, adv=adv, mask=mask)
+    inputs = {"logp": logp, "old_logp": old_logp, "ref_logp": ref_logp, "adv": adv, "mask": mask}
     shapes = {name: tuple(t.shape) for name, t in inputs.items()}
     if len(set(shapes.values())) != 1 or logp.dim() != 2:
         raise ValueError(f"expected all inputs of one (B, T) shape, got {shapes} (spo/losses.py)")

@@ -7,6 +7,7 @@ through ``PARTITIONS`` / ``partition_boundaries`` (spo-decisions rule 13: SPO an
 differ only in partition and advantage).
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 from numbers import Integral
 
@@ -27,7 +28,7 @@ def validate_boundaries(boundaries: Sequence[int], length: int) -> None:
     if length < 0:
         raise ValueError(f"length: expected >= 0, got {length} (spo/segments.py)")
     ok = all(isinstance(b, Integral) and 0 <= b <= length for b in boundaries) and all(
-        a < b for a, b in zip(boundaries, boundaries[1:])
+        a < b for a, b in itertools.pairwise(boundaries)
     )
     if not ok:
         raise ValueError(
@@ -163,7 +164,7 @@ def segments(boundaries: Sequence[int], length: int) -> list[tuple[int, int]]:
     """
     validate_boundaries(boundaries, length)
     cuts = sorted({0, length, *(int(b) for b in boundaries)})
-    return [(start, stop) for start, stop in zip(cuts, cuts[1:])]
+    return [(start, stop) for start, stop in itertools.pairwise(cuts)]
 
 
 PARTITIONS: dict[str, Callable[..., list[int]]] = {

@@ -129,8 +129,11 @@ def test_values_equal_to_the_reward_give_zero_advantages(probs, interval, reward
     assert adv == [0.0] * len(probs)
 
 
-@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), min_size=1))),
-       reward_values, st.data())
+@given(
+    st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), min_size=1))),
+    reward_values,
+    st.data(),
+)
 def test_segment_advantages_telescope(length_and_boundaries, reward, data):
     length, boundary_set = length_and_boundaries
     boundaries = sorted(boundary_set)
@@ -252,7 +255,6 @@ def trees(draw):
     return parents, rewards, shuffled_parents, [rewards[old] for old in order], order
 
 
-
 def recursive_value(node, parents, rewards):
     kids = [i for i, p in enumerate(parents) if p == node]
     if not kids:
@@ -265,7 +267,9 @@ def test_tree_matches_recursion_and_is_order_free(tree, method):
     parents, rewards, shuffled_parents, shuffled_rewards, order = tree
     values, adv = tree_values_and_advantages(parents, rewards, method=method)
     assert values == pytest.approx([recursive_value(i, parents, rewards) for i in range(len(parents))])
-    shuffled_values, shuffled_adv = tree_values_and_advantages(shuffled_parents, shuffled_rewards, method=method)
+    shuffled_values, shuffled_adv = tree_values_and_advantages(
+        shuffled_parents, shuffled_rewards, method=method
+    )
     assert shuffled_values == [values[old] for old in order]
     assert shuffled_adv == [adv[old] for old in order]
     for node in range(len(parents)):  # rloo: each sibling group's advantages sum to 0

@@ -1,5 +1,6 @@
 """Tests for spo/segments.py: hand-computed partitions, edge cases, and partition invariants."""
 
+import itertools
 import json
 import math
 
@@ -89,7 +90,7 @@ def test_cutpoint_segments_hold_interval_cutpoints(probs, interval, cap):
     assert all(probs[b] < TAU for b in boundaries)  # a boundary sits just before a cutpoint
     if boundaries:
         assert all(p >= TAU for p in probs[: boundaries[0]])  # nothing low-prob before the first
-        inner = zip(boundaries, boundaries[1:])
+        inner = itertools.pairwise(boundaries)
         assert all(sum(p < TAU for p in probs[a:b]) == interval for a, b in inner)
 
 
@@ -196,7 +197,11 @@ def test_segments_partition_the_response_exactly(length_and_boundaries):
 
 
 def test_registry_names_and_dispatch():
-    assert sorted(PARTITIONS) == sorted(PARTITION_INPUTS) == ["cutpoint", "fixed_count", "fixed_length", "newline"]
+    assert (
+        sorted(PARTITIONS)
+        == sorted(PARTITION_INPUTS)
+        == ["cutpoint", "fixed_count", "fixed_length", "newline"]
+    )
     probs, texts = [0.95, 0.5, 0.99, 0.2], ["a", "\n", "b", "c"]
     assert partition_boundaries("cutpoint", probs=probs, token_texts=texts, interval=1) == [1, 3]
     assert partition_boundaries("fixed_count", probs=probs, n_segments=2) == [2]
