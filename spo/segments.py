@@ -147,6 +147,20 @@ def newline_boundaries(token_texts: Sequence[str]) -> list[int]:
     ]
 
 
+def no_boundaries(length: int) -> list[int]:
+    """Return no boundary: the whole response is one segment (the GRPO / RLOO baselines).
+
+    Args:
+        length: number of response tokens T (checked, otherwise unused).
+
+    >>> no_boundaries(7)
+    []
+    """
+    if length < 0:
+        raise ValueError(f"length: expected >= 0, got {length} (spo/segments.py)")
+    return []
+
+
 def segments(boundaries: Sequence[int], length: int) -> list[tuple[int, int]]:
     """Return the non-empty half-open token ranges that the boundaries cut [0, length) into.
 
@@ -172,6 +186,7 @@ PARTITIONS: dict[str, Callable[..., list[int]]] = {
     "fixed_count": fixed_count_boundaries,
     "fixed_length": fixed_length_boundaries,
     "newline": newline_boundaries,
+    "none": no_boundaries,
 }
 """Partition functions by config name."""
 
@@ -180,6 +195,7 @@ PARTITION_INPUTS: dict[str, str] = {
     "fixed_count": "length",
     "fixed_length": "length",
     "newline": "token_texts",
+    "none": "length",
 }
 """Which per-response input (``probs``, ``token_texts`` or ``length``) each partition reads first."""
 
@@ -210,7 +226,7 @@ def partition_boundaries(
     >>> partition_boundaries("cutpoints", length=3)
     Traceback (most recent call last):
     ...
-    ValueError: unknown partition 'cutpoints'; choose one of ['cutpoint', 'fixed_count', 'fixed_length', 'newline']
+    ValueError: unknown partition 'cutpoints'; choose one of ['cutpoint', 'fixed_count', 'fixed_length', 'newline', 'none']
     """
     if name not in PARTITIONS:
         raise ValueError(f"unknown partition {name!r}; choose one of {sorted(PARTITIONS)}")

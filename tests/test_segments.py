@@ -200,13 +200,14 @@ def test_registry_names_and_dispatch():
     assert (
         sorted(PARTITIONS)
         == sorted(PARTITION_INPUTS)
-        == ["cutpoint", "fixed_count", "fixed_length", "newline"]
+        == ["cutpoint", "fixed_count", "fixed_length", "newline", "none"]
     )
     probs, texts = [0.95, 0.5, 0.99, 0.2], ["a", "\n", "b", "c"]
     assert partition_boundaries("cutpoint", probs=probs, token_texts=texts, interval=1) == [1, 3]
     assert partition_boundaries("fixed_count", probs=probs, n_segments=2) == [2]
     assert partition_boundaries("fixed_length", length=4, segment_tokens=3) == [3]
     assert partition_boundaries("newline", token_texts=texts, length=4) == [2]
+    assert partition_boundaries("none", probs=probs) == []  # GRPO / RLOO: one segment
 
 
 def test_registry_errors_name_the_problem():
