@@ -210,3 +210,12 @@ def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force
             "created": stamp, "report": asdict(report)})
     log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
     return report
+
+
+def cache_key(spec: StageSpec, run: RunDir, iteration: int) -> str | None:
+    """The stage key when its outputs are finished and intact under it (Prefect's cache key), else None."""
+    try:
+        key = stage_key(spec, run, iteration, run.config())
+    except ArtifactError:
+        return None
+    return key if finished_report(spec, run, iteration, key) is not None else None

@@ -1,0 +1,118 @@
+"""One PPO-clip optimizer step over a batch of episodes, with gradient accumulation.
+
+The train stage owns the data, the schedule and the checkpoints; this file owns the arithmetic of a
+step: pad the episodes of each micro-batch, recompute log-probs with gradients, whiten advantages in
+the configured scope, take `spo.losses.policy_loss`, accumulate, clip and step (reference §4).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from spo.losses import masked_whiten, policy_loss
+from spo.policy.logprobs import response_logprobs
+
+WHITEN_SCOPES = ("micro_batch", "batch", "none")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One training sample, as plain lists (one row of episodes.parquet plus its reference log-probs)."""
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+    advantages: Sequence[float]
+    mask: Sequence[bool]
+    old_logp: Sequence[float]
+    ref_logp: Sequence[float]
+
+
+def pad_rows(rows: Sequence[Sequence[float]], width: int, value: float, dtype: torch.dtype) -> torch.Tensor:
+    """Right-pad ragged rows into a (B, width) tensor."""
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(list(row), dtype=dtype)
+    return out
+
+
+def episode_order(n_available: int, n_wanted: int, rng: random.Random) -> list[int]:
+    """Indices of the episodes to train on: shuffled, truncated or repeated to `n_wanted` (reference §1.4).
+
+    `n_wanted = 0` keeps every episode once.
+
+    >>> episode_order(3, 5, random.Random(0))
+    [1, 0, 2, 1, 0]
+    """
+    order = list(range(n_available))
+    rng.shuffle(order)
+    if n_wanted == 0 or n_available == 0:
+        return order
+    repeats = -(-n_wanted // n_available)
+    return (order * repeats)[:n_wanted]
+
+
+def batch_whitened(episodes: Sequence[Episode]) -> list[list[float]]:
+    """Advantages whitened over the masked tokens of all `episodes` together (scope "batch")."""
+    width = max(len(e.response_ids) for e in episodes)
+    adv = pad_rows([e.advantages for e in episodes], width, 0.0, torch.float32)  # (B, T)
+    mask = pad_rows([e.mask for e in episodes], width, False, torch.bool)
+    real = pad_rows([[True] * len(e.response_ids) for e in episodes], width, False, torch.bool)
+    white = masked_whiten(adv, mask, fallback_mask=real)
+    return [white[i, : len(e.response_ids)].tolist() for i, e in enumerate(episodes)]
+
+
+def ppo_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Sequence[Episode],
+    micro_batch_size: int,
+    temperature: float,
+    pad_id: int,
+    clip: float,
+    kl_coef: float,
+    whiten: str,
+    grad_clip: float,
+) -> dict[str, float]:
+    """Accumulate the loss of each micro-batch (each weighted by its share of the batch), clip, step.
+
+    Args:
+        batch: the episodes of one optimizer step.
+        whiten: "micro_batch" standardises advantages inside each micro-batch (reference); "batch" and
+            "none" expect the caller to have prepared them (see `batch_whitened`).
+
+    Returns:
+        The step's metrics: loss parts and diagnostics averaged over micro-batches, grad norm, counts.
+    """
+    if whiten not in WHITEN_SCOPES:
+        raise ValueError(f"unknown whiten scope {whiten!r}; choose one of {list(WHITEN_SCOPES)}")
+    device = next(model.parameters()).device
+    sums = {"loss": 0.0, "loss_policy": 0.0, "loss_kl": 0.0, "ratio_mean": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
+    tokens = 0
+    optimizer.zero_grad(set_to_none=True)
+    for start in range(0, len(batch), micro_batch_size):
+        micro = batch[start : start + micro_batch_size]
+        logp, real = response_logprobs(
+            model, [e.prompt_ids for e in micro], [e.response_ids for e in micro], temperature, pad_id
+        )  # (B, T), (B, T)
+        width = logp.shape[1]
+        mask = pad_rows([e.mask for e in micro], width, False, torch.bool).to(device)
+        adv = pad_rows([e.advantages for e in micro], width, 0.0, torch.float32).to(device)
+        if whiten == "micro_batch":
+            adv = masked_whiten(adv, mask, fallback_mask=real)
+        old = pad_rows([e.old_logp for e in micro], width, 0.0, torch.float32).to(device)
+        ref = pad_rows([e.ref_logp for e in micro], width, 0.0, torch.float32).to(device)
+        out = policy_loss(logp, old, ref, adv, mask, clip=clip, kl_coef=kl_coef)
+        share = len(micro) / len(batch)
+        (out.total * share).backward()
+        for name, value in (("loss", out.total), ("loss_policy", out.policy), ("loss_kl", out.kl),
+                            ("ratio_mean", out.ratio_mean), ("clipfrac", out.clip_fraction),
+                            ("approx_kl", out.approx_kl)):
+            sums[name] += float(value) * share
+        tokens += int(mask.sum())
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return {**sums, "grad_norm": float(grad_norm), "sequences": len(batch), "tokens": tokens}

@@ -1,0 +1,74 @@
+"""Stage `evaluate`: accuracy of a checkpoint on held-out (test) questions, greedy and mean over samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.eval_results import EVAL_RESULTS
+from spo.policy import Engine, SampleRequest
+from spo.seeds import derive_seed
+from spo.tasks import Example, Task
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.progress import progress_bar
+from stages.resources import load_policy, load_task
+from stages.run_dir import RunDir
+
+SPEC = StageSpec(
+    name="evaluate",
+    reads=lambda run, c: [run.checkpoint(c)],
+    writes=lambda run, c: [run.artifact(c, "eval")],
+    config=("task", "eval", "sample", "model"),
+)
+
+
+def evaluate(run: Path, checkpoint: int, force: bool = False) -> StageReport:
+    """Grade the answers of checkpoint `checkpoint` to the first `eval.questions` test questions."""
+    return execute(SPEC, RunDir(Path(run)), checkpoint, _evaluate, force)
+
+
+def answer_rows(engine: Engine, task: Task, examples: list[Example], mode: str, n: int, temperature: float,
+                max_new_tokens: int, context_size: int, seed: int, desc: str) -> list[dict]:
+    """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
+    tokenizer = engine.tokenizer
+    prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in examples]
+    requests = [SampleRequest(prompt_ids=tuple(p), n=n, max_new_tokens=min(max_new_tokens, context_size - len(p)),
+                              temperature=temperature, top_p=1.0, seed=derive_seed(seed, 0, f"evaluate-{mode}", e.id),
+                              stop_token_ids=(tokenizer.eos_token_id,))
+                for p, e in zip(prompts, examples)]
+    with progress_bar(len(requests) * n, desc) as bar:
+        results = engine.sample(requests, progress=bar.update)
+    rows = []
+    for example, samples in zip(examples, results):
+        for j, sample in enumerate(samples):
+            text = tokenizer.decode(list(sample.token_ids), skip_special_tokens=True)
+            rows.append({"question_id": example.id, "mode": mode, "sample_index": j, "response_text": text,
+                         "finish_reason": sample.finish_reason,
+                         "reward": task.reward(text, example, finished=sample.finish_reason == "stop"),
+                         "correct": task.is_correct(text, example), "n_tokens": len(sample.token_ids)})
+    return rows
+
+
+def _evaluate(ctx: StageContext):
+    cfg, e = ctx.cfg, ctx.cfg.eval
+    task = load_task(cfg)
+    examples = task.examples("test")
+    examples = examples[: e.questions] if e.questions else examples
+    engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
+    limits = (cfg.sample.max_new_tokens, cfg.sample.context_size, cfg.seed)
+    rows, counters = [], {"eval/questions": len(examples)}
+    if e.greedy:
+        greedy = answer_rows(engine, task, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}")
+        counters["eval/accuracy_greedy"] = float(np.mean([r["correct"] for r in greedy]))
+        rows += greedy
+    if e.samples_per_question:
+        sampled = answer_rows(engine, task, examples, "sample", e.samples_per_question, e.temperature, *limits,
+                              f"eval-sample {ctx.iteration:04d}")
+        counters["eval/accuracy_sample"] = float(np.mean([r["correct"] for r in sampled]))
+        counters["eval/reward_sample"] = float(np.mean([r["reward"] for r in sampled]))
+        rows += sampled
+    for row in rows:
+        row["checkpoint"] = ctx.iteration
+    return {"eval": pa.Table.from_pylist(rows, schema=EVAL_RESULTS)}, counters

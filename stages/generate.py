@@ -1,0 +1,85 @@
+"""Stage `generate`: N rollouts per prompt from the iteration's checkpoint, graded and re-scored."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.rollouts import ROLLOUTS
+from spo.policy import SampleRequest
+from spo.seeds import derive_seed
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.progress import progress_bar
+from stages.resources import examples_by_id, load_policy, load_task
+from stages.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    name="generate",
+    reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(i)],
+    writes=lambda run, i: [run.artifact(i, "rollouts")],
+    config=("task", "sample", "model"),
+)
+
+
+def generate(run: Path, iteration: int, force: bool = False) -> StageReport:
+    """Sample, grade (rule 6) and teacher-force score (rule 3) N responses per prompt."""
+    return execute(SPEC, RunDir(Path(run)), iteration, _generate, force)
+
+
+def _generate(ctx: StageContext):
+    cfg, s = ctx.cfg, ctx.cfg.sample
+    prompts = ctx.read("prompts").to_pylist()
+    task = load_task(cfg)
+    examples = examples_by_id(task, "train")
+    engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
+    tokenizer = engine.tokenizer
+    requests = [
+        SampleRequest(prompt_ids=tuple(p["prompt_ids"]), n=s.samples_per_question,
+                      max_new_tokens=min(s.max_new_tokens, s.context_size - len(p["prompt_ids"])),
+                      temperature=s.temperature, top_p=s.top_p,
+                      seed=derive_seed(cfg.seed, ctx.iteration, "generate", p["question_id"]),
+                      stop_token_ids=(tokenizer.eos_token_id,))
+        for p in prompts
+    ]
+    start = time.perf_counter()
+    with progress_bar(len(requests) * s.samples_per_question, f"generate {ctx.iteration:04d}") as bar:
+        results = engine.sample(requests, progress=bar.update)
+    sample_seconds = time.perf_counter() - start
+    rows = []
+    for p, request, samples in zip(prompts, requests, results):
+        example = examples[p["question_id"]]
+        for j, sample in enumerate(samples):
+            text = tokenizer.decode(list(sample.token_ids), skip_special_tokens=True)
+            rows.append({
+                "rollout_id": p["prompt_index"] * s.samples_per_question + j, "question_id": p["question_id"],
+                "prompt_index": p["prompt_index"], "sample_index": j, "seed": request.seed,
+                "prompt_ids": p["prompt_ids"], "response_ids": list(sample.token_ids), "response_text": text,
+                "finish_reason": sample.finish_reason,
+                "reward": task.reward(text, example, finished=sample.finish_reason == "stop"),
+                "correct": task.is_correct(text, example),
+                "engine_logp": None if sample.logprobs is None else list(sample.logprobs),
+            })
+    logps = engine.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], s.temperature)
+    mismatch = 0.0
+    for row, logp in zip(rows, logps):
+        row["logp"] = logp.tolist()
+        if row["engine_logp"] is not None and len(logp):
+            mismatch = max(mismatch, float(np.max(np.abs(logp - np.asarray(row["engine_logp"])))))
+    table = pa.Table.from_pylist(rows, schema=ROLLOUTS)
+    rewards = np.array([r["reward"] for r in rows], dtype=np.float64)
+    counters = {
+        "rollouts/reward_mean": float(rewards.mean()) if len(rows) else 0.0,
+        "rollouts/accuracy": float(np.mean([r["correct"] for r in rows])) if rows else 0.0,
+        "rollouts/length_mean": float(np.mean([len(r["response_ids"]) for r in rows])) if rows else 0.0,
+        "rollouts/truncated": sum(r["finish_reason"] == "length" for r in rows),
+        "rollouts/logp_engine_vs_score_max_abs": mismatch,
+        "sample/tokens": sum(len(r["response_ids"]) for r in rows),
+        "sample/seconds": round(sample_seconds, 3),
+    }
+    return {"rollouts": table}, counters

@@ -1,0 +1,55 @@
+"""Stage `partition`: cut each rollout into segments (cutpoints, or a baseline's partition)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.boundaries import BOUNDARIES
+from spo.segments import PARTITION_INPUTS, partition_boundaries
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.resources import load_policy
+from stages.run_dir import RunDir
+
+SPEC = StageSpec(
+    name="partition",
+    reads=lambda run, i: [run.artifact(i, "rollouts"), run.checkpoint(0)],  # the tokenizer, for "newline"
+    writes=lambda run, i: [run.artifact(i, "boundaries")],
+    config=("partition",),
+)
+
+
+def partition(run: Path, iteration: int, force: bool = False) -> StageReport:
+    """Boundaries per rollout from the recomputed probabilities p = exp(logp) (rules 2-3)."""
+    return execute(SPEC, RunDir(Path(run)), iteration, _partition, force)
+
+
+def _partition(ctx: StageContext):
+    p = ctx.cfg.partition
+    rollouts = ctx.read("rollouts").select(["rollout_id", "response_ids", "logp"]).to_pylist()
+    params = {
+        "cutpoint": {"tau": p.tau, "interval": p.interval, "max_boundaries": p.max_boundaries or None},
+        "fixed_count": {"n_segments": p.n_segments},
+        "fixed_length": {"segment_tokens": p.segment_tokens},
+        "newline": {},
+        "none": {},
+    }
+    if p.method not in params:
+        raise ValueError(f"unknown partition.method {p.method!r}; choose one of {sorted(params)}")
+    tokenizer = load_policy(ctx.run.checkpoint(0), ctx.cfg).tokenizer if PARTITION_INPUTS[p.method] == "token_texts" else None
+    rows = []
+    for r in rollouts:
+        probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()
+        texts = [tokenizer.decode([t]) for t in r["response_ids"]] if tokenizer is not None else None
+        bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, **params[p.method])
+        rows.append({"rollout_id": r["rollout_id"], "method": p.method, "boundaries": bounds,
+                     "n_cutpoints": sum(q < p.tau for q in probs),
+                     "n_segments": len(bounds) + (0 if bounds and bounds[0] == 0 else 1)})
+    table = pa.Table.from_pylist(rows, schema=BOUNDARIES)
+    n = max(len(rows), 1)
+    return {"boundaries": table}, {
+        "partition/boundaries_mean": sum(len(r["boundaries"]) for r in rows) / n,
+        "partition/cutpoints_mean": sum(r["n_cutpoints"] for r in rows) / n,
+    }

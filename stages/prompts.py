@@ -1,0 +1,51 @@
+"""Stage `prompts`: draw the iteration's training questions, format and tokenize them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.prompts import PROMPTS
+from spo.seeds import derive_seed
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.resources import load_policy, load_task
+from stages.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    name="prompts",
+    reads=lambda run, i: [run.checkpoint(0)],  # the tokenizer
+    writes=lambda run, i: [run.artifact(i, "prompts")],
+    config=("task", "sample", "model"),
+)
+
+
+def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
+    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration, reference §1.1)."""
+    return execute(SPEC, RunDir(Path(run)), iteration, _prompts, force)
+
+
+def _prompts(ctx: StageContext):
+    cfg = ctx.cfg
+    task = load_task(cfg)
+    tokenizer = load_policy(ctx.run.checkpoint(0), cfg).tokenizer
+    pool = task.examples("train")
+    rng = np.random.default_rng(derive_seed(cfg.seed, ctx.iteration, "prompts", "draw"))
+    rows, too_long = [], 0
+    for index in rng.permutation(len(pool)):
+        if len(rows) == cfg.sample.questions_per_iteration:
+            break
+        example = pool[int(index)]
+        text = task.prompt(example)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= cfg.sample.context_size:  # no room for a response (reference: max_question_length)
+            too_long += 1
+            continue
+        rows.append({"prompt_index": len(rows), "question_id": example.id, "question": example.question,
+                     "answer": example.answer, "prompt_text": text, "prompt_ids": ids})
+    table = pa.Table.from_pylist(rows, schema=PROMPTS)
+    return {"prompts": table}, {"prompts/too_long": too_long, "prompts/pool": len(pool)}

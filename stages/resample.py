@@ -1,0 +1,114 @@
+"""Stage `resample`: K Monte-Carlo continuations from each unique boundary prefix, and the values.
+
+Prefixes are token ids (rule 1): prompt ids + the first b response ids. Identical prefixes, within a
+rollout or across rollouts, are sampled once and shared (rule 9). A prefix that already fills the
+context gets no continuation (rule 8). Continuations are graded on response prefix + continuation
+(rule 5).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.mc_samples import MC_SAMPLES
+from schemas.values import VALUES
+from spo.policy import SampleRequest
+from spo.seeds import derive_seed
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.progress import progress_bar
+from stages.resources import examples_by_id, load_policy, load_task
+from stages.run_dir import RunDir
+
+SPEC = StageSpec(
+    name="resample",
+    reads=lambda run, i: [run.artifact(i, "rollouts"), run.artifact(i, "boundaries"), run.checkpoint(i)],
+    writes=lambda run, i: [run.artifact(i, "mc_samples"), run.artifact(i, "values")],
+    config=("task", "sample", "resample", "model"),
+)
+
+
+def resample(run: Path, iteration: int, force: bool = False) -> StageReport:
+    """Estimate V(b) = mean reward of K continuations at every boundary of every rollout."""
+    return execute(SPEC, RunDir(Path(run)), iteration, _resample, force)
+
+
+def _resample(ctx: StageContext):
+    cfg, s, k = ctx.cfg, ctx.cfg.sample, ctx.cfg.resample.k
+    rollouts = {r["rollout_id"]: r for r in ctx.read("rollouts").to_pylist()}
+    boundaries = ctx.read("boundaries").to_pylist()
+    task = load_task(cfg)
+    examples = examples_by_id(task, "train")
+
+    prefix_ids: dict[tuple[int, ...], int] = {}  # unique prefix -> prefix_id
+    first_use: dict[int, tuple[int, int]] = {}  # prefix_id -> (rollout_id, b) that defines its grading
+    value_rows = []
+    for row in boundaries:
+        rollout = rollouts[row["rollout_id"]]
+        for index, b in enumerate(row["boundaries"]):
+            prefix = tuple(rollout["prompt_ids"]) + tuple(rollout["response_ids"][:b])
+            shared = prefix in prefix_ids
+            pid = prefix_ids.setdefault(prefix, len(prefix_ids))
+            first_use.setdefault(pid, (row["rollout_id"], b))
+            value_rows.append({"rollout_id": row["rollout_id"], "boundary_index": index, "boundary": b,
+                               "prefix_id": pid, "shared": shared,
+                               "context_guarded": len(prefix) >= s.context_size})
+
+    engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
+    tokenizer = engine.tokenizer
+    sampled = [(prefix, pid) for prefix, pid in prefix_ids.items() if len(prefix) < s.context_size]
+    requests = [
+        SampleRequest(prompt_ids=prefix, n=k, max_new_tokens=min(s.max_new_tokens, s.context_size - len(prefix)),
+                      temperature=s.temperature, top_p=s.top_p,
+                      seed=derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)),
+                      stop_token_ids=(tokenizer.eos_token_id,))
+        for prefix, _ in sampled
+    ]
+    before = engine.stats.prefill_tokens, engine.stats.shared_prefix_tokens
+    start = time.perf_counter()
+    with progress_bar(len(requests) * k, f"resample {ctx.iteration:04d}") as bar:
+        results = engine.sample(requests, progress=bar.update)
+    seconds = time.perf_counter() - start
+
+    mc_rows, rewards_of = [], {}
+    for (prefix, pid), request, samples in zip(sampled, requests, results):
+        rollout_id, b = first_use[pid]
+        rollout = rollouts[rollout_id]
+        example = examples[rollout["question_id"]]
+        head = list(rollout["response_ids"][:b])
+        rewards = []
+        for j, sample in enumerate(samples):
+            text = tokenizer.decode(head + list(sample.token_ids), skip_special_tokens=True)
+            reward = task.reward(text, example, finished=sample.finish_reason == "stop")
+            rewards.append(reward)
+            mc_rows.append({"prefix_id": pid, "sample_index": j, "seed": request.seed,
+                            "continuation_ids": list(sample.token_ids), "text": text,
+                            "finish_reason": sample.finish_reason, "reward": reward})
+        rewards_of[pid] = rewards
+
+    for row in value_rows:
+        rewards = rewards_of.get(row["prefix_id"])
+        if rewards is None:  # context-guarded (rule 8): the rollout's reward if it ended here
+            rollout = rollouts[row["rollout_id"]]
+            ended = row["boundary"] == len(rollout["response_ids"])
+            row.update(value=rollout["reward"] if ended else task.unfinished_penalty, value_std=0.0, n_samples=0)
+        else:
+            row.update(value=float(np.mean(rewards)), value_std=float(np.std(rewards)), n_samples=len(rewards))
+    counters = {
+        "mc/prefixes": len(prefix_ids), "mc/boundaries": len(value_rows),
+        "mc/shared_boundaries": sum(r["shared"] for r in value_rows),
+        "mc/context_guarded": sum(r["context_guarded"] for r in value_rows),
+        "mc/continuations": len(mc_rows), "mc/tokens": sum(len(r["continuation_ids"]) for r in mc_rows),
+        "mc/prefill_tokens": engine.stats.prefill_tokens - before[0],
+        "mc/prefix_cache_tokens": engine.stats.shared_prefix_tokens - before[1],
+        "mc/seconds": round(seconds, 3),
+    }
+    return {"mc_samples": pa.Table.from_pylist(mc_rows, schema=MC_SAMPLES),
+            "values": pa.Table.from_pylist(value_rows, schema=VALUES)}, counters
+
+
+def _prefix_key(prefix: tuple[int, ...]) -> str:
+    return ",".join(map(str, prefix))

@@ -1,0 +1,48 @@
+"""What stages load besides artifacts: the task, the policy at a checkpoint, and atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from spo.config import RunConfig
+from spo.policy import Engine, make_engine
+from spo.tasks import Example, Task, make_task
+from stages.run_dir import REPO_ROOT
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+"""Default home of the benchmark data: the read-only copy beside the checkout."""
+
+
+def load_task(cfg: RunConfig) -> Task:
+    """The configured task; tasks that read files get `task.data_dir` (default ../shared/data/<task>)."""
+    options = dict(cfg.task.options)
+    if cfg.task.name in DATA_TASKS:
+        options.setdefault("path", cfg.task.data_dir or str(SHARED_DATA / DATA_TASKS[cfg.task.name]))
+    return make_task(cfg.task.name, **options)
+
+
+DATA_TASKS = {"gsm8k": "gsm8k", "math500": "math500"}
+"""Built-in tasks that read a data folder, and the folder's name under ../shared/data."""
+
+
+def examples_by_id(task: Task, split: str) -> dict[str, Example]:
+    return {example.id: example for example in task.examples(split)}
+
+
+def load_policy(path: Path, cfg: RunConfig) -> Engine:
+    """The policy saved at `path`, in the configured engine."""
+    return make_engine(cfg.model.engine, path, dtype=cfg.model.dtype, device=cfg.model.device)
+
+
+def write_folder_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary folder beside `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write(tmp)
+    if path.exists():
+        raise FileExistsError(f"{path}: exists; move it aside first (stages/artifacts.py supersedes outputs)")
+    os.replace(tmp, path)
