@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from stages import ITERATION_STAGES, STAGES
+from stages.registry import ITERATION_STAGES, STAGES
 from stages.artifacts import StageReport, cache_key
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary, summary_markdown

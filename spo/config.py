@@ -346,3 +346,31 @@ def _parse_value(raw: str, kind: Any, where: str) -> Any:
         return json.loads(raw)
     except ValueError as error:
         raise ValueError(f"{where}: cannot parse {raw!r} as {getattr(kind, '__name__', kind)}: {error}")
+
+
+def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, docstring) of every leaf field, read from the attribute docstrings.
+
+    >>> next(d for d in field_docs() if d[0] == "partition.tau")
+    ('partition.tau', '0.9', 'Probability threshold: a token with p < tau is a cutpoint and inside the probability mask.')
+    """
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
+            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+                docs[node.target.id] = following.value.value
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    out = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += field_docs(hints[f.name], name + ".")
+        else:
+            out.append((name, json.dumps(getattr(defaults, f.name)).replace('"', ""), docs.get(f.name, "")))
+    return out

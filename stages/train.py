@@ -54,7 +54,8 @@ def _train(ctx: StageContext):
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, "train", "order"))
     wanted = t.episodes_per_iteration
     total_steps = cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs)
-    warmup = math.ceil(t.warmup_ratio * total_steps)
+    total_steps = max(total_steps, 1)
+    warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.adam_betas, eps=1e-8,
                                   weight_decay=t.weight_decay)
