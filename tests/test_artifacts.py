@@ -105,3 +105,14 @@ def test_run_json_records_config_and_versions(tmp_path):
     run = create_run(tmp_path / "run", RunConfig(seed=3))
     stored = json.loads(run.config_path.read_text())
     assert stored["seed"] == 3 and stored["versions"]["torch"] and RunDir(run.root).config().seed == 3
+
+
+def test_schema_docs_are_current():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    generated = subprocess.run([sys.executable, "-m", "schemas"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout
+    assert (root / "docs" / "schemas.md").read_text() == generated, "run `python -m schemas > docs/schemas.md`"
