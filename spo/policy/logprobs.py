@@ -1,0 +1,67 @@
+"""Teacher-forced log-probs of response tokens, shared by `Engine.score` and the PPO trainer."""
+
+from collections.abc import Sequence
+
+import torch
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    temperature: float,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the log-prob of each response token given its prompt and the tokens before it.
+
+    Rows are prompt + response, right-padded with `pad_id`; causal attention means padding never
+    influences a real token, so no attention mask is needed. Only the response positions go through
+    the output layer, and the log-softmax of logits / temperature is taken in float32 (rule 3).
+    Differentiable when grad is enabled.
+
+    Args:
+        model: a Hugging Face causal LM (`get_decoder()` and `get_output_embeddings()`).
+        prompt_ids: B prompts, each at least one token.
+        response_ids: B responses (may be empty).
+        temperature: divides the logits; > 0.
+        pad_id: token used to pad rows (any valid id).
+
+    Returns:
+        (B, T) float32 log-probs (0 where masked) and (B, T) bool mask of real response tokens;
+        T is the longest response.
+
+    >>> from spo.policy.tiny import build_char_tokenizer, build_tiny_model
+    >>> tok = build_char_tokenizer(["abc"])
+    >>> model = build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> logprobs, mask = response_logprobs(model, [[1, 4], [1]], [[5, 6, 2], [4]], 1.0, tok.pad_token_id)
+    >>> logprobs.shape, logprobs.dtype, mask.tolist()
+    (torch.Size([2, 3]), torch.float32, [[True, True, True], [True, False, False]])
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature is {temperature}, expected > 0")
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+    empty = [b for b, prompt in enumerate(prompt_ids) if len(prompt) == 0]
+    if empty:
+        raise ValueError(f"prompts {empty[:5]} are empty; each needs at least one token")
+    device = next(model.parameters()).device
+    prompt_lengths = torch.tensor([len(p) for p in prompt_ids], device=device)
+    response_lengths = torch.tensor([len(r) for r in response_ids], device=device)
+    batch, longest = len(prompt_ids), int((prompt_lengths + response_lengths).max())
+    steps = int(response_lengths.max())
+    input_ids = torch.full((batch, longest), pad_id, dtype=torch.long)  # (B, L)
+    targets = torch.full((batch, steps), pad_id, dtype=torch.long)  # (B, T)
+    for b, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
+        input_ids[b, : len(prompt) + len(response)] = torch.tensor([*prompt, *response], dtype=torch.long)
+        targets[b, : len(response)] = torch.tensor(response, dtype=torch.long)
+    input_ids, targets = input_ids.to(device), targets.to(device)
+
+    hidden = model.get_decoder()(input_ids=input_ids).last_hidden_state  # (B, L, H)
+    # Token i of a response is predicted at position prompt_length - 1 + i.
+    offsets = torch.arange(steps, device=device)
+    mask = offsets[None, :] < response_lengths[:, None]  # (B, T)
+    positions = (prompt_lengths[:, None] - 1 + offsets[None, :]).clamp(max=longest - 1)  # (B, T)
+    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, T, H)
+    logits = model.get_output_embeddings()(hidden).float() / temperature  # (B, T, V)
+    logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (B, T)
+    return logprobs.masked_fill(~mask, 0.0), mask

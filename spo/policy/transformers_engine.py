@@ -1,0 +1,283 @@
+"""The in-process policy engine: a Hugging Face causal LM in torch, with prompt-prefix sharing.
+
+Requests are cut into groups (one prompt, K of its samples) and groups of equal K into batches.
+A batch prefills each prompt once and decodes its K samples against that single cache
+(`spo.policy.prefix_cache`); `share_prefix=False` makes every sample its own group, i.e. each sample
+reruns its prompt (the naive baseline). Each sample's randomness comes from (request seed, j) only
+(`spo.policy.sampling`), so results do not depend on batching, batch mates or their order.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from spo.policy.engine import Engine, EngineStats, Sample, SampleRequest
+from spo.policy.logprobs import response_logprobs
+from spo.policy.prefix_cache import PrefixCache, SuffixCache, check_supported, decode_step, prefill
+from spo.policy.sampling import choose_tokens, sample_seed, sample_uniforms
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PAD_ID = 0
+"""Filler for right padding; any valid id works because padding never reaches a real token."""
+SCORE_LOGITS_BUDGET = 2**28
+"""Most float32 logits (rows x response tokens x vocab) one scoring batch materialises (1 GiB)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """ "auto" -> bfloat16 on GPU, float32 on CPU; else a name in DTYPES.
+
+    >>> resolve_dtype("auto", torch.device("cpu")), resolve_dtype("bfloat16", torch.device("cpu"))
+    (torch.float32, torch.bfloat16)
+    """
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
+    return DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Samples first .. first + size - 1 of request `request`, decoded against one prompt cache."""
+
+    request: int
+    first: int
+    size: int
+
+
+class TransformersEngine(Engine):
+    """Sample and score with a torch causal LM (Llama or Qwen2 layout).
+
+    Args:
+        model: the policy; moved to `device`/`dtype`. Its train/eval mode is left as is.
+        tokenizer: its tokenizer.
+        device: "auto" (cuda if available) or a torch device name.
+        dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
+        batch_size: most sample rows decoded together.
+        max_batch_tokens: most cached tokens per batch (prompt tokens once per group, plus rows x
+            max_new_tokens); a batch always holds at least one group.
+        share_prefix: prefill each prompt once for its n samples; False reruns it for every sample.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 256,
+        max_batch_tokens: int = 65536,
+        share_prefix: bool = True,
+    ):
+        check_supported(model)
+        self.device = resolve_device(device)
+        self.model = model.to(device=self.device, dtype=resolve_dtype(dtype, self.device))
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.share_prefix = share_prefix
+        self.stats = EngineStats()
+
+    @classmethod
+    def load(cls, path: str | Path, **options) -> "TransformersEngine":
+        """Load model and tokenizer from a Hugging Face checkpoint directory (eval mode)."""
+        device = resolve_device(options.get("device", "auto"))
+        dtype = resolve_dtype(options.get("dtype", "auto"), device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        return cls(model, AutoTokenizer.from_pretrained(path), **options)
+
+    def save(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def sample(
+        self, requests: Sequence[SampleRequest], progress: Callable[[int], None] | None = None
+    ) -> list[list[Sample]]:
+        self._check_requests(requests)
+        groups = self._groups(requests)
+        results: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        for batch in self._batches(groups, requests):
+            for (request, j), sample in self._sample_batch(batch, requests, progress).items():
+                results[request][j] = sample
+        self._count(requests, groups, results)
+        return results
+
+    def score(
+        self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], temperature: float
+    ) -> list[np.ndarray]:
+        if len(prompt_ids) != len(response_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+        order = sorted(range(len(prompt_ids)), key=lambda b: -(len(prompt_ids[b]) + len(response_ids[b])))
+        scores: list[np.ndarray | None] = [None] * len(order)
+        vocab, start = self.model.config.vocab_size, 0
+        while start < len(order):
+            end, longest, longest_response = start, 0, 0
+            while end < len(order) and end - start < self.batch_size:
+                b = order[end]
+                longest = max(longest, len(prompt_ids[b]) + len(response_ids[b]))
+                longest_response = max(longest_response, len(response_ids[b]))
+                rows = end - start + 1
+                over = (
+                    rows * longest > self.max_batch_tokens
+                    or rows * longest_response * vocab > SCORE_LOGITS_BUDGET
+                )
+                if over and end > start:
+                    break
+                end += 1
+            batch = order[start:end]
+            with torch.inference_mode():
+                logprobs, _ = response_logprobs(
+                    self.model,
+                    [prompt_ids[b] for b in batch],
+                    [response_ids[b] for b in batch],
+                    temperature,
+                    PAD_ID,
+                )
+            logprobs = logprobs.cpu().numpy()
+            for row, b in enumerate(batch):
+                scores[b] = logprobs[row, : len(response_ids[b])].copy()
+            start = end
+        return scores
+
+    def _check_requests(self, requests: Sequence[SampleRequest]) -> None:
+        vocab, context = self.model.config.vocab_size, self.model.config.max_position_embeddings
+        for i, r in enumerate(requests):
+            if len(r.prompt_ids) + r.max_new_tokens > context:
+                raise ValueError(
+                    f"request {i}: prompt of {len(r.prompt_ids)} tokens + max_new_tokens {r.max_new_tokens} "
+                    f"exceeds the model context of {context} tokens"
+                )
+            if not all(0 <= t < vocab for t in r.prompt_ids):
+                raise ValueError(f"request {i}: prompt token ids outside the vocabulary [0, {vocab})")
+
+    def _groups(self, requests: Sequence[SampleRequest]) -> list[_Group]:
+        """Cut each request into groups of at most batch_size samples (1 sample each without sharing)."""
+        size = self.batch_size if self.share_prefix else 1
+        return [
+            _Group(i, first, min(size, r.n - first))
+            for i, r in enumerate(requests)
+            for first in range(0, r.n, size)
+        ]
+
+    def _batches(self, groups: list[_Group], requests: Sequence[SampleRequest]) -> list[list[_Group]]:
+        """Pack groups of equal size into batches, longest prompts first."""
+        groups = sorted(groups, key=lambda g: (g.size, -len(requests[g.request].prompt_ids)))
+        batches: list[list[_Group]] = []
+        for group in groups:
+            batch = batches[-1] if batches else []
+            if batch and batch[0].size == group.size and self._fits([*batch, group], requests):
+                batch.append(group)
+            else:
+                batches.append([group])
+        return batches
+
+    def _fits(self, batch: list[_Group], requests: Sequence[SampleRequest]) -> bool:
+        rows = len(batch) * batch[0].size
+        prompt = max(len(requests[g.request].prompt_ids) for g in batch)
+        steps = max(requests[g.request].max_new_tokens for g in batch)
+        return rows <= self.batch_size and len(batch) * prompt + rows * steps <= self.max_batch_tokens
+
+    @torch.inference_mode()
+    def _sample_batch(
+        self, batch: list[_Group], requests: Sequence[SampleRequest], progress: Callable[[int], None] | None
+    ) -> dict[tuple[int, int], Sample]:
+        """Decode one batch; return {(request index, sample index): sample}."""
+        size = batch[0].size
+        keys = [(g.request, g.first + k) for g in batch for k in range(size)]  # row -> (request, j)
+        rows = [requests[i] for i, _ in keys]
+        steps = max(r.max_new_tokens for r in rows)
+        device = self.device
+
+        def row_tensor(values, dtype):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        temperature = row_tensor([r.temperature for r in rows], torch.float32)
+        top_p = row_tensor([r.top_p for r in rows], torch.float32)
+        max_new = row_tensor([r.max_new_tokens for r in rows], torch.long)
+        widest = max(len(r.stop_token_ids) for r in rows)
+        stops = row_tensor(
+            [[*r.stop_token_ids, *[-1] * (widest - len(r.stop_token_ids))] for r in rows], torch.long
+        )
+        uniforms = sample_uniforms([sample_seed(requests[i].seed, j) for i, j in keys], steps).to(device)
+
+        prefix, logits = prefill(self.model, [requests[g.request].prompt_ids for g in batch], PAD_ID)
+        logits = logits.repeat_interleave(size, 0)  # (B, V)
+        positions = prefix.lengths.repeat_interleave(size)  # (B,)
+        suffix = SuffixCache.allocate(self.model, len(rows), max(steps - 1, 0), like=prefix.keys[0])
+        tokens = torch.zeros(len(rows), steps, dtype=torch.long, device=device)  # (B, T)
+        logprobs = torch.zeros(len(rows), steps, dtype=torch.float32, device=device)
+        lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
+        finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        stopped = torch.zeros_like(finished)
+        live = torch.arange(len(rows), device=device)  # original row of each row still decoded
+        for step in range(steps):
+            token, logprob = choose_tokens(logits, uniforms[live, step], temperature[live], top_p[live])
+            writing = ~finished[live]
+            tokens[live[writing], step] = token[writing]
+            logprobs[live[writing], step] = logprob[writing]
+            lengths[live[writing]] = step + 1
+            hit_stop = writing & (token[:, None] == stops[live]).any(-1)
+            stopped[live[hit_stop]] = True
+            done = writing & (hit_stop | (step + 1 >= max_new[live]))
+            finished[live[done]] = True
+            if progress is not None and bool(done.any()):
+                progress(int(done.sum()))
+            if bool(finished.all()):
+                break
+            prefix, suffix, live, token = _drop_finished_groups(prefix, suffix, live, token, finished, size)
+            logits = decode_step(self.model, token, positions[live] + step, prefix, suffix)
+
+        lengths = lengths.tolist()
+        token_lists, logprob_lists, stopped = tokens.tolist(), logprobs.tolist(), stopped.tolist()
+        return {
+            key: Sample(
+                tuple(token_lists[b][: lengths[b]]),
+                "stop" if stopped[b] else "length",
+                tuple(logprob_lists[b][: lengths[b]]),
+            )
+            for b, key in enumerate(keys)
+        }
+
+    def _count(
+        self, requests: Sequence[SampleRequest], groups: list[_Group], results: list[list[Sample]]
+    ) -> None:
+        self.stats.requests += len(requests)
+        self.stats.samples += sum(r.n for r in requests)
+        self.stats.prompt_tokens += sum(len(r.prompt_ids) * r.n for r in requests)
+        self.stats.prefill_tokens += sum(len(requests[g.request].prompt_ids) for g in groups)
+        self.stats.shared_prefix_tokens += sum(
+            len(requests[g.request].prompt_ids) * (g.size - 1) for g in groups
+        )
+        self.stats.sampled_tokens += sum(len(s.token_ids) for samples in results for s in samples)
+
+
+def _drop_finished_groups(
+    prefix: PrefixCache,
+    suffix: SuffixCache,
+    live: torch.Tensor,
+    token: torch.Tensor,
+    finished: torch.Tensor,
+    size: int,
+) -> tuple[PrefixCache, SuffixCache, torch.Tensor, torch.Tensor]:
+    """Remove groups whose samples all finished, once they are a quarter of the batch.
+
+    Compaction copies the caches, so it waits until it pays for itself.
+    """
+    group_done = finished[live].view(-1, size).all(1)  # (G,)
+    if int(group_done.sum()) * 4 < group_done.numel():
+        return prefix, suffix, live, token
+    keep_groups = (~group_done).nonzero().squeeze(1)
+    keep_rows = (keep_groups[:, None] * size + torch.arange(size, device=live.device)).flatten()
+    return prefix.select(keep_groups), suffix.select(keep_rows), live[keep_rows], token[keep_rows]
