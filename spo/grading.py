@@ -1,0 +1,402 @@
+"""Final-answer extraction and equivalence for GSM8K, MATH-500 and the arithmetic demo task.
+
+`extract_answer(text, task)` pulls the final answer out of a response; `gsm8k_equal` compares GSM8K
+numbers; `math_equal` compares LaTeX answers: string equality after normalisation, then exact numbers,
+then structure (tuples, intervals, sets, `\\pm`, unions, matrices, equations) and sympy for the scalars.
+Every sympy step runs under a time limit: SIGALRM in the main thread, otherwise a `SympyWorker` child
+process that is killed when it overruns. A parse failure or a timeout means "not equal", never an error.
+"""
+
+import os
+import pickle
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any, BinaryIO, Self
+
+import sympy
+
+from spo.latex_sympy import LatexParseError, expressions_equal, latex_to_sympy
+from spo.math_normalize import answer_parts, normalize_answer, split_top_level
+
+ANSWER_MARKER = "####"
+# What a malformed or unusual answer may raise inside sympy; all of it means "cannot show equal".
+_SYMPY_FAILURES = (LatexParseError, sympy.SympifyError, TypeError, ValueError, ArithmeticError,
+                   RecursionError, NotImplementedError, AttributeError, IndexError)  # fmt: skip
+
+
+def extract_boxed(text: str) -> str | None:
+    """Return the content of the last complete `\\boxed{...}` (or `\\fbox{...}`, `\\boxed 5`), else None.
+
+    >>> extract_boxed("so $\\\\boxed{\\\\frac{1}{2}}$ and finally \\\\boxed{\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)}.")
+    '\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)'
+    >>> extract_boxed("\\\\boxed 5."), extract_boxed("\\\\boxed{12"), extract_boxed("no box")
+    ('5', None, None)
+    """
+    for match in reversed(list(re.finditer(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*", text))):
+        start = match.end()
+        if text[start : start + 1] != "{":
+            bare = re.match(r"[^\s$]+", text[start:])
+            if bare:
+                return bare.group(0).rstrip(".")
+            continue
+        depth = 0
+        for end in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                return text[start + 1 : end]
+    return None
+
+
+def _after_last_marker(text: str) -> str | None:
+    """The first line after the last `####`, stripped (GSM8K and arith format)."""
+    if ANSWER_MARKER not in text:
+        return None
+    lines = text.rsplit(ANSWER_MARKER, 1)[1].strip().splitlines()
+    return lines[0].strip() if lines and lines[0].strip() else None
+
+
+def _math_answer(text: str) -> str | None:
+    """MATH extraction by priority: boxed, `final answer is $...$`, `The answer is ...`, last number."""
+    boxed = extract_boxed(text)
+    if boxed is not None and boxed.strip():
+        return boxed.strip()
+    final = re.findall(r"final answer is:?\s*\$+([^$]+)\$", text)
+    if final:
+        return final[-1].strip()
+    if "he answer is" in text:
+        lines = text.rsplit("he answer is", 1)[1].strip().splitlines()
+        candidate = lines[0].strip(" :$.") if lines else ""
+        if candidate:
+            return candidate
+    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+", text)
+    return numbers[-1].rstrip(",") if numbers else None
+
+
+_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "gsm8k": _after_last_marker,
+    "arith": _after_last_marker,
+    "math500": _math_answer,
+}
+
+
+def extract_answer(text: str, task: str) -> str | None:
+    """Return the final answer written in a response, or None when there is none.
+
+    Args:
+        text: the response (for MC values: response prefix + continuation).
+        task: "gsm8k" or "arith" (text after the last `####`), or "math500" (boxed first).
+
+    >>> extract_answer("48/2 = 24\\n#### 72", "gsm8k"), extract_answer("So $\\\\boxed{5}$.", "math500")
+    ('72', '5')
+    >>> extract_answer("The final answer is $x=5$. I hope it is correct", "math500")
+    'x=5'
+    """
+    if task not in _EXTRACTORS:
+        raise ValueError(f"unknown task {task!r} for answer extraction; choose one of {sorted(_EXTRACTORS)}")
+    return _EXTRACTORS[task](text)
+
+
+def _gsm8k_number(text: str) -> Decimal | None:
+    """`1,000`, `$18`, `18.`, `18.0` as an exact Decimal; None when not a plain number."""
+    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)", cleaned):
+        return None
+    try:
+        return Decimal(cleaned)
+    except InvalidOperation:
+        return None
+
+
+def gsm8k_equal(pred: str, gold: str) -> bool:
+    """True when a GSM8K prediction equals the gold number (separators, `$` and a trailing `.0` ignored).
+
+    >>> [gsm8k_equal(p, "18") for p in ["18", "$18", "18.0", "18.", "18.5", "eighteen"]]
+    [True, True, True, True, False, False]
+    >>> gsm8k_equal("1,000", "1000")
+    True
+    """
+    pred_number, gold_number = _gsm8k_number(pred), _gsm8k_number(gold)
+    if pred_number is not None and gold_number is not None:
+        return pred_number == gold_number
+    return pred.strip().replace(",", "").lower() == gold.strip().replace(",", "").lower()
+
+
+def _exact_number(answer: str) -> Fraction | None:
+    """A normalised plain number (`-12`, `0.15`, `\\frac{3}{4}`, `-\\frac{35}{9}`) as a Fraction, else None."""
+    if re.fullmatch(r"-?\d+(\.\d+)?", answer):
+        return Fraction(answer)
+    fraction = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", answer)
+    if fraction and int(fraction.group(3)) != 0:
+        value = Fraction(int(fraction.group(2)), int(fraction.group(3)))
+        return -value if fraction.group(1) else value
+    return None
+
+
+def math_equal(
+    pred: str | None, gold: str, timeout: float = 5.0, worker: "SympyWorker | None" = None
+) -> bool:
+    """True when a predicted LaTeX answer is mathematically equal to the gold answer.
+
+    Args:
+        pred: the extracted answer (None counts as wrong).
+        gold: the reference answer, e.g. MATH-500's `answer` field.
+        timeout: seconds allowed for the structural and sympy comparison of this pair.
+        worker: the child process that runs the comparison; None runs it here under SIGALRM in the main
+            thread, or in a one-shot worker (about a second to start) from any other thread.
+
+    >>> math_equal("\\\\dfrac{1}{2}", "0.5"), math_equal("\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)", "(3,\\\\pi/2)")
+    (True, True)
+    >>> math_equal("(3,4)", "(3,4]"), math_equal("x=5", "5"), math_equal("\\\\frac{\\\\sqrt{2}}{2}", "1/\\\\sqrt{2}")
+    (False, True, True)
+    """
+    if pred is None:
+        return False
+    pred_norm, gold_norm = normalize_answer(pred), normalize_answer(gold)
+    if pred_norm == gold_norm:
+        return True
+    pred_number, gold_number = _exact_number(pred_norm), _exact_number(gold_norm)
+    if pred_number is not None and gold_number is not None:
+        return pred_number == gold_number
+    try:
+        return call_with_time_limit(normalized_equal, (pred_norm, gold_norm), timeout, worker)
+    except TimeoutError:
+        return False
+
+
+def normalized_equal(pred: str, gold: str) -> bool:
+    """Compare two normalised answers by structure, then as sympy scalars (call under a time limit).
+
+    >>> normalized_equal("1+\\\\sqrt{19},1-\\\\sqrt{19}", "1\\\\pm\\\\sqrt{19}"), normalized_equal("Evelyn", "Navin")
+    (True, False)
+    """
+    if pred == gold:
+        return True
+    if _is_word(pred) or _is_word(gold):
+        return pred.lower() == gold.lower()
+    pred_sides, gold_sides = split_top_level(pred, "="), split_top_level(gold, "=")
+    if len(pred_sides) > 1 or len(gold_sides) > 1:
+        return _equations_equal(pred_sides, gold_sides)
+    pred_kind, pred_items = answer_parts(pred)
+    gold_kind, gold_items = answer_parts(gold)
+    if pred_kind == "scalar" and gold_kind == "scalar":
+        return _scalars_equal(pred, gold)
+    if {pred_kind, gold_kind} <= {"set", "list"}:
+        return _unordered_equal(pred_items, gold_items)
+    if pred_kind == gold_kind:  # tuples, vectors, matrices, intervals and unions: in order
+        return len(pred_items) == len(gold_items) and all(map(normalized_equal, pred_items, gold_items))
+    return False
+
+
+def _is_word(answer: str) -> bool:
+    """A plain word (`Evelyn`, `east`): compared as text, never as a product of single-letter symbols."""
+    return re.fullmatch(r"[a-zA-Z]{3,}", answer) is not None
+
+
+def _unordered_equal(pred_items: list[str], gold_items: list[str]) -> bool:
+    """Each predicted item matches a distinct gold item (greedy; answer lists are short)."""
+    if len(pred_items) != len(gold_items):
+        return False
+    unmatched = list(gold_items)
+    for item in pred_items:
+        match = next((gold for gold in unmatched if normalized_equal(item, gold)), None)
+        if match is None:
+            return False
+        unmatched.remove(match)
+    return True
+
+
+def _equations_equal(pred_sides: list[str], gold_sides: list[str]) -> bool:
+    """`x=5` vs `5` compares right-hand sides; two equations are equal if (lhs - rhs) are proportional."""
+    if len(pred_sides) > 2 or len(gold_sides) > 2:
+        return False
+    if len(pred_sides) == 1 or len(gold_sides) == 1:
+        equation, other = (pred_sides, gold_sides[0]) if len(pred_sides) == 2 else (gold_sides, pred_sides[0])
+        return _is_variable(equation[0]) and normalized_equal(equation[1], other)
+    if pred_sides[0] == gold_sides[0] and _is_variable(pred_sides[0]):
+        return normalized_equal(pred_sides[1], gold_sides[1])
+    try:
+        pred_zero = latex_to_sympy(pred_sides[0]) - latex_to_sympy(pred_sides[1])
+        gold_zero = latex_to_sympy(gold_sides[0]) - latex_to_sympy(gold_sides[1])
+        if gold_zero == 0:
+            return pred_zero == 0
+        ratio = sympy.simplify(pred_zero / gold_zero)
+        return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+    except _SYMPY_FAILURES:
+        return False
+
+
+def _is_variable(text: str) -> bool:
+    return re.fullmatch(r"[a-zA-Z](_\{?\w+\}?)?|\\[a-zA-Z]+", text) is not None
+
+
+def _scalars_equal(pred: str, gold: str) -> bool:
+    """Parse both with `latex_to_sympy` and compare them with `expressions_equal`."""
+    try:
+        return expressions_equal(latex_to_sympy(pred), latex_to_sympy(gold))
+    except _SYMPY_FAILURES:
+        return False
+
+
+class _Overrun(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so that sympy's `except Exception` cannot swallow it."""
+
+
+def _raise_overrun(signum: int, frame: Any) -> None:
+    raise _Overrun()
+
+
+def _call_with_alarm(function: Callable, args: tuple, seconds: float) -> Any:
+    """Run function(*args) in the main thread with a SIGALRM deadline; restore any earlier timer after."""
+    previous_handler = signal.signal(signal.SIGALRM, _raise_overrun)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        try:
+            return function(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # an alarm landing here is still caught below
+    except _Overrun:
+        raise TimeoutError(f"{function.__name__} overran its {seconds} s limit") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay:
+            remaining = max(previous_delay - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
+
+
+_WORKER_PROGRAM = (
+    "import os, pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
+    "from spo.grading import _serve; _serve(sys.stdin.buffer, os.fdopen(os.dup(1), 'wb'))"
+)
+
+
+def _send(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message)
+    stream.write(len(data).to_bytes(8, "little") + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    """One length-prefixed pickle; raises EOFError when the other side has gone."""
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("pipe closed before a full message arrived")
+    return pickle.loads(stream.read(int.from_bytes(header, "little")))
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Worker loop: answer (function, args) requests until stdin closes. Errors go back as text."""
+    os.dup2(2, 1)  # a stray print in the child must not corrupt the reply stream
+    _send(replies, ("ok", "ready"))
+    while True:
+        try:
+            function, args = _receive(requests)
+        except EOFError:
+            return
+        try:
+            _send(replies, ("ok", function(*args)))
+        except Exception as error:  # reported to the parent, which raises it
+            _send(replies, ("error", f"{type(error).__name__}: {error}"))
+
+
+class SympyWorker:
+    """Owns one child Python process that runs comparisons, so a time limit also works off the main thread.
+
+    An overrun kills the child (sympy cannot be interrupted from another thread) and the next call
+    starts a fresh one. The child is a plain `python -c` program, so it never re-imports the caller's
+    `__main__`. Calls are serialised, so threads may share one worker. Use it as a context manager or
+    call `close()`.
+
+    >>> with SympyWorker() as worker:
+    ...     worker.call(pow, (2, 10), seconds=60.0)
+    1024
+    """
+
+    def __init__(self, start_timeout: float = 120.0):
+        """Args: start_timeout: seconds a new child may take to import sympy and report ready."""
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self._process.stdin.write(pickle.dumps(sys.path))  # read by a bare pickle.load in the child
+        self._process.stdin.flush()
+        self._reply_within(self.start_timeout, "start")
+
+    def _reply_within(self, seconds: float, what: str) -> Any:
+        ready, _, _ = select.select([self._process.stdout], [], [], seconds)
+        if not ready:
+            self.close()
+            raise TimeoutError(f"{what} overran its {seconds} s limit in the sympy worker")
+        try:
+            status, value = _receive(self._process.stdout)
+        except EOFError as error:
+            code = self._process.poll()
+            self.close()
+            raise RuntimeError(f"sympy worker exited (code {code}) during {what}") from error
+        if status != "ok":
+            raise RuntimeError(f"sympy worker failed in {what}: {value}")
+        return value
+
+    def call(self, function: Callable, args: tuple, seconds: float) -> Any:
+        """Return function(*args) computed in the child; TimeoutError (and a restart) past `seconds`.
+
+        Args:
+            function: a module-level function (it is pickled by name).
+            args: its positional arguments (pickled).
+            seconds: the wall-clock limit for this call.
+        """
+        with self._lock:
+            if self._process is None:
+                self._start()
+            _send(self._process.stdin, (function, args))
+            return self._reply_within(seconds, function.__name__)
+
+    def close(self) -> None:
+        """Stop the child process (a later call starts a new one)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process.stdin.close()
+            self._process.stdout.close()
+        self._process = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def call_with_time_limit(
+    function: Callable, args: tuple, seconds: float, worker: SympyWorker | None = None
+) -> Any:
+    """Return function(*args), or raise TimeoutError after `seconds`.
+
+    Args:
+        function: a module-level function (it is pickled when a worker runs it).
+        args: its positional arguments.
+        seconds: the wall-clock limit.
+        worker: run it in this child process; None uses SIGALRM in the main thread and a one-shot
+            `SympyWorker` elsewhere (signals only reach the main thread).
+
+    >>> call_with_time_limit(pow, (2, 10), seconds=1.0)
+    1024
+    """
+    if worker is not None:
+        return worker.call(function, args, seconds)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _call_with_alarm(function, args, seconds)
+    with SympyWorker() as one_shot:
+        return one_shot.call(function, args, seconds)
