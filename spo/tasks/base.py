@@ -1,0 +1,177 @@
+"""What every task provides: examples, prompts, reference responses, answer extraction and the reward.
+
+The reward follows spo-decisions rule 6 (and reference §6.1): a response stopped by the length limit
+scores `unfinished_penalty`; more than one `####` final-answer marker scores `multiple_answer_penalty`;
+no extractable answer scores `unfinished_penalty`; otherwise 1 if correct else 0. For Monte-Carlo
+values the caller passes the whole answer text (response prefix + continuation, rule 5).
+"""
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "test")
+DataPath = str | Path | Mapping[str, str | Path]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem of a task."""
+
+    id: str
+    """Stable and unique, `<task>/<split>/<row>` (row 0 is the first row of the file), e.g. `gsm8k/test/17`."""
+    question: str
+    """The problem text as in the data."""
+    answer: str
+    """The gold final answer as a string."""
+    solution: str
+    """The reference worked solution as in the data."""
+
+
+class Task(ABC):
+    """A dataset plus its prompt format and grader. Subclasses set `name` and the abstract methods."""
+
+    name: str
+    answer_marker = "####"
+    """More than one of these in a response scores `multiple_answer_penalty` (checked for every task, as in
+    the reference)."""
+
+    def __init__(self, unfinished_penalty: float = 0.0, multiple_answer_penalty: float = -2.0):
+        """Args:
+        unfinished_penalty: reward of a response cut by the length limit or without a final answer.
+        multiple_answer_penalty: reward of a response with more than one `####` (reference: -2).
+        """
+        self.unfinished_penalty = unfinished_penalty
+        self.multiple_answer_penalty = multiple_answer_penalty
+        self._examples: dict[str, list[Example]] = {}
+
+    def examples(self, split: str) -> list[Example]:
+        """The examples of a split ("train" or "test"), loaded once per task object."""
+        if split not in SPLITS:
+            raise ValueError(f"{self.name}: unknown split {split!r}; choose one of {sorted(SPLITS)}")
+        if split not in self._examples:
+            self._examples[split] = self.load_examples(split)
+        return self._examples[split]
+
+    @abstractmethod
+    def load_examples(self, split: str) -> list[Example]:
+        """Read or generate the examples of a split (already checked to be one of SPLITS)."""
+
+    @abstractmethod
+    def prompt(self, example: Example) -> str:
+        """The formatted prompt text the policy continues."""
+
+    @abstractmethod
+    def target(self, example: Example) -> str:
+        """The reference response in the task's answer format (what follows `prompt()`; for SFT warm start)."""
+
+    @abstractmethod
+    def extract_answer(self, response: str) -> str | None:
+        """The final answer written in a response, or None."""
+
+    @abstractmethod
+    def answers_equal(self, pred: str, gold: str) -> bool:
+        """Whether an extracted answer equals the gold answer."""
+
+    def is_correct(self, response: str, example: Example) -> bool:
+        """Whether the response's final answer equals the example's gold answer."""
+        pred = self.extract_answer(response)
+        return pred is not None and self.answers_equal(pred, example.answer)
+
+    def reward(self, response: str, example: Example, finished: bool = True) -> float:
+        """The scalar reward of one response (spo-decisions rule 6).
+
+        Args:
+            response: the prompt-free response text (for MC values: prefix + continuation).
+            example: the problem it answers.
+            finished: False when generation stopped at the length limit.
+        """
+        if not finished:
+            return self.unfinished_penalty
+        if response.count(self.answer_marker) > 1:
+            return self.multiple_answer_penalty
+        pred = self.extract_answer(response)
+        if pred is None:
+            return self.unfinished_penalty
+        return 1.0 if self.answers_equal(pred, example.answer) else 0.0
+
+    def corpus(self, split: str) -> Iterator[str]:
+        """Prompt + target texts of a split (for building tokenizers)."""
+        for example in self.examples(split):
+            yield self.prompt(example) + self.target(example)
+
+
+def fill_template(template: str, question: str) -> str:
+    """Put the question into a prompt template at its single `{question}` (other braces stay literal).
+
+    >>> fill_template("Q: {question}\\nA: $\\\\boxed{ANSWER}$", "1+1?")
+    'Q: 1+1?\\nA: $\\\\boxed{ANSWER}$'
+    """
+    if template.count("{question}") != 1:
+        raise ValueError(f"prompt template must contain '{{question}}' exactly once, got {template!r}")
+    return template.replace("{question}", question)
+
+
+def split_file(path: DataPath, split: str, task: str) -> Path:
+    """The JSON-lines file of a split: `<dir>/<split>.jsonl`, a single file (used for every split), or a
+    mapping {split: file}."""
+    if isinstance(path, Mapping):
+        if split not in path:
+            raise ValueError(f"{task}: no file for split {split!r} in path mapping (has {sorted(path)})")
+        return Path(path[split])
+    path = Path(path)
+    return path / f"{split}.jsonl" if path.is_dir() else path
+
+
+def read_jsonl(path: Path, fields: Sequence[str]) -> list[tuple[int, dict]]:
+    """(line number, row) for each non-blank line of a JSON-lines file whose rows all have string `fields`.
+
+    Errors name the file, the 1-based line number and the field.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file (expected a JSON-lines file with fields {list(fields)})"
+        )
+    rows = []
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            for field in fields:
+                if field not in row:
+                    raise ValueError(f"{path}:{number}: missing field {field!r} (expected {list(fields)}, "
+                                     f"got {sorted(row)})")  # fmt: skip
+                if not isinstance(row[field], str):
+                    raise ValueError(f"{path}:{number}: field {field!r} is {type(row[field]).__name__}, "
+                                     f"expected a string")  # fmt: skip
+            rows.append((number, row))
+    return rows
+
+
+def hub_rows(hub_id: str, config: str | None, split: str, task: str) -> list[tuple[int, dict]]:
+    """(row number, row) from a Hugging Face hub dataset; needs the optional `datasets` package and network.
+
+    Not exercised here (no hub access on this project's machines); tests use local files.
+    """
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(f"{task}: path=None loads {hub_id!r} from the hub, which needs the `datasets` package; "
+                          f"install it or pass path= to local JSON-lines files") from error  # fmt: skip
+    return list(enumerate(datasets.load_dataset(hub_id, config, split=split), start=1))

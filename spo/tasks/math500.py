@@ -1,0 +1,78 @@
+"""MATH-500 (the 500-problem MATH test subset) with the R1-distill prompt (reference §5, §6.1, §6.3)."""
+
+from pathlib import Path
+
+from spo.grading import extract_answer, math_equal
+from spo.tasks.base import DataPath, Example, Task, fill_template, hub_rows, read_jsonl, split_file
+
+R1_PROMPT = (
+    "<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>"
+    "Solve the following math problem efficiently and clearly.  The last line of your response should be "
+    "of the following format: 'Therefore, the final answer is: $\\boxed{ANSWER}$. I hope it is correct' "
+    "(without quotes) where ANSWER is just the final number or expression that solves the problem. "
+    "Think step by step before answering.\n\n{question}<\uff5cAssistant\uff5c><think>\n"
+)
+"""The R1-Distill-Qwen chat prompt of the reference (`configs/prompt_library/qwen_MATH.jsonnet`)."""
+ANSWER_LINE = "Therefore, the final answer is: $\\boxed{{answer}}$. I hope it is correct"
+"""The final line the R1 prompt asks for; `target()` ends with it."""
+
+
+class Math500Task(Task):
+    """MATH-500: LaTeX answers, extracted boxed-first and compared with `math_equal` (sympy, time-limited)."""
+
+    name = "math500"
+
+    def __init__(
+        self,
+        path: DataPath | None = None,
+        prompt_template: str = R1_PROMPT,
+        grading_timeout: float = 5.0,
+        unfinished_penalty: float = 0.0,
+        multiple_answer_penalty: float = -2.0,
+    ):
+        """Args:
+        path: a directory with `<split>.jsonl` (fields `problem`, `solution`, `answer`; optional
+            `unique_id`), one such file (used for every split), or a mapping {split: file}. None loads
+            the hub id `HuggingFaceH4/MATH-500` (needs `datasets` and network), which has only "test".
+        prompt_template: the prompt text with one `{question}` placeholder.
+        grading_timeout: seconds allowed for one `math_equal` comparison.
+        unfinished_penalty, multiple_answer_penalty: see `Task`.
+        """
+        super().__init__(unfinished_penalty, multiple_answer_penalty)
+        fill_template(prompt_template, "")  # fail now, not at the first prompt
+        self.path, self.prompt_template, self.grading_timeout = path, prompt_template, grading_timeout
+
+    def load_examples(self, split: str) -> list[Example]:
+        if self.path is None:
+            if split != "test":
+                raise ValueError(f"{self.name}: the hub dataset HuggingFaceH4/MATH-500 has only a 'test' split; "
+                                 f"for {split!r} pass path= to files with fields problem, solution, answer")  # fmt: skip
+            rows = hub_rows("HuggingFaceH4/MATH-500", None, split, self.name)
+        else:
+            file = Path(split_file(self.path, split, self.name))
+            if split != "test" and not file.is_file():
+                raise FileNotFoundError(f"{file}: no such file; MATH-500 has only a 'test' split, so {split!r} "
+                                        f"needs a file of yours with fields problem, solution, answer")  # fmt: skip
+            rows = read_jsonl(file, ("problem", "solution", "answer"))
+        return [
+            Example(
+                id=f"{self.name}/{split}/{row.get('unique_id', index)}",  # unique_id is optional
+                question=row["problem"],
+                answer=row["answer"],
+                solution=row["solution"],
+            )
+            for index, (_, row) in enumerate(rows)
+        ]
+
+    def prompt(self, example: Example) -> str:
+        return fill_template(self.prompt_template, example.question)
+
+    def target(self, example: Example) -> str:
+        """The reference solution followed by the final line the prompt asks for."""
+        return example.solution.strip() + "\n\n" + ANSWER_LINE.replace("{answer}", example.answer)
+
+    def extract_answer(self, response: str) -> str | None:
+        return extract_answer(response, "math500")
+
+    def answers_equal(self, pred: str, gold: str) -> bool:
+        return math_equal(pred, gold, timeout=self.grading_timeout)
