@@ -141,13 +141,11 @@ def main() -> None:
     )
     if args.smoke:
         request = SampleRequest((1, 2, 3), n=2, max_new_tokens=4, temperature=1.0)
-        engine = TransformersEngine(model, tokenizer, device=args.device, dtype=args.dtype)
+        engine = TransformersEngine(model, tokenizer)
         print("smoke:", [s.token_ids for s in engine.sample([request])[0]])
         return
     engines = {
-        mode: TransformersEngine(
-            model, tokenizer, device=args.device, dtype=args.dtype, share_prefix=mode == "shared"
-        )
+        mode: TransformersEngine(model, tokenizer, share_prefix=mode == "shared")
         for mode in ("naive", "shared")
     }
     print(

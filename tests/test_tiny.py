@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
@@ -47,6 +47,7 @@ def test_char_tokenizer_ids_and_specials(char_tokenizer):
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=ALPHABET, max_size=60))
+@example("a\n\n\tb  ")  # runs of whitespace, newlines included, are one id per character
 def test_char_tokenizer_round_trip_is_exact(text):
     tokenizer = build_char_tokenizer(CORPUS)
     ids = tokenizer.encode(text)

@@ -68,7 +68,7 @@ class FakeLLM:
 def scorer():
     tokenizer = build_char_tokenizer(["abcdefgh"])
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    return TransformersEngine(model, tokenizer, device="cpu")
+    return TransformersEngine(model, tokenizer)
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ class Sample:
 class EngineStats:
     """Cumulative counters of an engine, for the stage reports (rule 9).
 
-    `prompt_tokens` = `prefill_tokens` + `shared_prefix_tokens` for the transformers engine.
+    `prompt_tokens` = `prefill_tokens` + `shared_prefix_tokens`.
     """
 
     requests: int = 0

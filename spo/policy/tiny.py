@@ -40,16 +40,17 @@ def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     Args:
         texts: the corpus; every character of it gets an id.
 
-    >>> tok = build_char_tokenizer(["ab a\\n"])  # ids: 4 "\\n", 5 " ", 6 "a", 7 "b"
-    >>> tok.encode("ab a\\n"), tok.decode(tok.encode("ab a\\n")) == "ab a\\n"
-    ([6, 7, 5, 6, 4], True)
+    >>> tok = build_char_tokenizer(["ab a\\n\\n"])  # ids: 4 "\\n", 5 " ", 6 "a", 7 "b"
+    >>> tok.encode("ab a\\n\\n"), tok.decode(tok.encode("ab a\\n\\n")) == "ab a\\n\\n"
+    ([6, 7, 5, 6, 4, 4], True)
     >>> len(tok), tok.eos_token_id, tok.pad_token_id
     (8, 2, 0)
     """
     chars = sorted(set().union(*(set(text) for text in texts)))
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + tuple(chars))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # Not Regex("."): it skips newlines, and the unmatched gap "\n\n" then becomes one <unk> piece.
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
     return _wrap(tokenizer)
 

@@ -59,14 +59,15 @@ class _Group:
 class TransformersEngine(Engine):
     """Sample and score with a torch causal LM (Llama or Qwen2 layout).
 
+    The engine uses the model where it is, in its dtype, and never changes it (a trainer may hand in
+    the module it is training); `load` places a checkpoint on a device and dtype.
+
     Args:
-        model: the policy; moved to `device`/`dtype`. Its train/eval mode is left as is.
+        model: the policy. Its train/eval mode is left as is; sampling and scoring run without grad.
         tokenizer: its tokenizer.
-        device: "auto" (cuda if available) or a torch device name.
-        dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
-        batch_size: most sample rows decoded together.
-        max_batch_tokens: most cached tokens per batch (prompt tokens once per group, plus rows x
-            max_new_tokens); a batch always holds at least one group.
+        batch_size: most sample rows decoded together (and rows scored together).
+        max_batch_tokens: most cached tokens per sampling batch (prompt tokens once per group, plus
+            rows x max_new_tokens) and most tokens per scoring batch; a batch holds at least one group.
         share_prefix: prefill each prompt once for its n samples; False reruns it for every sample.
     """
 
@@ -75,15 +76,13 @@ class TransformersEngine(Engine):
         model: torch.nn.Module,
         tokenizer,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
         batch_size: int = 256,
         max_batch_tokens: int = 65536,
         share_prefix: bool = True,
     ):
         check_supported(model)
-        self.device = resolve_device(device)
-        self.model = model.to(device=self.device, dtype=resolve_dtype(dtype, self.device))
+        self.model = model
+        self.device = model.device
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -91,11 +90,21 @@ class TransformersEngine(Engine):
         self.stats = EngineStats()
 
     @classmethod
-    def load(cls, path: str | Path, **options) -> "TransformersEngine":
-        """Load model and tokenizer from a Hugging Face checkpoint directory (eval mode)."""
-        device = resolve_device(options.get("device", "auto"))
-        dtype = resolve_dtype(options.get("dtype", "auto"), device)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    def load(
+        cls, path: str | Path, *, device: str = "auto", dtype: str = "auto", **options
+    ) -> "TransformersEngine":
+        """Load model (eval mode) and tokenizer from a Hugging Face checkpoint directory.
+
+        Args:
+            path: the checkpoint directory.
+            device: "auto" (cuda if available, else cpu) or a torch device name.
+            dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
+            **options: `batch_size`, `max_batch_tokens`, `share_prefix`.
+        """
+        device = resolve_device(device)
+        model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device).eval()
+        )
         return cls(model, AutoTokenizer.from_pretrained(path), **options)
 
     def save(self, path: str | Path) -> None:
