@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from spo.policy import SampleRequest, make_engine
 from spo.policy.sampling import sample_seed
@@ -20,6 +21,15 @@ from spo.policy.transformers_engine import TransformersEngine
 from spo.policy.vllm_engine import VLLMEngine, sample_from_vllm, vllm_sampling_kwargs
 
 STOP = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP spin-waits make them crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def completion(tokens, finish_reason, logprob=-0.5, stop_reason=None):

@@ -128,24 +128,8 @@ class TransformersEngine(Engine):
     ) -> list[np.ndarray]:
         if len(prompt_ids) != len(response_ids):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
-        order = sorted(range(len(prompt_ids)), key=lambda b: -(len(prompt_ids[b]) + len(response_ids[b])))
-        scores: list[np.ndarray | None] = [None] * len(order)
-        vocab, start = self.model.config.vocab_size, 0
-        while start < len(order):
-            end, longest, longest_response = start, 0, 0
-            while end < len(order) and end - start < self.batch_size:
-                b = order[end]
-                longest = max(longest, len(prompt_ids[b]) + len(response_ids[b]))
-                longest_response = max(longest_response, len(response_ids[b]))
-                rows = end - start + 1
-                over = (
-                    rows * longest > self.max_batch_tokens
-                    or rows * longest_response * vocab > SCORE_LOGITS_BUDGET
-                )
-                if over and end > start:
-                    break
-                end += 1
-            batch = order[start:end]
+        scores: list[np.ndarray | None] = [None] * len(prompt_ids)
+        for batch in self._score_batches([len(p) for p in prompt_ids], [len(r) for r in response_ids]):
             with torch.inference_mode():
                 logprobs, _ = response_logprobs(
                     self.model,
@@ -157,8 +141,29 @@ class TransformersEngine(Engine):
             logprobs = logprobs.cpu().numpy()
             for row, b in enumerate(batch):
                 scores[b] = logprobs[row, : len(response_ids[b])].copy()
-            start = end
         return scores
+
+    def _score_batches(self, prompt_lengths: list[int], response_lengths: list[int]) -> list[list[int]]:
+        """Indices grouped longest first, within batch_size rows, max_batch_tokens and SCORE_LOGITS_BUDGET."""
+        order = sorted(range(len(prompt_lengths)), key=lambda b: -(prompt_lengths[b] + response_lengths[b]))
+        vocab, batches = self.model.config.vocab_size, []
+        for b in order:
+            batch = batches[-1] if batches else []
+            rows = len(batch) + 1
+            longest = (
+                prompt_lengths[batch[0]] + response_lengths[batch[0]] if batch else 0
+            )  # sorted: first is longest
+            widest = max([response_lengths[i] for i in batch] + [response_lengths[b]])
+            fits = (
+                rows <= self.batch_size
+                and rows * longest <= self.max_batch_tokens
+                and rows * widest * vocab <= SCORE_LOGITS_BUDGET
+            )
+            if batch and fits:
+                batch.append(b)
+            else:
+                batches.append([b])
+        return batches
 
     def _check_requests(self, requests: Sequence[SampleRequest]) -> None:
         vocab, context = self.model.config.vocab_size, self.model.config.max_position_embeddings
@@ -198,48 +203,55 @@ class TransformersEngine(Engine):
         steps = max(requests[g.request].max_new_tokens for g in batch)
         return rows <= self.batch_size and len(batch) * prompt + rows * steps <= self.max_batch_tokens
 
+    def _row_settings(
+        self, keys: list[tuple[int, int]], requests: Sequence[SampleRequest]
+    ) -> dict[str, torch.Tensor]:
+        """Per-row sampling settings of a batch whose row b is sample keys[b] = (request, j)."""
+        rows = [requests[i] for i, _ in keys]
+        widest = max(len(r.stop_token_ids) for r in rows)
+        steps = max(r.max_new_tokens for r in rows)
+        seeds = [sample_seed(requests[i].seed, j) for i, j in keys]
+        settings = {
+            "temperature": torch.tensor([r.temperature for r in rows], dtype=torch.float32),
+            "top_p": torch.tensor([r.top_p for r in rows], dtype=torch.float32),
+            "max_new": torch.tensor([r.max_new_tokens for r in rows]),
+            "stops": torch.tensor(
+                [[*r.stop_token_ids, *[-1] * (widest - len(r.stop_token_ids))] for r in rows]
+            ),
+            "uniforms": sample_uniforms(seeds, steps),  # (B, steps)
+        }
+        return {name: value.to(self.device) for name, value in settings.items()}
+
     @torch.inference_mode()
     def _sample_batch(
         self, batch: list[_Group], requests: Sequence[SampleRequest], progress: Callable[[int], None] | None
     ) -> dict[tuple[int, int], Sample]:
         """Decode one batch; return {(request index, sample index): sample}."""
         size = batch[0].size
-        keys = [(g.request, g.first + k) for g in batch for k in range(size)]  # row -> (request, j)
-        rows = [requests[i] for i, _ in keys]
-        steps = max(r.max_new_tokens for r in rows)
-        device = self.device
-
-        def row_tensor(values, dtype):
-            return torch.tensor(values, dtype=dtype, device=device)
-
-        temperature = row_tensor([r.temperature for r in rows], torch.float32)
-        top_p = row_tensor([r.top_p for r in rows], torch.float32)
-        max_new = row_tensor([r.max_new_tokens for r in rows], torch.long)
-        widest = max(len(r.stop_token_ids) for r in rows)
-        stops = row_tensor(
-            [[*r.stop_token_ids, *[-1] * (widest - len(r.stop_token_ids))] for r in rows], torch.long
-        )
-        uniforms = sample_uniforms([sample_seed(requests[i].seed, j) for i, j in keys], steps).to(device)
-
+        keys = [(g.request, g.first + k) for g in batch for k in range(size)]  # row b -> (request, j)
+        row = self._row_settings(keys, requests)
+        rows, steps = row["uniforms"].shape
         prefix, logits = prefill(self.model, [requests[g.request].prompt_ids for g in batch], PAD_ID)
         logits = logits.repeat_interleave(size, 0)  # (B, V)
         positions = prefix.lengths.repeat_interleave(size)  # (B,)
-        suffix = SuffixCache.allocate(self.model, len(rows), max(steps - 1, 0), like=prefix.keys[0])
-        tokens = torch.zeros(len(rows), steps, dtype=torch.long, device=device)  # (B, T)
-        logprobs = torch.zeros(len(rows), steps, dtype=torch.float32, device=device)
-        lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
-        finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        suffix = SuffixCache.allocate(self.model, rows, max(steps - 1, 0), like=prefix.keys[0])
+        tokens = torch.zeros(rows, steps, dtype=torch.long, device=self.device)  # (B, T)
+        logprobs = torch.zeros(rows, steps, dtype=torch.float32, device=self.device)  # (B, T)
+        lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         stopped = torch.zeros_like(finished)
-        live = torch.arange(len(rows), device=device)  # original row of each row still decoded
+        live = torch.arange(rows, device=self.device)  # the original row of each row still decoded
         for step in range(steps):
-            token, logprob = choose_tokens(logits, uniforms[live, step], temperature[live], top_p[live])
+            token, logprob = choose_tokens(
+                logits, row["uniforms"][live, step], row["temperature"][live], row["top_p"][live]
+            )
             writing = ~finished[live]
             tokens[live[writing], step] = token[writing]
             logprobs[live[writing], step] = logprob[writing]
             lengths[live[writing]] = step + 1
-            hit_stop = writing & (token[:, None] == stops[live]).any(-1)
+            hit_stop = writing & (token[:, None] == row["stops"][live]).any(-1)
             stopped[live[hit_stop]] = True
-            done = writing & (hit_stop | (step + 1 >= max_new[live]))
+            done = writing & (hit_stop | (step + 1 >= row["max_new"][live]))
             finished[live[done]] = True
             if progress is not None and bool(done.any()):
                 progress(int(done.sum()))
@@ -247,9 +259,8 @@ class TransformersEngine(Engine):
                 break
             prefix, suffix, live, token = _drop_finished_groups(prefix, suffix, live, token, finished, size)
             logits = decode_step(self.model, token, positions[live] + step, prefix, suffix)
-
-        lengths = lengths.tolist()
-        token_lists, logprob_lists, stopped = tokens.tolist(), logprobs.tolist(), stopped.tolist()
+        lengths, stopped = lengths.tolist(), stopped.tolist()
+        token_lists, logprob_lists = tokens.tolist(), logprobs.tolist()
         return {
             key: Sample(
                 tuple(token_lists[b][: lengths[b]]),
