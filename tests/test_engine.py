@@ -149,6 +149,11 @@ def test_score_agrees_with_sampling_logprobs(model, tokenizer):
     for sample, score in zip(samples, scores):
         assert score.dtype == np.float32 and score.shape == (len(sample.token_ids),)
         np.testing.assert_allclose(score, sample.logprobs, atol=1e-4)  # top-p does not change the log-prob
+    small_batches = engine(model, tokenizer, batch_size=2, max_batch_tokens=40).score(
+        prompts, [s.token_ids for s in samples], 0.7
+    )
+    for a, b in zip(small_batches, scores):
+        np.testing.assert_allclose(a, b, atol=1e-5)
     empty = eng.score([prompts[0], prompts[0]], [[], samples[0].token_ids[:2]], temperature=0.7)
     assert empty[0].shape == (0,) and np.allclose(empty[1], samples[0].logprobs[:2], atol=1e-4)
     assert [len(s) for s in eng.score([prompts[0]], [[]], temperature=0.7)] == [

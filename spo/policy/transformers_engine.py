@@ -150,9 +150,8 @@ class TransformersEngine(Engine):
         for b in order:
             batch = batches[-1] if batches else []
             rows = len(batch) + 1
-            longest = (
-                prompt_lengths[batch[0]] + response_lengths[batch[0]] if batch else 0
-            )  # sorted: first is longest
+            first = batch[0] if batch else b  # sorted longest first
+            longest = prompt_lengths[first] + response_lengths[first]
             widest = max([response_lengths[i] for i in batch] + [response_lengths[b]])
             fits = (
                 rows <= self.batch_size
