@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stages.registry import ITERATION_STAGES, STAGES
-from stages.artifacts import StageReport, cache_key
+from stages.artifacts import StageReport, cache_key, is_finished
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary, summary_markdown
 
@@ -24,10 +24,16 @@ def _stage_cache_key(context, parameters) -> str | None:
 
 
 @task(cache_key_fn=_stage_cache_key, persist_result=True, task_run_name="{name}-{iteration}")
-def run_stage(name: str, run: str, iteration: int) -> StageReport:
+def stage_task(name: str, run: str, iteration: int) -> StageReport:
     """Run one stage (a no-op when its outputs are finished under the same inputs)."""
     function, _ = STAGES[name]
     return function(Path(run), iteration)
+
+
+def run_stage(name: str, run: str, iteration: int) -> StageReport:
+    """The stage's task; a cached result is reused only while the stage's outputs are intact on disk."""
+    intact = is_finished(STAGES[name][1], RunDir(Path(run)), iteration)
+    return stage_task.with_options(refresh_cache=not intact)(name, run, iteration)
 
 
 @flow(name="spo-run")

@@ -213,9 +213,14 @@ def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force
 
 
 def cache_key(spec: StageSpec, run: RunDir, iteration: int) -> str | None:
-    """The stage key when its outputs are finished and intact under it (Prefect's cache key), else None."""
+    """The stage key (Prefect's cache key), or None while an input is not finished."""
     try:
-        key = stage_key(spec, run, iteration, run.config())
+        return stage_key(spec, run, iteration, run.config())
     except ArtifactError:
         return None
-    return key if finished_report(spec, run, iteration, key) is not None else None
+
+
+def is_finished(spec: StageSpec, run: RunDir, iteration: int) -> bool:
+    """Whether the stage's outputs are finished and intact under its current key."""
+    key = cache_key(spec, run, iteration)
+    return key is not None and finished_report(spec, run, iteration, key) is not None

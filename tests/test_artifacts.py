@@ -9,8 +9,8 @@ import pytest
 import schemas
 from schemas.boundaries import BOUNDARIES
 from spo.config import RunConfig
-from stages.artifacts import (ArtifactError, StageSpec, cache_key, execute, manifest_path, read_table,
-                              write_table)
+from stages.artifacts import (ArtifactError, StageSpec, cache_key, execute, is_finished, manifest_path,
+                              read_table, write_table)
 from stages.run_dir import RunDir, create_run
 
 
@@ -60,12 +60,12 @@ def test_execute_skips_finished_work_and_supersedes_on_change(tmp_path):
     spec, body = make_spec(calls)
     first = execute(spec, run, 0, body)
     assert calls == [0] and first.rows == {"boundaries": 3} and not first.cached
-    assert cache_key(spec, run, 0) == first.key
+    assert cache_key(spec, run, 0) == first.key and is_finished(spec, run, 0)
     again = execute(spec, run, 0, body)
     assert calls == [0] and again.cached and again.key == first.key
     # a changed config section changes the key: recomputed, the old output kept under superseded/
     run = create_run(run.root, RunConfig().with_overrides(["partition.interval=4"]))
-    assert cache_key(spec, run, 0) is None
+    assert cache_key(spec, run, 0) != first.key and not is_finished(spec, run, 0)
     third = execute(spec, run, 0, body)
     assert calls == [0, 0] and third.key != first.key and third.rows == {"boundaries": 4}
     kept = list((run.iteration_dir(0) / "superseded").rglob("boundaries.parquet"))
@@ -82,7 +82,7 @@ def test_corrupted_artifact_is_detected_and_rebuilt(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])  # truncated
     with pytest.raises(ArtifactError, match="differs from its manifest"):
         read_table(path)
-    assert cache_key(spec, run, 0) is None
+    assert not is_finished(spec, run, 0)
     execute(spec, run, 0, body)
     assert calls == [0, 0] and read_table(path).num_rows == 5
 
