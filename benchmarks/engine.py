@@ -125,12 +125,15 @@ def main() -> None:
         "--dtype", default="auto", help='"auto" (bf16 on GPU, fp32 on CPU), float32, bfloat16'
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case and mode (median)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--smoke", action="store_true", help="only build the model and sample 2 x 4 tokens")
     parser.add_argument(
         "--hf-reference", action="store_true", help="also time transformers generate() on the naive MC case"
     )
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, description = build_model(args.model, device, dtype)
