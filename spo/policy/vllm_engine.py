@@ -59,6 +59,11 @@ def sample_from_vllm(completion, request: SampleRequest) -> Sample:
         completion: has `token_ids`, `finish_reason` ("stop" | "length"), and `logprobs`, a list with
             one {token_id: Logprob} dict per generated token.
         request: the request it answers (stop ids and top_p decide the checks and the log-probs).
+
+    >>> from types import SimpleNamespace as Fake  # shaped like vLLM's CompletionOutput and Logprob
+    >>> done = Fake(token_ids=[7, 2], finish_reason="stop", logprobs=[{7: Fake(logprob=-0.25)}, {2: Fake(logprob=-1.5)}])
+    >>> sample_from_vllm(done, SampleRequest((1,), n=1, max_new_tokens=4, temperature=0.6, stop_token_ids=(2,)))
+    Sample(token_ids=(7, 2), finish_reason='stop', logprobs=(-0.25, -1.5))
     """
     tokens = tuple(int(t) for t in completion.token_ids)
     if completion.finish_reason not in FINISH_REASONS:
