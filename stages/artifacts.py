@@ -8,6 +8,8 @@ A stage declares what it reads and writes (`StageSpec`). `execute` then:
 3. otherwise moves outputs made under another key to `superseded/` (never lost), calls the stage
    body, validates each table against `schemas/`, writes it to a temporary name, renames it, and
    writes the manifest last. An artifact without a manifest is unfinished and is never read.
+All of this runs under the run-directory lock (`stages.lock`), which also makes any temporary file
+left beside an output by a killed writer safe to delete.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from spo.config import RunConfig
+from stages.lock import run_lock
 from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -132,7 +135,11 @@ def write_table(path: Path, table: pa.Table) -> None:
     expected = schemas.ARTIFACTS[path.stem]
     schemas.validate(table, expected, path)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(expected.metadata), tmp, compression="zstd")
+    try:
+        pq.write_table(table.replace_schema_metadata(expected.metadata), tmp, compression="zstd")
+    except BaseException:  # e.g. a full disk: leave no partial file behind, then fail as before
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 
@@ -171,15 +178,36 @@ def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str) -> S
 def supersede(paths: list[Path], folder: Path) -> None:
     """Move existing outputs (and their manifests) into `folder`, keeping them."""
     for path in paths:
-        for item in (path, manifest_path(path)):
+        for item in (manifest_path(path), path):  # manifest first: interrupted here, the output is unfinished
             if item.exists():
                 folder.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(item), folder / item.name)
                 log.warning("moved %s to %s", item, folder)
 
 
+def remove_stale_temporaries(paths: list[Path]) -> None:
+    """Delete temporary files and folders a killed writer left beside `paths` (call under the run lock)."""
+    for path in paths:
+        for pattern in (f".{path.name}.tmp*", f".{manifest_path(path).name}.tmp*"):
+            for stale in path.parent.glob(pattern):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
+                log.warning("removed %s, left by an interrupted writer", stale)
+
+
 def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force: bool = False) -> StageReport:
-    """Run a stage unless its outputs are finished under the same key (see the module docstring)."""
+    """Run a stage unless its outputs are finished under the same key (see the module docstring).
+
+    Raises:
+        stages.lock.RunLockedError: another live process writes to the run.
+    """
+    with run_lock(run.root, f"stage {spec.name} {iteration:04d}"):
+        return _execute(spec, run, iteration, body, force)
+
+
+def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force: bool) -> StageReport:
     cfg = run.config()
     key = stage_key(spec, run, iteration, cfg)
     if not force:
@@ -188,6 +216,7 @@ def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force
             log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
             return stored
     outputs = spec.writes(run, iteration)
+    remove_stale_temporaries(outputs)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
     run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
