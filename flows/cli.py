@@ -1,8 +1,12 @@
 """`spo`: the command line. Each subcommand builds a config and calls one flow or stage; no logic here.
 
-    spo run [--preset NAME] [--set key=value ...] [--run DIR] [--until N]
+    spo run [--preset NAME] [--set key=value ...] [--run DIR] [--until N | --more N]
     spo stage NAME --run DIR --iteration N [--force]
-    spo inspect DIR [--iteration N] [--stage NAME]
+    spo eval DIR          (evaluate the newest checkpoint without an evaluation)
+    spo gc DIR --keep-last N [--dry-run]
+    spo server [--port 4200]
+    spo serve DIR [--run-cron C | --run-interval S] [--more N] [--eval-cron C | --eval-interval S]
+    spo inspect DIR [--iteration N] [--stage NAME] [--tree PROMPT_INDEX]
     spo demo [--preset tiny]
     spo config            (every field, its default and meaning)
 """
@@ -14,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -40,13 +45,58 @@ def _run_dir(args, cfg) -> Path:
 
 def cmd_run(args) -> int:
     from flows.spo_run import spo_run
+    from stages.lock import run_lock
     from stages.run_dir import RunDir, create_run
 
-    existing = args.run and RunDir(Path(args.run)).config_path.is_file() and not (args.preset or args.set)
-    cfg = RunDir(Path(args.run)).config() if existing else _config_from_args(args)
-    run = create_run(_run_dir(args, cfg), cfg)
-    spo_run(str(run.root), until=args.until)
+    existing = args.run and RunDir(Path(args.run)).config_path.is_file()
+    if args.more is not None and not existing:
+        raise SystemExit(f"--more continues an existing run; {args.run or '--run'}: no run.json there")
+    cfg = RunDir(Path(args.run)).config() if existing and not (args.preset or args.set) else _config_from_args(args)
+    root = _run_dir(args, cfg)
+    with run_lock(root, "spo run"):  # a config change is a write too
+        run = create_run(root, cfg)
+        spo_run(str(run.root), until=args.until, more=args.more)
     print(f"run: {run.root}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from flows.spo_eval import spo_eval
+
+    result = spo_eval(str(Path(args.dir)))
+    print("every checkpoint has an evaluation" if result is None else f"evaluated: {result}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from stages.gc import gc
+
+    report = gc(Path(args.dir), args.keep_last, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} checkpoints {report.removed} and unfinished folders {report.unfinished}, "
+          f"{report.freed_bytes / 1e6:.1f} MB")
+    for index, reason in report.kept.items():
+        print(f"kept {index}: {reason}")
+    return 0
+
+
+def cmd_server(args) -> NoReturn:
+    from flows.serve import start_server
+
+    start_server(args.port, args.host)
+
+
+def cmd_serve(args) -> int:
+    from flows.serve import Schedule, serve
+
+    schedules = []
+    if args.run_cron is not None or args.run_interval is not None:
+        schedules.append(Schedule("run", cron=args.run_cron, interval=args.run_interval, more=args.more))
+    elif args.more is not None:
+        raise SystemExit("--more needs a training schedule: --run-cron or --run-interval")
+    if args.eval_cron is not None or args.eval_interval is not None:
+        schedules.append(Schedule("eval", cron=args.eval_cron, interval=args.eval_interval))
+    serve(Path(args.dir), schedules)
     return 0
 
 
@@ -72,11 +122,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from stages.registry import STAGES
+    from stages.registry import find_stage
+    from stages.run_dir import RunDir
 
-    if args.name not in STAGES:
-        raise SystemExit(f"unknown stage {args.name!r}; choose one of {sorted(STAGES)}")
-    function, _ = STAGES[args.name]
+    function, _ = find_stage(args.name, RunDir(Path(args.run)).config())
     report = function(Path(args.run), args.iteration, force=args.force)
     print(f"{report.stage} {report.iteration:04d}: rows {report.rows}, {report.seconds} s, "
           f"{'cached' if report.cached else 'computed'}, counters {report.counters}")
@@ -84,9 +133,12 @@ def cmd_stage(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from stages.inspect_run import inspect_run
+    from stages.inspect_run import inspect_run, tree_text
 
-    print(inspect_run(Path(args.dir), args.iteration, args.stage))
+    if args.tree is not None:
+        print(tree_text(Path(args.dir), args.iteration or 0, args.tree))
+    else:
+        print(inspect_run(Path(args.dir), args.iteration, args.stage))
     return 0
 
 
@@ -110,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run or resume the flow of a run")
     _add_config_options(p, None)
-    p.add_argument("--until", type=int, help="stop after this many iterations (default: config iterations)")
+    span = p.add_mutually_exclusive_group()
+    span.add_argument("--until", type=int, help="stop after this many iterations (default: config iterations)")
+    span.add_argument("--more", type=int, help="continue an existing run: train N iterations after the trained "
+                                               "ones (never past the config's iterations)")
     p.set_defaults(handler=cmd_run)
     p = sub.add_parser("demo", help="the CPU demo: warm start a tiny model, train it with SPO, plot")
     _add_config_options(p, "tiny")
@@ -126,7 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--iteration", type=int)
     p.add_argument("--stage")
+    p.add_argument("--tree", type=int, metavar="PROMPT_INDEX", help="draw one prompt's SPO-tree (spo-tree runs)")
     p.set_defaults(handler=cmd_inspect)
+    p = sub.add_parser("eval", help="evaluate the newest checkpoint that has no evaluation yet")
+    p.add_argument("dir")
+    p.set_defaults(handler=cmd_eval)
+    p = sub.add_parser("gc", help="remove old checkpoints (never 0, the newest, or evaluated ones)")
+    p.add_argument("dir")
+    p.add_argument("--keep-last", type=int, required=True, help="also keep the newest N checkpoints")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    p.set_defaults(handler=cmd_gc)
+    p = sub.add_parser("server", help="start the local Prefect server (SQLite database, scheduler, UI)")
+    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(handler=cmd_server)
+    p = sub.add_parser("serve", help="serve the run and eval flows of DIR on schedules (needs `spo server` and "
+                                     "PREFECT_API_URL)")
+    p.add_argument("dir")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--run-cron", help="continue training on this cron schedule, e.g. '0 */4 * * *'")
+    when.add_argument("--run-interval", type=float, help="continue training every this many seconds")
+    p.add_argument("--more", type=int, help="iterations each scheduled training run adds (default: up to the "
+                                            "config's iterations)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--eval-cron", help="evaluate the newest unevaluated checkpoint on this cron schedule")
+    when.add_argument("--eval-interval", type=float, help="... every this many seconds")
+    p.set_defaults(handler=cmd_serve)
     p = sub.add_parser("config", help="list every config field with its default and meaning")
     p.set_defaults(handler=cmd_config)
     return parser

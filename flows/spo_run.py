@@ -12,49 +12,80 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from stages.registry import ITERATION_STAGES, STAGES
-from stages.artifacts import StageReport, cache_key, is_finished
+from spo.config import RunConfig
+from stages.artifacts import StageReport, cache_key, is_finished, manifest_path
+from stages.lock import run_lock
+from stages.registry import find_stage, iteration_stages
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary, summary_markdown
 
 
 def _stage_cache_key(context, parameters) -> str | None:
-    _, spec = STAGES[parameters["name"]]
-    return cache_key(spec, RunDir(Path(parameters["run"])), parameters["iteration"])
+    run = RunDir(Path(parameters["run"]))
+    _, spec = find_stage(parameters["name"], run.config())
+    return cache_key(spec, run, parameters["iteration"])
 
 
 @task(cache_key_fn=_stage_cache_key, persist_result=True, task_run_name="{name}-{iteration}")
 def stage_task(name: str, run: str, iteration: int) -> StageReport:
     """Run one stage (a no-op when its outputs are finished under the same inputs)."""
-    function, _ = STAGES[name]
+    function, _ = find_stage(name, RunDir(Path(run)).config())
     return function(Path(run), iteration)
 
 
 def run_stage(name: str, run: str, iteration: int) -> StageReport:
     """The stage's task; a cached result is reused only while the stage's outputs are intact on disk."""
-    intact = is_finished(STAGES[name][1], RunDir(Path(run)), iteration)
+    root = RunDir(Path(run))
+    intact = is_finished(find_stage(name, root.config())[1], root, iteration)
     return stage_task.with_options(refresh_cache=not intact)(name, run, iteration)
 
 
+def trained_iterations(run: RunDir, algorithm: str) -> int:
+    """Iterations trained so far: the newest checkpoint whose iteration's last stage wrote every manifest."""
+    _, last_stage = list(iteration_stages(run.config()).values())[-1]
+    for index in reversed(run.checkpoints()):
+        if index == 0 or all(manifest_path(p).is_file() for p in last_stage.writes(run, index - 1)):
+            return index
+    return 0
+
+
+def iteration_range(run: RunDir, cfg: RunConfig, until: int | None, more: int | None) -> range:
+    """Iterations a flow run covers: from 0 up to `until`, or `more` after the trained ones (capped at
+    `cfg.iterations`, the horizon of the learning-rate schedule)."""
+    if more is None:
+        return range(cfg.iterations if until is None else until)
+    if until is not None or more < 1:
+        raise ValueError(f"expected either `until` or `more` >= 1, got until={until}, more={more}")
+    start = trained_iterations(run, cfg.algorithm)
+    return range(start, min(start + more, cfg.iterations))
+
+
 @flow(name="spo-run")
-def spo_run(run: str, until: int | None = None) -> list[dict]:
-    """Run (or resume) the run in folder `run` up to iteration `until` (default: the configured count)."""
+def spo_run(run: str, until: int | None = None, more: int | None = None) -> list[dict]:
+    """Run (or resume) the run in folder `run` up to iteration `until` (default: the configured count).
+
+    With `more` (a scheduled continuation), train `more` iterations after those already trained, never
+    past `iterations` of the config; earlier iterations are not revisited. The run is locked throughout.
+    """
     logger = get_run_logger()
-    cfg = RunDir(Path(run)).config()
-    last = cfg.iterations if until is None else until
-    run_stage("warmstart", run, 0)
-    first = run_stage("evaluate", run, 0)
-    logger.info("checkpoint 0: held-out accuracy %s", first.counters)
-    for i in range(last):
-        for name in ITERATION_STAGES[cfg.algorithm]:
-            report = run_stage(name, run, i)
-            if name == "generate":
-                logger.info("iteration %d: rollout reward %.3f, accuracy %.3f", i,
-                            report.counters["rollouts/reward_mean"], report.counters["rollouts/accuracy"])
-        if (i + 1) % cfg.eval.every == 0 or i + 1 == last:
-            report = run_stage("evaluate", run, i + 1)
-            logger.info("checkpoint %d: held-out accuracy %s", i + 1, report.counters)
-    rows = iteration_summary(RunDir(Path(run)))
+    with run_lock(Path(run), "flow spo-run"):
+        cfg = RunDir(Path(run)).config()
+        iterations = iteration_range(RunDir(Path(run)), cfg, until, more)
+        if more is not None:
+            logger.info("continuing: iterations %s of %d configured", iterations, cfg.iterations)
+        run_stage("warmstart", run, 0)
+        initial = run_stage("evaluate", run, 0)
+        logger.info("checkpoint 0: held-out accuracy %s", initial.counters)
+        for i in iterations:
+            for name in iteration_stages(cfg):
+                report = run_stage(name, run, i)
+                if name == "generate":
+                    logger.info("iteration %d: rollout reward %.3f, accuracy %.3f", i,
+                                report.counters["rollouts/reward_mean"], report.counters["rollouts/accuracy"])
+            if (i + 1) % cfg.eval.every == 0 or i + 1 == iterations.stop:
+                report = run_stage("evaluate", run, i + 1)
+                logger.info("checkpoint %d: held-out accuracy %s", i + 1, report.counters)
+        rows = iteration_summary(RunDir(Path(run)))
     create_table_artifact(key="spo-iterations", table=rows, description=f"per-iteration metrics of {run}")
     create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows)}")
     return rows

@@ -6,7 +6,7 @@ from schemas.contract import TOKEN_FLAGS, TOKEN_FLOATS, TOKEN_IDS, artifact_sche
 
 EPISODES = artifact_schema("episodes", 1, "training samples, one row per episode", [
     column("episode_id", pa.int64(), "unique in the artifact"),
-    column("source_id", pa.int64(), "rollout_id (chain) or node_id (tree edge) it comes from"),
+    column("source_id", pa.string(), "rollout_id (chain) or node_id (tree edge) it comes from"),
     column("question_id", pa.string(), "the task example's stable id"),
     column("iteration", pa.int32(), "iteration that sampled it (older for replayed tree edges)"),
     column("kind", pa.string(), "'rollout' (a whole response) or 'tree_edge' (one segment of a tree)"),

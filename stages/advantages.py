@@ -87,7 +87,7 @@ def _advantages(ctx: StageContext):
             mask[-1] = False
         adv = np.where(mask, np.asarray(token_adv[r["rollout_id"]], dtype=np.float64), 0.0)
         masked += int(mask.sum())
-        rows.append({"episode_id": len(rows), "source_id": r["rollout_id"], "question_id": r["question_id"],
+        rows.append({"episode_id": len(rows), "source_id": str(r["rollout_id"]), "question_id": r["question_id"],
                      "iteration": ctx.iteration, "kind": "rollout", "prompt_ids": r["prompt_ids"],
                      "response_ids": r["response_ids"], "advantages": adv.tolist(), "mask": mask.tolist(),
                      "old_logp": r["logp"], "reward": r["reward"]})

@@ -126,13 +126,13 @@ def read_table(path: Path) -> pa.Table:
     """Read a finished Parquet artifact, checking its manifest checksum and its schema."""
     read_manifest(path)
     table = pq.read_table(path)
-    schemas.validate(table, schemas.ARTIFACTS[path.stem], path)
+    schemas.validate(table, schemas.schema_for(path), path)
     return table
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     """Validate against the artifact's schema, write to a temporary name, then rename."""
-    expected = schemas.ARTIFACTS[path.stem]
+    expected = schemas.schema_for(path)
     schemas.validate(table, expected, path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from spo.policy import SampleRequest
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, load_policy, load_task
+from stages.resources import examples_by_id, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def _generate(ctx: StageContext):
                       stop_token_ids=(tokenizer.eos_token_id,))
         for p in prompts
     ]
+    before = dataclasses.replace(engine.stats)
     start = time.perf_counter()
     with progress_bar(len(requests) * s.samples_per_question, f"generate {ctx.iteration:04d}") as bar:
         results = engine.sample(requests, progress=bar.update)
@@ -79,7 +81,7 @@ def _generate(ctx: StageContext):
         "rollouts/length_mean": float(np.mean([len(r["response_ids"]) for r in rows])) if rows else 0.0,
         "rollouts/truncated": sum(r["finish_reason"] == "length" for r in rows),
         "rollouts/logp_engine_vs_score_max_abs": mismatch,
-        "sample/tokens": sum(len(r["response_ids"]) for r in rows),
+        **sampling_counters(engine, before, "sample"),
         "sample/seconds": round(sample_seconds, 3),
     }
     return {"rollouts": table}, counters

@@ -74,3 +74,32 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
         pieces = [tokenizer.decode(row["response_ids"][a:b]) for a, b in zip(cuts, cuts[1:]) if b > a or a == 0]
         lines.append(f"   [{row['rollout_id']}] reward {row['reward']:+.2f}: {'‖'.join(pieces)!r}")
     return lines
+
+
+def tree_text(root: Path, iteration: int, prompt_index: int) -> str:
+    """One prompt's SPO-tree as indented text: each node's segment, value V and advantage A."""
+    from stages.tree_advantages import node_values_and_advantages
+
+    run = RunDir(Path(root))
+    cfg = run.config()
+    nodes = [n for d in range(1, len(cfg.tree.branching) + 1)
+             for n in read_table(run.artifact(iteration, f"tree_nodes-{d}")).to_pylist()
+             if n["prompt_index"] == prompt_index]
+    if not nodes:
+        raise ValueError(f"{run.iteration_dir(iteration)}: no tree nodes for prompt_index {prompt_index}")
+    scored = node_values_and_advantages(nodes, cfg.tree.advantage)
+    prompt = read_table(run.artifact(iteration, "prompts")).to_pylist()[prompt_index]
+    children = {}
+    for node in nodes:
+        children.setdefault(node["parent_id"], []).append(node)
+    lines = [f"prompt {prompt_index} ({prompt['question_id']}, gold {prompt['answer']}): {prompt['prompt_text']!r}"]
+
+    def draw(parent: str, indent: str) -> None:
+        for node in children.get(parent, []):
+            value, advantage = scored[node["node_id"]]
+            leaf = f" reward {node['reward']:+.2f}" if node["leaf"] else ""
+            lines.append(f"{indent}{node['node_id']}  V {value:.3f}  A {advantage:+.3f}{leaf}  {node['text']!r}")
+            draw(node["node_id"], indent + "    ")
+
+    draw(str(prompt_index), "  ")
+    return "\n".join(lines)

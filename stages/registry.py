@@ -1,14 +1,50 @@
-"""The stage registry: name -> (function, spec), and the stage chain of one iteration per algorithm."""
+"""Which stages make a run: name -> (function, spec), per algorithm, chosen once from `RunConfig.algorithm`.
 
-from stages import advantages, evaluate, generate, partition, prompts, resample, train, warmstart
+SPO-chain and its baselines (GRPO, RLOO, fixed chunks, newline steps) share one chain and differ only
+in the partition and advantage config; SPO-tree grows one artifact per tree depth.
+"""
 
-STAGES = {
-    module.SPEC.name: (getattr(module, module.SPEC.name), module.SPEC)
-    for module in (warmstart, prompts, generate, partition, resample, advantages, train, evaluate)
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spo.config import RunConfig
+from stages import advantages, evaluate, generate, partition, prompts, resample, train, tree, tree_advantages, warmstart
+from stages.artifacts import StageSpec
+
+Stage = tuple[Callable, StageSpec]
+
+COMMON: dict[str, Stage] = {
+    "warmstart": (warmstart.warmstart, warmstart.SPEC),
+    "evaluate": (evaluate.evaluate, evaluate.SPEC),
 }
-"""Stage name -> (function, spec)."""
+"""Stages outside the iteration chain: checkpoint 0, and the evaluation of a checkpoint."""
 
-ITERATION_STAGES = {
-    "spo-chain": ("prompts", "generate", "partition", "resample", "advantages", "train"),
-}
-"""The stages of one policy iteration, per algorithm (chosen once from `RunConfig.algorithm`)."""
+
+def chain_stages(cfg: RunConfig) -> dict[str, Stage]:
+    return {m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC)
+            for m in (prompts, generate, partition, resample, advantages, train)}
+
+
+def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
+    depth = len(cfg.tree.branching)
+    levels = {tree.level_spec(d).name: (tree.grow_level(d), tree.level_spec(d)) for d in range(1, depth + 1)}
+    return {"prompts": (prompts.prompts, prompts.SPEC), **levels,
+            "advantages": (tree_advantages.tree_advantages, tree_advantages.spec(depth)),
+            "train": (train.train, train.SPEC)}
+
+
+PIPELINES: dict[str, Callable[[RunConfig], dict[str, Stage]]] = {"spo-chain": chain_stages, "spo-tree": tree_stages}
+
+
+def iteration_stages(cfg: RunConfig) -> dict[str, Stage]:
+    """The stages of one policy iteration, in order."""
+    return PIPELINES[cfg.algorithm](cfg)
+
+
+def find_stage(name: str, cfg: RunConfig) -> Stage:
+    """A stage of this run by name; an unknown name lists the valid ones."""
+    stages = {**COMMON, **iteration_stages(cfg)}
+    if name not in stages:
+        raise ValueError(f"unknown stage {name!r} for algorithm {cfg.algorithm!r}; choose one of {sorted(stages)}")
+    return stages[name]

@@ -9,6 +9,7 @@ context gets no continuation (rule 8). Continuations are graded on response pref
 from __future__ import annotations
 
 import time
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from spo.policy import SampleRequest
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, load_policy, load_task
+from stages.resources import examples_by_id, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -67,7 +68,7 @@ def _resample(ctx: StageContext):
                       stop_token_ids=(tokenizer.eos_token_id,))
         for prefix, _ in sampled
     ]
-    before = engine.stats.prefill_tokens, engine.stats.shared_prefix_tokens
+    before = dataclasses.replace(engine.stats)
     start = time.perf_counter()
     with progress_bar(len(requests) * k, f"resample {ctx.iteration:04d}") as bar:
         results = engine.sample(requests, progress=bar.update)
@@ -101,9 +102,7 @@ def _resample(ctx: StageContext):
         "mc/prefixes": len(prefix_ids), "mc/boundaries": len(value_rows),
         "mc/shared_boundaries": sum(r["shared"] for r in value_rows),
         "mc/context_guarded": sum(r["context_guarded"] for r in value_rows),
-        "mc/continuations": len(mc_rows), "mc/tokens": sum(len(r["continuation_ids"]) for r in mc_rows),
-        "mc/prefill_tokens": engine.stats.prefill_tokens - before[0],
-        "mc/prefix_cache_tokens": engine.stats.shared_prefix_tokens - before[1],
+        "mc/continuations": len(mc_rows), **sampling_counters(engine, before, "mc"),
         "mc/seconds": round(seconds, 3),
     }
     return {"mc_samples": pa.Table.from_pylist(mc_rows, schema=MC_SAMPLES),

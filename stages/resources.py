@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
+from spo.policy.engine import EngineStats
 from spo.tasks import Example, Task, make_task
 from stages.run_dir import REPO_ROOT
 
@@ -46,3 +47,11 @@ def write_folder_atomic(path: Path, write: Callable[[Path], None]) -> None:
     if path.exists():
         raise FileExistsError(f"{path}: exists; move it aside first (stages/artifacts.py supersedes outputs)")
     os.replace(tmp, path)
+
+
+def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[str, int]:
+    """What the engine sampled since `before` (a copy of its stats): tokens sampled, prefilled, shared (rule 9)."""
+    now = engine.stats
+    return {f"{prefix}/tokens": now.sampled_tokens - before.sampled_tokens,
+            f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
+            f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens}

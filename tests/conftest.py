@@ -13,6 +13,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from spo.tasks import Example, Task, register_task  # noqa: E402
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -36,13 +38,38 @@ def prefect_harness(tmp_path_factory):
 
 TINY_OVERRIDES = [
     "name=test", "iterations=1", "model.tiny.hidden_size=32", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
-    "model.tiny.intermediate_size=64", "task.options={\"n_operands\": 2, \"digits\": 2, \"n_train\": 400, "
-    "\"n_test\": 40}", "warmstart.max_steps=6", "warmstart.eval_every=3", "warmstart.eval_questions=16",
+    "model.tiny.intermediate_size=64", "task.name=coin", "task.options={}", "warmstart.max_steps=6", "warmstart.eval_every=3", "warmstart.eval_questions=16",
     "warmstart.batch_size=16", "sample.questions_per_iteration=4", "sample.samples_per_question=4",
     "sample.max_new_tokens=24", "resample.k=2", "partition.interval=3", "train.episodes_per_iteration=16",
     "train.batch_size=8", "train.micro_batch_size=4", "eval.questions=8", "eval.samples_per_question=2",
 ]
-"""The `tiny` preset shrunk to seconds: a 2-layer model, 1-digit sums, a handful of questions."""
+"""The `tiny` preset shrunk to seconds: a 2-layer model on the `coin` test task, a handful of questions."""
+
+
+class CoinTask(Task):
+    """A test-only task that a barely trained tiny model gets right about half the time, so rewards,
+    values and advantages vary (arith would give all-zero rewards at this size): a response is
+    correct when it contains the digit 1. Registered the way a user adds a task."""
+
+    name = "coin"
+
+    def load_examples(self, split: str) -> list[Example]:
+        return [Example(f"coin/{split}/{i}", str(i), "1", " 1. #### 1") for i in range(40 if split == "train" else 16)]
+
+    def prompt(self, example: Example) -> str:
+        return f"Q: {example.question}= A:"
+
+    def target(self, example: Example) -> str:
+        return example.solution
+
+    def extract_answer(self, response: str) -> str | None:
+        return "1" if "1" in response else "0"
+
+    def answers_equal(self, pred: str, gold: str) -> bool:
+        return pred == gold
+
+
+register_task("coin", CoinTask)
 
 
 @pytest.fixture

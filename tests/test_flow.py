@@ -4,6 +4,8 @@ Real parts throughout: a real Prefect flow run (temporary server), real Parquet 
 Llama trained on the arith task.
 """
 
+import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -16,10 +18,9 @@ import schemas
 from flows.cli import main as spo
 from flows.spo_run import spo_run
 from stages.artifacts import manifest_path
-from stages.registry import ITERATION_STAGES
-from stages.run_dir import create_run
+from stages.registry import iteration_stages
+from stages.run_dir import RunDir, create_run
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def task_states(flow_state) -> dict[str, str]:
@@ -32,18 +33,27 @@ def manifests(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*.manifest.json")}
 
 
-def test_flow_runs_an_iteration_then_skips_everything(tmp_path, tiny_config):
-    run = create_run(tmp_path / "run", tiny_config)
-    first = spo_run(str(run.root), return_state=True)
+@pytest.fixture(scope="module")
+def finished_run(prefect_harness, tmp_path_factory):
+    """One tiny run through one iteration, and the state of its flow run."""
+    from stages.run_dir import load_preset
+    from tests.conftest import TINY_OVERRIDES
+
+    run = create_run(tmp_path_factory.mktemp("flow") / "run", load_preset("tiny").with_overrides(TINY_OVERRIDES))
+    return run, spo_run(str(run.root), return_state=True)
+
+
+def test_flow_runs_an_iteration_then_skips_everything(finished_run):
+    run, first = finished_run
     assert first.is_completed()
     states = task_states(first)
-    expected = {"warmstart-0", "evaluate-0", "evaluate-1", *(f"{s}-0" for s in ITERATION_STAGES["spo-chain"])}
+    expected = {"warmstart-0", "evaluate-0", "evaluate-1", *(f"{s}-0" for s in iteration_stages(run.config()))}
     assert set(states) == expected and set(states.values()) == {"Completed"}
 
     # every artifact opens with polars and matches its declared schema
     for path in run.root.rglob("*.parquet"):
         frame = pl.read_parquet(path)
-        schemas.validate(pq.read_schema(path), schemas.ARTIFACTS[path.stem], path)
+        schemas.validate(pq.read_schema(path), schemas.schema_for(path), path)
         assert frame.height == pq.read_metadata(path).num_rows
     assert (run.checkpoint(1) / "model.safetensors").is_file() and (run.checkpoint(1) / "optimizer.pt").is_file()
 
@@ -54,26 +64,30 @@ def test_flow_runs_an_iteration_then_skips_everything(tmp_path, tiny_config):
     assert not list(run.root.rglob("superseded"))
 
 
-@pytest.mark.parametrize("stage", ["generate", "partition", "resample", "advantages", "train"])
-def test_rerunning_one_stage_reproduces_its_output(tmp_path, tiny_config, stage, capsys):
-    run = create_run(tmp_path / "run", tiny_config)
-    for name in ["warmstart", *ITERATION_STAGES["spo-chain"]]:
-        spo(["stage", name, "--run", str(run.root), "--iteration", "0"])
-        if name == stage:
-            break
-    outputs = [p for p in run.iteration_dir(0).glob("*.parquet")
-               if __import__("json").loads(manifest_path(p).read_text())["report"]["stage"] == stage]
-    originals = {p.name: pq.read_table(p) for p in outputs}
-    spo(["stage", stage, "--run", str(run.root), "--iteration", "0"])
-    assert "cached" in capsys.readouterr().out
-    spo(["stage", stage, "--run", str(run.root), "--iteration", "0", "--force"])
-    for name, table in originals.items():
-        assert pq.read_table(run.iteration_dir(0) / name).equals(table), f"{name} differs after a rerun"
-        kept = list((run.iteration_dir(0) / "superseded").rglob(name))
-        assert len(kept) == 1 and pq.read_table(kept[0]).equals(table)
+def test_rerunning_one_stage_reproduces_its_output(finished_run, tmp_path, capsys):
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(finished_run[0].root, run.root)
+    for stage in ["generate", "partition", "resample", "advantages", "train"]:
+        outputs = [p for p in run.iteration_dir(0).glob("*.parquet")
+                   if json.loads(manifest_path(p).read_text())["report"]["stage"] == stage]
+        originals = {p.name: pq.read_table(p) for p in outputs}
+        spo(["stage", stage, "--run", str(run.root), "--iteration", "0"])
+        assert "cached" in capsys.readouterr().out
+        spo(["stage", stage, "--run", str(run.root), "--iteration", "0", "--force"])
+        assert "computed" in capsys.readouterr().out
+        for name, table in originals.items():
+            assert pq.read_table(run.iteration_dir(0) / name).equals(table), f"{name} differs after a rerun"
+            kept = list((run.iteration_dir(0) / "superseded").rglob(name))
+            assert len(kept) == 1 and pq.read_table(kept[0]).equals(table)
+    # the retrained checkpoint has the same weights
+    from safetensors.torch import load_file
+
+    old = load_file(next((run.iteration_dir(0) / "superseded").rglob("model.safetensors")))
+    new = load_file(run.checkpoint(1) / "model.safetensors")
+    assert old.keys() == new.keys() and all((old[k] == new[k]).all() for k in old)
 
 
-def test_a_failed_stage_resumes_without_losing_finished_work(tmp_path, tiny_config, monkeypatch):
+def test_a_failed_stage_resumes_without_losing_finished_work(prefect_harness, tmp_path, tiny_config, monkeypatch):
     import stages.resample
 
     run = create_run(tmp_path / "run", tiny_config)

@@ -1,0 +1,114 @@
+"""SPO-tree stage `advantages`: node values, edge advantages, and the replay buffer (reference §3.2-3.4).
+
+Every node is an edge (parent prefix -> segment). V(leaf) = reward, V(node) = mean of its children's
+values, A = V(node) - V(parent) ("rloo") or divided by the parent's children std + 1e-8 ("grpo");
+edges with A exactly 0 and empty segments are dropped and counted. New edges join the replay buffer
+(`replay.parquet` of the previous iteration); edges `replay_max_age` iterations old leave it; each
+question gives at most `replay_per_question` edges, drawn uniformly, to this iteration's episodes; the
+rest wait in this iteration's `replay.parquet`, so a resumed run has the same buffer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.episodes import EPISODES
+from schemas.replay import REPLAY
+from spo.advantages import tree_values_and_advantages
+from spo.seeds import derive_seed
+from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.resources import load_policy
+from stages.run_dir import RunDir
+from stages.tree import tree_prefixes
+
+
+def spec(depth: int) -> StageSpec:
+    """The advantages stage of a tree of `depth` levels."""
+    return StageSpec(
+        name="advantages",
+        reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(0),
+                              *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth + 1)),
+                              *([run.artifact(i - 1, "replay")] if i > 0 else [])],
+        writes=lambda run, i: [run.artifact(i, "episodes"), run.artifact(i, "replay")],
+        config=("tree", "advantage", "partition"),
+    )
+
+
+def tree_advantages(run: Path, iteration: int, force: bool = False) -> StageReport:
+    """Edge episodes from the iteration's trees plus the replay buffer."""
+    root = RunDir(Path(run))
+    depth = len(root.config().tree.branching)
+    return execute(spec(depth), root, iteration, _tree_advantages, force)
+
+
+def node_values_and_advantages(nodes: list[dict], method: str) -> dict[str, tuple[float, float]]:
+    """node_id -> (value, advantage) for the nodes of one prompt's tree (its root is the prompt)."""
+    ids = [nodes[0]["node_id"].split(".")[0]] + [n["node_id"] for n in nodes]
+    index = {node_id: k for k, node_id in enumerate(ids)}
+    parents = [None] + [index[n["parent_id"]] for n in nodes]
+    rewards = [None] + [n["reward"] if n["leaf"] else None for n in nodes]
+    values, advantages = tree_values_and_advantages(parents, rewards, method=method)
+    return {node_id: (values[k], advantages[k]) for node_id, k in index.items() if k > 0}
+
+
+def _tree_advantages(ctx: StageContext):
+    cfg, tree, a = ctx.cfg, ctx.cfg.tree, ctx.cfg.advantage
+    tau = cfg.partition.tau
+    prompts = ctx.read("prompts").to_pylist()
+    prompt_ids = {str(p["prompt_index"]): p["prompt_ids"] for p in prompts}
+    levels = [ctx.read(f"tree_nodes-{d}").to_pylist() for d in range(1, len(tree.branching) + 1)]
+    responses = tree_prefixes(prompts, levels)
+    eos = load_policy(ctx.run.checkpoint(0), cfg).tokenizer.eos_token_id
+    by_prompt = defaultdict(list)
+    for node in (n for level in levels for n in level):
+        by_prompt[node["prompt_index"]].append(node)
+
+    edges, dropped_zero, dropped_empty = [], 0, 0
+    for nodes in by_prompt.values():
+        scored = node_values_and_advantages(nodes, tree.advantage)
+        for node in nodes:
+            value, advantage = scored[node["node_id"]]
+            if not node["segment_ids"]:
+                dropped_empty += 1
+                continue
+            if advantage == 0.0:
+                dropped_zero += 1
+                continue
+            probs = np.exp(np.asarray(node["logp"], dtype=np.float64))
+            mask = probs < tau if a.prob_mask else np.ones(len(probs), dtype=bool)
+            if not a.train_on_eos and node["segment_ids"][-1] == eos:
+                mask[-1] = False
+            edges.append({"source_id": node["node_id"], "question_id": node["question_id"],
+                          "iteration": ctx.iteration, "kind": "tree_edge",
+                          "prompt_ids": list(prompt_ids[node["parent_id"].split(".")[0]])
+                          + responses[node["parent_id"]],
+                          "response_ids": node["segment_ids"], "advantages": np.where(mask, advantage, 0.0).tolist(),
+                          "mask": mask.tolist(), "old_logp": node["logp"], "reward": value})
+
+    buffer = ctx.read("replay", ctx.iteration - 1).to_pylist() if ctx.iteration > 0 else []
+    fresh = [e for e in buffer if ctx.iteration - e["iteration"] < tree.replay_max_age]
+    pool = defaultdict(list)
+    for edge in fresh + edges:
+        pool[edge["question_id"]].append(edge)
+    rng = random.Random(derive_seed(cfg.seed, ctx.iteration, "replay", "take"))
+    taken, waiting = [], []
+    for question in sorted(pool):
+        candidates = pool[question]
+        chosen = set(rng.sample(range(len(candidates)), min(tree.replay_per_question, len(candidates))))
+        for k, edge in enumerate(candidates):
+            (taken if k in chosen else waiting).append(edge)
+    for table in (taken, waiting):
+        for k, edge in enumerate(table):
+            edge["episode_id"] = k
+    return {"episodes": pa.Table.from_pylist(taken, schema=EPISODES),
+            "replay": pa.Table.from_pylist(waiting, schema=REPLAY)}, {
+        "tree/edges": len(edges), "tree/dropped_zero_advantage": dropped_zero,
+        "tree/dropped_empty": dropped_empty, "replay/expired": len(buffer) - len(fresh),
+        "replay/taken_old": sum(e["iteration"] < ctx.iteration for e in taken),
+        "replay/waiting": len(waiting), "episodes/count": len(taken),
+    }
