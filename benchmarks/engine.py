@@ -10,6 +10,9 @@ to its length limit):
 "naive" reruns the prompt for every sample (`share_prefix=False`), "shared" prefills it once. Both use
 the same decoder, seeds and batching. Each time is the median of --repeats runs after one warm-up.
 The last line is the MC speedup of shared over naive. Benchmarks never assert on time.
+
+On a shared CPU use --threads 1: with 2 threads, every small op waits for a descheduled OpenMP thread
+whenever another process holds a core, and the many small decode ops then take seconds, not milliseconds.
 """
 
 import argparse
