@@ -26,6 +26,7 @@ QUIET_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "spo,stages",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own load/save bars; the stages draw theirs
 }
 
 

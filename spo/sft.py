@@ -30,4 +30,4 @@ def sft_step(
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())

@@ -10,7 +10,7 @@ from pathlib import Path
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
 from spo.policy.engine import EngineStats
-from spo.tasks import Example, Task, make_task
+from spo.tasks import TASKS, Example, Task, make_task
 from stages.run_dir import REPO_ROOT
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -18,15 +18,12 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def load_task(cfg: RunConfig) -> Task:
-    """The configured task; tasks that read files get `task.data_dir` (default ../shared/data/<task>)."""
+    """The configured task; a task with a `data_folder` reads `task.data_dir` (default ../shared/data/<folder>)."""
     options = dict(cfg.task.options)
-    if cfg.task.name in DATA_TASKS:
-        options.setdefault("path", cfg.task.data_dir or str(SHARED_DATA / DATA_TASKS[cfg.task.name]))
+    folder = getattr(TASKS.get(cfg.task.name), "data_folder", None)
+    if folder is not None:
+        options.setdefault("path", cfg.task.data_dir or str(SHARED_DATA / folder))
     return make_task(cfg.task.name, **options)
-
-
-DATA_TASKS = {"gsm8k": "gsm8k", "math500": "math500"}
-"""Built-in tasks that read a data folder, and the folder's name under ../shared/data."""
 
 
 def examples_by_id(task: Task, split: str) -> dict[str, Example]:

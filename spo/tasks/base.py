@@ -34,6 +34,8 @@ class Task(ABC):
     """A dataset plus its prompt format and grader. Subclasses set `name` and the abstract methods."""
 
     name: str
+    data_folder: str | None = None
+    """Folder name of the task's files under a data root (e.g. ../shared/data/gsm8k); None for generated tasks."""
     answer_marker = "####"
     """More than one of these in a response scores `multiple_answer_penalty` (checked for every task, as in
     the reference)."""

@@ -23,6 +23,7 @@ class Gsm8kTask(Task):
     """GSM8K: prompt `[MATH_TASK] Problem:\\n...\\n\\nSolution:`, response ` <steps>\\n#### N`."""
 
     name = "gsm8k"
+    data_folder = "gsm8k"
 
     def __init__(
         self,

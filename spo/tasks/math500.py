@@ -21,6 +21,7 @@ class Math500Task(Task):
     """MATH-500: LaTeX answers, extracted boxed-first and compared with `math_equal` (sympy, time-limited)."""
 
     name = "math500"
+    data_folder = "math500"
 
     def __init__(
         self,
