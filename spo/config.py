@@ -270,10 +270,19 @@ class RunConfig:
             node[leaf] = _parse_value(raw.strip(), _field_type(owner, leaf, where), f"{where} {key}")
         return RunConfig.from_dict(data, where)
 
-    def section_hash(self, *sections: str) -> str:
-        """Short content hash of the named top-level fields (for stage cache keys)."""
+    def section_hash(self, *names: str) -> str:
+        """Short content hash of the named fields or sections, dotted for nested ones (stage cache keys).
+
+        >>> RunConfig().section_hash("sample.top_p") == RunConfig(seed=1).section_hash("sample.top_p")
+        True
+        """
         data = self.to_dict()
-        chosen = {name: data[name] for name in sections}
+        chosen = {}
+        for name in names:
+            value = data
+            for part in name.split("."):
+                value = value[part]
+            chosen[name] = value
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 

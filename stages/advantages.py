@@ -24,7 +24,7 @@ SPEC = StageSpec(
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.artifact(i, "boundaries"), run.artifact(i, "values"),
                           run.checkpoint(0)],  # the tokenizer's EOS id
     writes=lambda run, i: [run.artifact(i, "episodes")],
-    config=("advantage", "partition"),
+    config=("advantage", "partition.tau"),
 )
 
 

@@ -62,7 +62,7 @@ class StageSpec:
     writes: Callable[[RunDir, int], list[Path]]
     """Output paths; `.parquet` ones are tables of the artifact named by the file stem."""
     config: tuple[str, ...]
-    """Top-level config fields the stage reads (part of its key)."""
+    """Config sections or dotted fields the stage reads (part of its key)."""
 
 
 @dataclass

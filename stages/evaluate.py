@@ -20,7 +20,7 @@ SPEC = StageSpec(
     name="evaluate",
     reads=lambda run, c: [run.checkpoint(c)],
     writes=lambda run, c: [run.artifact(c, "eval")],
-    config=("task", "eval", "sample", "model"),
+    config=("task", "eval", "model", "sample.max_new_tokens", "sample.context_size"),
 )
 
 

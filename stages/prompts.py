@@ -20,7 +20,7 @@ SPEC = StageSpec(
     name="prompts",
     reads=lambda run, i: [run.checkpoint(0)],  # the tokenizer
     writes=lambda run, i: [run.artifact(i, "prompts")],
-    config=("task", "sample", "model"),
+    config=("task", "sample.questions_per_iteration", "sample.context_size"),
 )
 
 

@@ -28,7 +28,7 @@ SPEC = StageSpec(
     name="train",
     reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(i), run.checkpoint(0)],
     writes=lambda run, i: [run.checkpoint(i + 1), run.artifact(i, "train_metrics")],
-    config=("train", "sample", "iterations", "model"),
+    config=("train", "sample.temperature", "iterations", "model"),
 )
 
 

@@ -35,7 +35,7 @@ def spec(depth: int) -> StageSpec:
                               *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth + 1)),
                               *([run.artifact(i - 1, "replay")] if i > 0 else [])],
         writes=lambda run, i: [run.artifact(i, "episodes"), run.artifact(i, "replay")],
-        config=("tree", "advantage", "partition"),
+        config=("tree", "advantage", "partition.tau"),
     )
 
 

@@ -37,7 +37,7 @@ SPEC = StageSpec(
     name="warmstart",
     reads=lambda run, i: [],
     writes=lambda run, i: [run.checkpoint(0), run.artifact(0, "warmstart")],
-    config=("model", "task", "warmstart", "sample"),
+    config=("model", "task", "warmstart", "sample.max_new_tokens", "sample.context_size"),
 )
 WARMUP_STEPS = 50
 
