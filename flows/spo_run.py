@@ -40,9 +40,9 @@ def run_stage(name: str, run: str, iteration: int) -> StageReport:
     return stage_task.with_options(refresh_cache=not intact)(name, run, iteration)
 
 
-def trained_iterations(run: RunDir, algorithm: str) -> int:
+def trained_iterations(run: RunDir, cfg: RunConfig) -> int:
     """Iterations trained so far: the newest checkpoint whose iteration's last stage wrote every manifest."""
-    _, last_stage = list(iteration_stages(run.config()).values())[-1]
+    _, last_stage = list(iteration_stages(cfg).values())[-1]
     for index in reversed(run.checkpoints()):
         if index == 0 or all(manifest_path(p).is_file() for p in last_stage.writes(run, index - 1)):
             return index
@@ -56,7 +56,7 @@ def iteration_range(run: RunDir, cfg: RunConfig, until: int | None, more: int | 
         return range(cfg.iterations if until is None else until)
     if until is not None or more < 1:
         raise ValueError(f"expected either `until` or `more` >= 1, got until={until}, more={more}")
-    start = trained_iterations(run, cfg.algorithm)
+    start = trained_iterations(run, cfg)
     return range(start, min(start + more, cfg.iterations))
 
 

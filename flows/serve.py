@@ -1,0 +1,87 @@
+"""Serving the run and evaluation flows on schedules, and the local Prefect server that schedules need.
+
+    spo server --port 4200                             # SQLite database and UI at http://127.0.0.1:4200
+    export PREFECT_API_URL=http://127.0.0.1:4200/api   # in the shell that serves
+    spo serve data/runs/tiny --run-interval 10800 --more 5 --eval-cron "0 2 * * *"
+
+The temporary server a lone process starts has no scheduler, so `serve` refuses to start without
+PREFECT_API_URL. Each scheduled flow run is a new process; one `serve` process runs one flow run at a
+time (`limit`), so its training and evaluation runs never compete for the run-directory lock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import prefect
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.settings import get_current_settings
+
+from flows.spo_eval import spo_eval
+from flows.spo_run import spo_run
+from stages.run_dir import RunDir
+
+FLOWS = {"run": spo_run, "eval": spo_eval}
+"""Served flow name -> flow."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to run one of `FLOWS` on a run directory."""
+
+    flow: str
+    """"run" (continue training) or "eval" (evaluate the newest unevaluated checkpoint)."""
+    cron: str | None = None
+    """Cron expression, e.g. "0 2 * * *" (02:00 every night, server time zone UTC)."""
+    interval: float | None = None
+    """Seconds between runs (instead of `cron`)."""
+    more: int | None = None
+    """"run" only: iterations each run trains after the trained ones; None runs up to the configured count."""
+
+    def __post_init__(self) -> None:
+        if self.flow not in FLOWS:
+            raise ValueError(f"unknown flow {self.flow!r}; choose one of {sorted(FLOWS)}")
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError(f"flow {self.flow!r}: give exactly one of cron and interval, "
+                             f"got cron={self.cron!r}, interval={self.interval!r}")
+        if self.more is not None and self.flow != "run":
+            raise ValueError(f"flow {self.flow!r} takes no `more` (got {self.more}); only 'run' trains")
+
+
+def deployment(run: Path, schedule: Schedule) -> RunnerDeployment:
+    """The deployment `<flow>/<run folder name>`, loading its flow by module path (works from any cwd)."""
+    parameters: dict = {"run": str(Path(run).resolve())}
+    if schedule.more is not None:
+        parameters["more"] = schedule.more
+    return FLOWS[schedule.flow].to_deployment(
+        name=Path(run).resolve().name, cron=schedule.cron, interval=schedule.interval, parameters=parameters,
+        entrypoint_type=EntrypointType.MODULE_PATH, description=f"{schedule.flow} of {Path(run).resolve()}")
+
+
+def serve(run: Path, schedules: list[Schedule], limit: int = 1) -> None:
+    """Serve the scheduled flows on `run` until SIGTERM (or Ctrl-C); at most `limit` flow runs at a time."""
+    if not schedules:
+        raise ValueError("nothing to serve: give a schedule for the run flow, the eval flow or both")
+    if not get_current_settings().api.url:
+        raise RuntimeError("PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
+                           "`spo server --port 4200`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    if not RunDir(Path(run)).config_path.is_file():
+        raise FileNotFoundError(f"{RunDir(Path(run)).config_path}: no run here; create it first with `spo run`")
+    prefect.serve(*(deployment(run, s) for s in schedules), limit=limit)
+
+
+def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that starts the local Prefect server (API, scheduler, UI; SQLite under PREFECT_HOME)."""
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+
+
+def start_server(port: int, host: str = "127.0.0.1") -> NoReturn:
+    """Become the Prefect server process (exec), so that SIGTERM and Ctrl-C reach it directly."""
+    print(f"Prefect server on http://{host}:{port}; in the shell that serves flows: "
+          f"export PREFECT_API_URL=http://{host}:{port}/api", flush=True)
+    command = server_command(port, host)
+    os.execv(command[0], command)

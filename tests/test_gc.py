@@ -1,0 +1,106 @@
+"""Retention (`stages/gc.py`): which checkpoints go, which stay and why, and the manifests stay consistent.
+
+gc only reads the layout (checkpoint folders, manifests, eval files), so runs here are made of small
+checkpoint folders with real manifests (`stages.artifacts.content_hash`) instead of trained models.
+"""
+
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.cli import main as spo
+from stages.artifacts import ArtifactError, content_hash, manifest_path, read_manifest
+from stages.gc import gc
+from stages.lock import RunLockedError, lock_path
+from stages.run_dir import RunDir, write_json_atomic
+
+
+def make_run(root: Path, checkpoints: list[int], evaluated: list[int]) -> RunDir:
+    run = RunDir(root)
+    for index in checkpoints:
+        folder = run.checkpoint(index)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(bytes(1000 + index))
+        write_json_atomic(manifest_path(folder), {"sha256": content_hash(folder)})
+    for index in evaluated:
+        run.iteration_dir(index).mkdir(parents=True, exist_ok=True)
+        run.artifact(index, "eval").write_bytes(b"eval table")
+    return run
+
+
+def test_gc_keeps_reference_newest_evaluated_and_last_n(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=list(range(8)), evaluated=[2, 4])
+    report = gc(run.root, keep_last=2)
+    # 0: KL reference; 2, 4: evaluated; 6: last 2; 7: newest (also last 2) -> 1, 3, 5 go
+    assert report.removed == [1, 3, 5]
+    assert report.kept == {0: "KL reference and tokenizer", 2: "evaluated", 4: "evaluated",
+                           6: "one of the last 2", 7: "newest"}
+    assert report.freed_bytes == 1001 + 1003 + 1005
+    assert run.checkpoints() == [0, 2, 4, 6, 7]
+    assert sorted(p.name for p in (run.root / "checkpoints").iterdir()) == [
+        "0000", "0000.manifest.json", "0002", "0002.manifest.json", "0004", "0004.manifest.json",
+        "0006", "0006.manifest.json", "0007", "0007.manifest.json"]
+    for index in run.checkpoints():
+        read_manifest(run.checkpoint(index))  # still intact
+    assert not lock_path(run.root).exists()
+
+
+def test_keep_last_zero_and_dry_run(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3], evaluated=[])
+    planned = gc(run.root, keep_last=0, dry_run=True)
+    assert planned.removed == [1, 2] and run.checkpoints() == [0, 1, 2, 3]
+    assert gc(run.root, keep_last=0).removed == [1, 2] and run.checkpoints() == [0, 3]
+    assert gc(run.root, keep_last=0).removed == []  # nothing left to remove
+    with pytest.raises(ValueError, match="--keep-last must be >= 0, got -1"):
+        gc(run.root, keep_last=-1)
+
+
+def test_an_interrupted_gc_leaves_an_unfinished_folder_that_the_next_gc_removes(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3], evaluated=[])
+    manifest_path(run.checkpoint(1)).unlink()  # killed after the manifest went, before the folder did
+    with pytest.raises(ArtifactError, match="unfinished or missing"):
+        read_manifest(run.checkpoint(1))  # never read as a checkpoint
+    report = gc(run.root, keep_last=1)
+    assert report.unfinished == ["0001"] and report.removed == [2]
+    assert not run.checkpoint(1).exists() and run.checkpoints() == [0, 3]
+
+
+def test_gc_refuses_while_another_process_writes(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2], evaluated=[])
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "since": "2026-01-01T00:00:00+00:00",
+              "purpose": "flow spo-run"}
+    lock_path(run.root).write_text(json.dumps(holder))
+    with pytest.raises(RunLockedError, match=f"pid {os.getppid()} .*flow spo-run"):
+        gc(run.root, keep_last=0)
+    assert run.checkpoints() == [0, 1, 2]
+
+
+def test_spo_gc_command(tmp_path, capsys):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3], evaluated=[1])
+    assert spo(["gc", str(run.root), "--keep-last", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "removed checkpoints [2]" in out and "1: evaluated" in out
+    assert run.checkpoints() == [0, 1, 3]
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_gc_properties(data):
+    n = data.draw(st.integers(1, 9), label="checkpoints")
+    evaluated = data.draw(st.lists(st.integers(0, n - 1), unique=True), label="evaluated")
+    keep_last = data.draw(st.integers(0, n + 1), label="keep_last")
+    with tempfile.TemporaryDirectory() as folder:
+        run = make_run(Path(folder) / "run", list(range(n)), evaluated)
+        report = gc(run.root, keep_last)
+        left = run.checkpoints()
+        protected = {0, n - 1, *evaluated, *range(max(n - keep_last, 0), n)}
+        assert set(left) == protected and sorted(report.removed) == sorted(set(range(n)) - protected)
+        assert set(report.kept) == protected
+        for index in range(n):  # folder and manifest go together
+            assert run.checkpoint(index).exists() == manifest_path(run.checkpoint(index)).exists()

@@ -1,0 +1,178 @@
+"""Scheduled work: the eval flow, `spo run --more`, and a real local Prefect server serving a flow on an interval.
+
+The flow tests run under the shared temporary-server harness; the served-flow test starts its own
+`spo server` on a free port with its own PREFECT_HOME, serves with `spo serve`, waits (bounded) for two
+scheduled runs to complete, and stops both processes with SIGTERM (kill on timeout).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import prefect
+import pytest
+import torch
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.cli import main as spo
+from flows.serve import Schedule, deployment, serve
+from flows.spo_eval import spo_eval, unevaluated_checkpoints
+from flows.spo_run import spo_run, trained_iterations
+from stages.artifacts import manifest_path
+from stages.gc import gc
+from stages.lock import lock_path
+from stages.run_dir import create_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models crawl under OpenMP spin on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def manifest_times(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*.manifest.json")}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_eval_flow_evaluates_the_newest_unevaluated_checkpoint(tmp_path, tiny_config):
+    run = create_run(tmp_path / "run", tiny_config.with_overrides(["iterations=2", "eval.every=100"]))
+    spo(["run", "--run", str(run.root), "--more", "2"])  # evaluates checkpoints 0 and 2 only
+    assert run.checkpoints() == [0, 1, 2] and unevaluated_checkpoints(run) == [1]
+    result = spo_eval(str(run.root))
+    assert result["checkpoint"] == 1 and "eval/accuracy_greedy" in result
+    assert manifest_path(run.artifact(1, "eval")).is_file()
+    assert spo_eval(str(run.root)) is None  # nothing left to evaluate
+    assert not lock_path(run.root).exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_more_continues_after_the_trained_iterations_even_after_gc(tmp_path, tiny_config, capsys):
+    run = create_run(tmp_path / "run", tiny_config.with_overrides(["iterations=4", "eval.every=100"]))
+    spo(["run", "--run", str(run.root), "--more", "2"])
+    assert run.checkpoints() == [0, 1, 2] and trained_iterations(run, run.config()) == 2
+    before = manifest_times(run.root)
+    assert gc(run.root, keep_last=0).removed == [1]  # 0: reference, 2: newest (and evaluated)
+
+    spo(["run", "--run", str(run.root), "--more", "1"])  # iteration 2 only: needs checkpoints 2 and 0
+    assert run.checkpoints() == [0, 2, 3]
+    after = manifest_times(run.root)
+    assert {p: after[p] for p in before if p in after} == {p: t for p, t in before.items() if p in after}
+    assert {p for p in after if p.startswith("iterations/0002/")} >= {
+        "iterations/0002/rollouts.parquet.manifest.json", "iterations/0002/train_metrics.parquet.manifest.json"}
+
+    rows = spo_run(str(run.root), more=5)  # capped at the 4 configured iterations
+    assert run.checkpoints() == [0, 2, 3, 4] and [r["iteration"] for r in rows] == [0, 1, 2, 3, 4]
+    assert spo_run(str(run.root), more=1) and run.checkpoints() == [0, 2, 3, 4]  # nothing left: no-op
+    with pytest.raises(SystemExit, match="--more continues an existing run"):
+        spo(["run", "--run", str(tmp_path / "missing"), "--more", "1"])
+
+
+def test_schedules_are_checked_and_serve_needs_a_server(tmp_path, tiny_config, monkeypatch):
+    with pytest.raises(ValueError, match="exactly one of cron and interval"):
+        Schedule("run", cron="0 * * * *", interval=60)
+    with pytest.raises(ValueError, match=r"unknown flow 'train'; choose one of \['eval', 'run'\]"):
+        Schedule("train", interval=60)
+    with pytest.raises(ValueError, match="takes no `more`"):
+        Schedule("eval", interval=60, more=2)
+    run = create_run(tmp_path / "run", tiny_config)
+    made = deployment(run.root, Schedule("run", cron="0 */4 * * *", more=3))
+    assert (made.name, made.entrypoint, made.parameters) == ("run", "flows.spo_run.spo_run",
+                                                            {"run": str(run.root.resolve()), "more": 3})
+    assert made.schedules[0].schedule.cron == "0 */4 * * *"
+    monkeypatch.setattr(prefect, "serve", lambda *args, **kwargs: pytest.fail("served without a server"))
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), \
+            pytest.raises(RuntimeError, match="PREFECT_API_URL is not set.*spo server --port 4200"):
+        serve(run.root, [Schedule("eval", interval=60)])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def log_tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in logs)
+
+
+def wait_for(check, timeout: float, what: str, logs: list[Path]):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log_tails(logs)}")
+
+
+ARITH = ["task.name=arith", 'task.options={"n_operands": 2, "digits": 2, "n_train": 400, "n_test": 40}']
+"""A built-in task: served flow runs are new processes, which do not see tasks registered by conftest."""
+
+
+def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
+    run = create_run(tmp_path / "run", tiny_config.with_overrides([*ARITH, "iterations=2", "eval.every=100"]))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1",
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    logs = [tmp_path / "server.log", tmp_path / "serve.log"]
+    spo_cli = [sys.executable, "-m", "flows.cli"]
+    with logs[0].open("w") as server_log, logs[1].open("w") as serve_log:
+        server = subprocess.Popen([*spo_cli, "server", "--port", str(port)], cwd=REPO, env=env,
+                                  stdout=server_log, stderr=subprocess.STDOUT)
+        served = None
+        try:
+            wait_for(lambda: _get(f"{api}/health") == 200, 120, "the Prefect server", logs)
+            served = subprocess.Popen([*spo_cli, "serve", str(run.root), "--run-interval", "5", "--more", "1"],
+                                      cwd=REPO, env=env, stdout=serve_log, stderr=subprocess.STDOUT)
+            runs = wait_for(lambda: _finished_runs(api, 2), 240, "two completed scheduled runs", logs)
+        finally:
+            if served is not None:
+                stop(served)
+            stop(server)
+    assert server.returncode is not None and served.returncode is not None
+    assert all(r["state_type"] == "COMPLETED" for r in runs[:2]), f"{runs}\n{log_tails(logs)}"
+    assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
+    assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
+    assert manifest_path(run.artifact(2, "eval")).is_file()
+
+
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def _finished_runs(api: str, wanted: int) -> list[dict] | None:
+    """The flow runs that ended, first started first, once `wanted` did or one did not complete."""
+    body = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}, "sort": "START_TIME_ASC"}
+    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    runs = [{"state_type": r["state_type"], "auto_scheduled": r["auto_scheduled"],
+             "deployment_id": r["deployment_id"], "name": r["name"]} for r in response.json()]
+    done = len(runs) >= wanted or any(r["state_type"] != "COMPLETED" for r in runs)
+    return runs if done else None
