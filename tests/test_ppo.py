@@ -1,0 +1,84 @@
+"""spo/ppo.py: gradient accumulation, episode order, batch whitening, and the direction of an update."""
+
+import copy
+import random
+
+import torch
+
+from spo.policy import response_logprobs
+from spo.policy.tiny import build_char_tokenizer, build_tiny_model
+from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
+
+
+def tiny():
+    tokenizer = build_char_tokenizer(["0123456789+= #"])
+    return build_tiny_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), tokenizer
+
+
+def episodes(model, tokenizer, n=6, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt = [rng.randrange(4, len(tokenizer)) for _ in range(rng.randrange(2, 5))]
+        response = [rng.randrange(4, len(tokenizer)) for _ in range(rng.randrange(1, 6))]
+        with torch.no_grad():
+            logp, _ = response_logprobs(model, [prompt], [response], 1.0, tokenizer.pad_token_id)
+        old = logp[0].tolist()
+        out.append(Episode(prompt, response, [rng.uniform(-1, 1) for _ in response],
+                           [rng.random() < 0.7 for _ in response], old, old))
+    return out
+
+
+def step(model, batch, micro, whiten="none"):
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    metrics = ppo_step(model, optimizer, batch, micro, temperature=1.0, pad_id=0, clip=0.2, kl_coef=0.0,
+                       whiten=whiten, grad_clip=1e9)
+    return model, metrics
+
+
+def test_gradient_accumulation_weights_micro_batches_by_size():
+    # Three micro-batches of 2 episodes each weigh 2/6 of the batch: with plain SGD (linear in the
+    # gradient) the accumulated step is the mean of the three steps each micro-batch takes alone.
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer)
+    accumulated, metrics = step(model, batch, micro=2)
+    expected = copy.deepcopy(model)
+    grads = [torch.zeros_like(p) for p in expected.parameters()]
+    for start in range(0, 6, 2):
+        part = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(part.parameters(), lr=0.1)
+        ppo_step(part, optimizer, batch[start : start + 2], 2, 1.0, 0, 0.2, 0.0, "none", 1e9)
+        for g, p0, p1 in zip(grads, model.parameters(), part.parameters()):
+            g += (p1 - p0).detach() / 3  # each micro-batch holds a third of the batch
+    for g, p0, p in zip(grads, model.parameters(), accumulated.parameters()):
+        assert torch.allclose(p0 + g, p, atol=1e-6)
+    assert metrics["sequences"] == 6 and metrics["tokens"] == sum(sum(e.mask) for e in batch)
+
+
+def test_first_step_ratio_is_one_and_positive_advantages_gain_probability():
+    model, tokenizer = tiny()
+    batch = [Episode(e.prompt_ids, e.response_ids, [1.0] * len(e.response_ids), [True] * len(e.response_ids),
+                     e.old_logp, e.ref_logp) for e in episodes(model, tokenizer)]
+    updated, metrics = step(model, batch, micro=3)
+    assert abs(metrics["ratio_mean"] - 1.0) < 1e-5 and metrics["clipfrac"] == 0.0
+    with torch.no_grad():
+        before, mask = response_logprobs(model, [e.prompt_ids for e in batch], [e.response_ids for e in batch], 1.0, 0)
+        after, _ = response_logprobs(updated, [e.prompt_ids for e in batch], [e.response_ids for e in batch], 1.0, 0)
+    assert (after - before)[mask].sum() > 0
+
+
+def test_episode_order_truncates_or_repeats_a_shuffle():
+    order = episode_order(5, 12, random.Random(1))
+    assert len(order) == 12 and sorted(order[:5]) == list(range(5)) and order[5:10] == order[:5]
+    assert sorted(episode_order(5, 3, random.Random(1))) != list(range(5))
+    assert sorted(episode_order(5, 0, random.Random(1))) == list(range(5))
+
+
+def test_batch_whitening_standardises_over_all_masked_tokens():
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer)
+    white = batch_whitened(batch)
+    masked = torch.tensor([a for e, w in zip(batch, white) for a, m in zip(w, e.mask) if m])
+    assert abs(masked.mean()) < 1e-5 and abs(masked.var(unbiased=True) - 1) < 1e-3
+    assert all(a == 0.0 for e, w in zip(batch, white) for a, m in zip(w, e.mask) if not m)
