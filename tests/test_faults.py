@@ -1,0 +1,307 @@
+"""Fault injection: after each fault a rerun completes and every artifact equals an undisturbed run's.
+
+Faults: SIGKILL inside each stage's write (a half-written Parquet file, a half-written checkpoint, just
+before a rename, between or inside manifests), a truncated and a bit-flipped finished Parquet file, a
+full disk, two concurrent writers, a changed config. Kills happen in real subprocesses that patch the
+writer they interrupt (`RUNNER`); nothing in the production code knows about faults. "Equal" means
+the same sha256 for every finished artifact (Parquet files and checkpoint folders, weights included).
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import safetensors.torch
+import torch
+
+import stages.train
+from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
+from stages.lock import lock_path, read_holder
+from stages.registry import find_stage, iteration_stages
+from stages.run_dir import RunDir, create_run, load_preset
+
+TESTS = Path(__file__).resolve().parent
+
+RUNNER = r"""
+import json, os, signal, sys, time
+from pathlib import Path
+tests, root, plan, target, point = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+sys.path.insert(0, tests)
+import conftest  # registers the `coin` test task
+import torch
+torch.set_num_threads(1)
+import pyarrow.parquet as pq
+import stages.artifacts, stages.train, stages.warmstart
+from stages.lock import RunLockedError
+from stages.registry import find_stage
+from stages.run_dir import RunDir
+
+armed, manifests, outputs = False, 0, 0
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def halve(path):  # what a write cut short leaves behind: the first half of the bytes
+    os.truncate(path, os.path.getsize(path) // 2)
+
+real_write_table = pq.write_table
+def write_table(table, where, **kwargs):
+    real_write_table(table, where, **kwargs)
+    if armed and point == "parquet":
+        halve(where)
+        die()
+pq.write_table = write_table
+
+real_replace = os.replace
+def replace(src, dst):
+    if armed and point == "rename" and not str(dst).endswith(".json"):
+        die()
+    real_replace(src, dst)
+os.replace = replace
+
+real_manifest = stages.artifacts.write_json_atomic
+def write_manifest(path, data):
+    global manifests
+    manifests += 1
+    if armed and point == "manifest" and manifests == outputs:  # the last manifest, after the others
+        path.with_name(f".{path.name}.tmp-{os.getpid()}").write_text(json.dumps(data)[:40])
+        die()
+    real_manifest(path, data)
+stages.artifacts.write_json_atomic = write_manifest
+
+def interrupting(real_folder):
+    def write_folder(path, write):
+        def write_then_die(folder):
+            write(folder)
+            halve(max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size))
+            die()
+        real_folder(path, write_then_die if armed and point == "checkpoint" else write)
+    return write_folder
+for module in (stages.train, stages.warmstart):
+    module.write_folder_atomic = interrupting(module.write_folder_atomic)
+
+if point == "patient":  # start together with the other runner
+    (root.parent / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 120
+    while not (root.parent / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+for name, i in plan:
+    function, spec = find_stage(name, RunDir(root).config())
+    armed, manifests, outputs = f"{name}-{i}" == target, 0, len(spec.writes(RunDir(root), i))
+    while True:
+        try:
+            function(root, i)
+            break
+        except RunLockedError as error:
+            if point != "patient":
+                raise
+            print("waited:", error, flush=True)
+            time.sleep(0.02)
+print("done", flush=True)
+"""
+
+KILLS = [("warmstart-0", "checkpoint"), ("evaluate-0", "parquet"), ("prompts-0", "rename"),
+         ("generate-0", "parquet"), ("partition-0", "manifest"), ("resample-0", "manifest"),
+         ("advantages-0", "rename"), ("train-0", "checkpoint"), ("train-1", "manifest"), ("evaluate-2", "rename")]
+"""(stage-iteration, where the SIGKILL lands): every stage is killed inside its write at least once."""
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models crawl under OpenMP spin on a busy 2-core machine; one thread is also bit-reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fault_config():
+    from tests.conftest import TINY_OVERRIDES
+
+    return load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=2"])
+
+
+def flow_plan(run: RunDir) -> list[tuple[str, int]]:
+    """The stages `spo-run` executes, in order (flows/spo_run.py)."""
+    cfg = run.config()
+    plan = [("warmstart", 0), ("evaluate", 0)]
+    for i in range(cfg.iterations):
+        plan += [(name, i) for name in iteration_stages(cfg)]
+        if (i + 1) % cfg.eval.every == 0 or i + 1 == cfg.iterations:
+            plan.append(("evaluate", i + 1))
+    return plan
+
+
+def run_plan(run: RunDir) -> None:
+    for name, i in flow_plan(run):
+        find_stage(name, run.config())[0](run.root, i)
+
+
+def runner(run: RunDir, target: str = "", point: str = "none") -> subprocess.Popen:
+    plan = json.dumps(flow_plan(run))
+    return subprocess.Popen([sys.executable, "-c", RUNNER, str(TESTS), str(run.root), plan, target, point],
+                            cwd=TESTS.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def fingerprints(root: Path) -> dict[str, str]:
+    """Finished artifact -> content hash, outside superseded/."""
+    return {str(m.relative_to(root)): json.loads(m.read_text())["sha256"]
+            for m in root.rglob("*.manifest.json") if "superseded" not in m.parts}
+
+
+def manifest_times(root: Path) -> dict[str, int]:
+    return {p: (root / p).stat().st_mtime_ns for p in fingerprints(root)}
+
+
+def recomputed_stages(root: Path, before: dict[str, int]) -> set[str]:
+    """`<stage>-<iteration>` of every manifest written since `before`."""
+    after = manifest_times(root)
+    reports = [json.loads((root / p).read_text())["report"] for p, t in after.items() if before.get(p) != t]
+    return {f"{r['stage']}-{r['iteration']}" for r in reports}
+
+
+def assert_equal_to(reference: RunDir, run: RunDir) -> None:
+    expected, got = fingerprints(reference.root), fingerprints(run.root)
+    differing = sorted(p for p in expected.keys() | got.keys() if expected.get(p) != got.get(p))
+    assert not differing, f"artifacts differ from the undisturbed run: {differing}"
+    assert not list(run.root.rglob("*.tmp*")), list(run.root.rglob("*.tmp*"))
+    assert not lock_path(run.root).exists()
+
+
+def assert_nothing_partial_under_a_final_name(run: RunDir) -> None:
+    """Final-named Parquet files are whole, manifests match their files, final checkpoints load."""
+    for path in run.root.rglob("*.parquet"):
+        if "superseded" not in path.parts and not path.name.startswith("."):
+            pq.read_table(path)
+            if manifest_path(path).exists():
+                read_manifest(path)
+    for folder in (run.root / "checkpoints").glob("[0-9][0-9][0-9][0-9]"):
+        safetensors.torch.load_file(folder / "model.safetensors")
+        if manifest_path(folder).exists():
+            read_manifest(folder)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> RunDir:
+    """The undisturbed run (two iterations, in this process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = create_run(tmp_path_factory.mktemp("reference") / "run", fault_config())
+    run_plan(run)
+    torch.set_num_threads(threads)
+    return run
+
+
+def copy_of(reference: RunDir, tmp_path: Path) -> RunDir:
+    return RunDir(Path(shutil.copytree(reference.root, tmp_path / "run")))
+
+
+def test_kill_inside_each_stage_write_then_rerun(tmp_path, reference):
+    run = create_run(tmp_path / "run", fault_config())
+    outcomes = []
+    for target, point in KILLS:
+        process = runner(run, target, point)
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == -signal.SIGKILL, f"{target} {point}: not killed\n{out}\n{err[-3000:]}"
+        name, i = target.rsplit("-", 1)
+        assert not is_finished(find_stage(name, run.config())[1], run, int(i)), f"{target} counts as finished"
+        assert_nothing_partial_under_a_final_name(run)
+        assert read_holder(run.root).pid == process.pid  # a stale lock, taken over by the next process
+        outcomes.append((target, point, sorted(p.name for p in run.root.rglob(".*.tmp*"))))
+    run_plan(run)  # the rerun completes whatever the last kill interrupted
+    assert_equal_to(reference, run)
+    assert any(tmp for *_, tmp in outcomes), "no kill left a temporary file: the cleanup was never exercised"
+
+
+def test_concurrent_writers_wait_for_each_other_and_never_redo_work(tmp_path, reference):
+    run = create_run(tmp_path / "run", fault_config())
+    writers = [runner(run, point="patient") for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = [w.communicate(timeout=240) for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], [err[-3000:] for _, err in outputs]
+    waits = [line for out, _ in outputs for line in out.splitlines() if line.startswith("waited:")]
+    assert waits, "the writers never met: no contention was tested"
+    assert any(f"pid {w.pid} " in line for w in writers for line in waits)  # the error names the holder
+    assert not list(run.root.rglob("superseded")), "a writer replaced the other's finished work"
+    assert_equal_to(reference, run)
+
+
+def test_corrupted_parquet_is_detected_and_only_its_stage_reruns(tmp_path, reference):
+    run = copy_of(reference, tmp_path)
+    rollouts, values = run.artifact(0, "rollouts"), run.artifact(1, "values")
+    rollouts.write_bytes(rollouts.read_bytes()[: rollouts.stat().st_size // 2])  # truncated
+    flipped = bytearray(values.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, one byte changed
+    values.write_bytes(bytes(flipped))
+    for path in (rollouts, values):
+        with pytest.raises(ArtifactError, match=f"{path.name}: content hash .* differs from its manifest"):
+            read_table(path)
+    before = manifest_times(run.root)
+    run_plan(run)
+    # regenerated identically, so nothing downstream changes key: generate 0 and resample 1 only
+    assert recomputed_stages(run.root, before) == {"generate-0", "resample-1"}
+    kept = list((run.iteration_dir(0) / "superseded").rglob("rollouts.parquet"))
+    assert len(kept) == 1 and kept[0].stat().st_size < rollouts.stat().st_size  # kept aside, never used
+    assert_equal_to(reference, run)
+
+
+def test_a_changed_config_reruns_exactly_the_stages_downstream(tmp_path, reference):
+    run = copy_of(reference, tmp_path)
+    before = manifest_times(run.root)
+    create_run(run.root, fault_config().with_overrides(["partition.interval=2"]))
+    run_plan(run)
+    downstream = {"partition-0", "resample-0", "advantages-0", "train-0",  # new boundaries, values, episodes
+                  "generate-1", "partition-1", "resample-1", "advantages-1", "train-1", "evaluate-2"}  # new ckpt 1
+    assert recomputed_stages(run.root, before) == downstream  # warmstart, evaluate-0, prompts, generate-0 kept
+    assert fingerprints(run.root) != fingerprints(reference.root)
+    before = manifest_times(run.root)
+    create_run(run.root, fault_config())  # back to the reference config: the same stages again
+    run_plan(run)
+    assert recomputed_stages(run.root, before) == downstream
+    assert_equal_to(reference, run)
+    assert len(list((run.root / "history").glob("run-*.json"))) == 2
+
+
+def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monkeypatch, caplog):
+    run = copy_of(reference, tmp_path)
+
+    def full_disk_parquet(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(pq, "write_table", full_disk_parquet)
+    with pytest.raises(OSError, match="No space left"):
+        find_stage("advantages", run.config())[0](run.root, 0, force=True)
+    monkeypatch.undo()
+    assert not run.artifact(0, "episodes").exists() and not list(run.root.rglob("*.tmp*"))
+
+    real_folder = stages.train.write_folder_atomic
+
+    def full_disk_checkpoint(path, write):
+        def write_then_fail(folder):
+            write(folder)
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        real_folder(path, write_then_fail)
+
+    monkeypatch.setattr(stages.train, "write_folder_atomic", full_disk_checkpoint)
+    with pytest.raises(OSError, match="No space left"):
+        find_stage("train", run.config())[0](run.root, 1, force=True)
+    monkeypatch.undo()
+    assert not run.checkpoint(2).exists() and list(run.root.glob("checkpoints/.0002.tmp*"))
+    assert_nothing_partial_under_a_final_name(run)
+
+    run_plan(run)
+    assert "left by an interrupted writer" in caplog.text
+    assert_equal_to(reference, run)
