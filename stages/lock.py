@@ -67,6 +67,8 @@ def read_holder(root: Path) -> LockHolder | None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: lock file is not JSON ({error}); expected host, pid, since, purpose") from error
     missing = {"host", "pid", "since", "purpose"} - set(data)
     if missing:
         raise ValueError(f"{path}: lock file lacks fields {sorted(missing)}; expected host, pid, since, purpose")

@@ -111,6 +111,9 @@ def test_a_malformed_lock_file_is_an_error_naming_the_fields(tmp_path):
     lock_path(tmp_path).write_text(json.dumps({"pid": 3}))
     with pytest.raises(ValueError, match=r"lacks fields \['host', 'purpose', 'since'\]"):
         read_holder(tmp_path)
+    lock_path(tmp_path).write_text("{\"pid\": 3")
+    with pytest.raises(ValueError, match=r"\.lock: lock file is not JSON"):
+        read_holder(tmp_path)
 
 
 def test_racing_takeovers_of_a_stale_lock_let_exactly_one_process_in(tmp_path):

@@ -45,14 +45,15 @@ def manifest_times(root: Path) -> dict[str, int]:
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_eval_flow_evaluates_the_newest_unevaluated_checkpoint(tmp_path, tiny_config):
+def test_eval_flow_evaluates_the_newest_unevaluated_checkpoint(tmp_path, tiny_config, capsys):
     run = create_run(tmp_path / "run", tiny_config.with_overrides(["iterations=2", "eval.every=100"]))
     spo(["run", "--run", str(run.root), "--more", "2"])  # evaluates checkpoints 0 and 2 only
     assert run.checkpoints() == [0, 1, 2] and unevaluated_checkpoints(run) == [1]
     result = spo_eval(str(run.root))
     assert result["checkpoint"] == 1 and "eval/accuracy_greedy" in result
     assert manifest_path(run.artifact(1, "eval")).is_file()
-    assert spo_eval(str(run.root)) is None  # nothing left to evaluate
+    assert spo(["eval", str(run.root)]) == 0  # nothing left to evaluate
+    assert capsys.readouterr().out.endswith("every checkpoint has an evaluation\n")
     assert not lock_path(run.root).exists()
 
 
