@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "config's iterations)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--eval-cron", help="evaluate the newest unevaluated checkpoint on this cron schedule")
-    when.add_argument("--eval-interval", type=float, help="... every this many seconds")
+    when.add_argument("--eval-interval", type=float, help="evaluate every this many seconds")
     p.set_defaults(handler=cmd_serve)
     p = sub.add_parser("config", help="list every config field with its default and meaning")
     p.set_defaults(handler=cmd_config)
