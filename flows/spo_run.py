@@ -12,12 +12,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from spo.config import RunConfig
-from stages.artifacts import StageReport, cache_key, is_finished, manifest_path
+from stages.artifacts import StageReport, cache_key, is_finished
 from stages.lock import run_lock
-from stages.registry import find_stage, iteration_stages
+from stages.registry import find_stage, iteration_range, iteration_stages
 from stages.run_dir import RunDir
-from stages.summary import iteration_summary, summary_markdown
+from stages.summary import iteration_line, iteration_summary, summary_markdown
 
 
 def _stage_cache_key(context, parameters) -> str | None:
@@ -40,26 +39,6 @@ def run_stage(name: str, run: str, iteration: int) -> StageReport:
     return stage_task.with_options(refresh_cache=not intact)(name, run, iteration)
 
 
-def trained_iterations(run: RunDir, cfg: RunConfig) -> int:
-    """Iterations trained so far: the newest checkpoint whose iteration's last stage wrote every manifest."""
-    _, last_stage = list(iteration_stages(cfg).values())[-1]
-    for index in reversed(run.checkpoints()):
-        if index == 0 or all(manifest_path(p).is_file() for p in last_stage.writes(run, index - 1)):
-            return index
-    return 0
-
-
-def iteration_range(run: RunDir, cfg: RunConfig, until: int | None, more: int | None) -> range:
-    """Iterations a flow run covers: from 0 up to `until`, or `more` after the trained ones (capped at
-    `cfg.iterations`, the horizon of the learning-rate schedule)."""
-    if more is None:
-        return range(cfg.iterations if until is None else until)
-    if until is not None or more < 1:
-        raise ValueError(f"expected either `until` or `more` >= 1, got until={until}, more={more}")
-    start = trained_iterations(run, cfg)
-    return range(start, min(start + more, cfg.iterations))
-
-
 @flow(name="spo-run")
 def spo_run(run: str, until: int | None = None, more: int | None = None) -> list[dict]:
     """Run (or resume) the run in folder `run` up to iteration `until` (default: the configured count).
@@ -74,17 +53,14 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
         if more is not None:
             logger.info("continuing: iterations %s of %d configured", iterations, cfg.iterations)
         run_stage("warmstart", run, 0)
-        initial = run_stage("evaluate", run, 0)
-        logger.info("checkpoint 0: held-out accuracy %s", initial.counters)
+        run_stage("evaluate", run, 0)
+        logger.info(iteration_line(RunDir(Path(run)), 0))
         for i in iterations:
             for name in iteration_stages(cfg):
-                report = run_stage(name, run, i)
-                if name == "generate":
-                    logger.info("iteration %d: rollout reward %.3f, accuracy %.3f", i,
-                                report.counters["rollouts/reward_mean"], report.counters["rollouts/accuracy"])
+                run_stage(name, run, i)
             if (i + 1) % cfg.eval.every == 0 or i + 1 == iterations.stop:
-                report = run_stage("evaluate", run, i + 1)
-                logger.info("checkpoint %d: held-out accuracy %s", i + 1, report.counters)
+                run_stage("evaluate", run, i + 1)
+            logger.info(iteration_line(RunDir(Path(run)), i, evaluated=i + 1))
         rows = iteration_summary(RunDir(Path(run)))
     create_table_artifact(key="spo-iterations", table=rows, description=f"per-iteration metrics of {run}")
     create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows)}")

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from spo.config import RunConfig
 from stages import advantages, evaluate, generate, partition, prompts, resample, train, tree, tree_advantages, warmstart
-from stages.artifacts import StageSpec
+from stages.artifacts import StageSpec, manifest_path
+from stages.run_dir import RunDir
 
 Stage = tuple[Callable, StageSpec]
 
@@ -48,3 +49,23 @@ def find_stage(name: str, cfg: RunConfig) -> Stage:
     if name not in stages:
         raise ValueError(f"unknown stage {name!r} for algorithm {cfg.algorithm!r}; choose one of {sorted(stages)}")
     return stages[name]
+
+
+def trained_iterations(run: RunDir, cfg: RunConfig) -> int:
+    """Iterations trained so far: the newest checkpoint whose iteration's last stage wrote every manifest."""
+    _, last_stage = list(iteration_stages(cfg).values())[-1]
+    for index in reversed(run.checkpoints()):
+        if index == 0 or all(manifest_path(p).is_file() for p in last_stage.writes(run, index - 1)):
+            return index
+    return 0
+
+
+def iteration_range(run: RunDir, cfg: RunConfig, until: int | None, more: int | None) -> range:
+    """Iterations a flow run covers: from 0 up to `until`, or `more` after the trained ones (capped at
+    `cfg.iterations`, the horizon of the learning-rate schedule)."""
+    if more is None:
+        return range(cfg.iterations if until is None else until)
+    if until is not None or more < 1:
+        raise ValueError(f"expected either `until` or `more` >= 1, got until={until}, more={more}")
+    start = trained_iterations(run, cfg)
+    return range(start, min(start + more, cfg.iterations))

@@ -17,28 +17,44 @@ def _report(path: Path) -> dict | None:
     return json.loads(mpath.read_text())["report"] if mpath.is_file() else None
 
 
+def iteration_row(run: RunDir, i: int) -> dict:
+    """Iteration i's rollout reward and accuracy, cost, and the held-out accuracy of checkpoint i (None when absent)."""
+    reports = {p.name: _report(p) for p in run.iteration_dir(i).glob("*.parquet")}
+    reports = {k: v for k, v in reports.items() if v is not None}
+    counters = {k: v for r in reports.values() for k, v in r["counters"].items()}
+    stage_seconds = {r["stage"]: r["seconds"] for r in reports.values() if r["stage"] not in ("evaluate", "warmstart")}
+    return {
+        "iteration": i,
+        "reward_mean": counters.get("rollouts/reward_mean"),
+        "train_accuracy": counters.get("rollouts/accuracy"),
+        "eval_greedy": counters.get("eval/accuracy_greedy"),
+        "eval_sample": counters.get("eval/accuracy_sample"),
+        "mc_continuations": counters.get("mc/continuations"),
+        "sampled_tokens": (counters.get("sample/tokens") or 0) + (counters.get("mc/tokens") or 0) or None,
+        "loss": counters.get("loss/total"),
+        "seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
+    }
+
+
 def iteration_summary(run: RunDir) -> list[dict]:
-    """One row per iteration (and per evaluated checkpoint): rewards, accuracies, cost. Missing values are None."""
-    rows = []
+    """One row per iteration folder (`iteration_row`)."""
     folder = run.root / "iterations"
     indices = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-    for i in indices:
-        reports = {p.stem: _report(p) for p in run.iteration_dir(i).glob("*.parquet")}
-        reports = {k: v for k, v in reports.items() if v is not None}
-        counters = {k: v for r in reports.values() for k, v in r["counters"].items()}
-        stage_seconds = {r["stage"]: r["seconds"] for r in reports.values() if r["stage"] != "evaluate"}
-        rows.append({
-            "iteration": i,
-            "reward_mean": counters.get("rollouts/reward_mean"),
-            "train_accuracy": counters.get("rollouts/accuracy"),
-            "eval_greedy": counters.get("eval/accuracy_greedy"),
-            "eval_sample": counters.get("eval/accuracy_sample"),
-            "mc_continuations": counters.get("mc/continuations"),
-            "sampled_tokens": (counters.get("sample/tokens") or 0) + (counters.get("mc/tokens") or 0) or None,
-            "loss": counters.get("loss/total"),
-            "seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
-        })
-    return rows
+    return [iteration_row(run, i) for i in indices]
+
+
+def iteration_line(run: RunDir, i: int, evaluated: int | None = None) -> str:
+    """A log line for iteration i, with checkpoint `evaluated`'s held-out accuracy when it has one."""
+    row = iteration_row(run, i)
+    parts = [f"iteration {i}"]
+    if row["reward_mean"] is not None:
+        parts.append(f"rollout reward {row['reward_mean']:.3f}, accuracy {row['train_accuracy']:.3f}, "
+                     f"{row['sampled_tokens']} tokens sampled, {row['seconds']} s")
+    held_out = iteration_row(run, i if evaluated is None else evaluated)
+    for key, label in (("eval_greedy", "greedy"), ("eval_sample", "sampled")):
+        if held_out[key] is not None:
+            parts.append(f"checkpoint {held_out['iteration']} held-out accuracy ({label}) {held_out[key]:.3f}")
+    return " | ".join(parts)
 
 
 def summary_markdown(rows: list[dict]) -> str:

@@ -90,6 +90,8 @@ def _tree_advantages(ctx: StageContext):
                           "response_ids": node["segment_ids"], "advantages": np.where(mask, advantage, 0.0).tolist(),
                           "mask": mask.tolist(), "old_logp": node["logp"], "reward": value})
 
+    # a leaf's reward is 1 exactly when its answer is correct (spo/tasks/base.py)
+    leaf_rewards = np.array([n["reward"] for level in levels for n in level if n["leaf"]], dtype=np.float64)
     buffer = ctx.read("replay", ctx.iteration - 1).to_pylist() if ctx.iteration > 0 else []
     fresh = [e for e in buffer if ctx.iteration - e["iteration"] < tree.replay_max_age]
     pool = defaultdict(list)
@@ -111,4 +113,5 @@ def _tree_advantages(ctx: StageContext):
         "tree/dropped_empty": dropped_empty, "replay/expired": len(buffer) - len(fresh),
         "replay/taken_old": sum(e["iteration"] < ctx.iteration for e in taken),
         "replay/waiting": len(waiting), "episodes/count": len(taken),
+        "rollouts/reward_mean": float(np.mean(leaf_rewards)), "rollouts/accuracy": float(np.mean(leaf_rewards == 1.0)),
     }
