@@ -9,7 +9,7 @@ from stages.artifacts import manifest_path
 from stages.run_dir import RunDir
 
 COLUMNS = ("iteration", "reward_mean", "train_accuracy", "eval_greedy", "eval_sample", "mc_continuations",
-           "sampled_tokens", "loss", "seconds")
+           "sampled_tokens", "shared_prefix_tokens", "loss", "seconds")
 
 
 def _report(path: Path) -> dict | None:
@@ -19,10 +19,10 @@ def _report(path: Path) -> dict | None:
 
 def iteration_row(run: RunDir, i: int) -> dict:
     """Iteration i's rollout reward and accuracy, cost, and the held-out accuracy of checkpoint i (None when absent)."""
-    reports = {p.name: _report(p) for p in run.iteration_dir(i).glob("*.parquet")}
-    reports = {k: v for k, v in reports.items() if v is not None}
+    found = (_report(p) for p in run.iteration_dir(i).glob("*.parquet"))
+    reports = {r["stage"]: r for r in found if r is not None}  # a stage's outputs share one report
     counters = {k: v for r in reports.values() for k, v in r["counters"].items()}
-    stage_seconds = {r["stage"]: r["seconds"] for r in reports.values() if r["stage"] not in ("evaluate", "warmstart")}
+    stage_seconds = [r["seconds"] for name, r in reports.items() if name not in ("evaluate", "warmstart")]
     return {
         "iteration": i,
         "reward_mean": counters.get("rollouts/reward_mean"),
@@ -30,9 +30,12 @@ def iteration_row(run: RunDir, i: int) -> dict:
         "eval_greedy": counters.get("eval/accuracy_greedy"),
         "eval_sample": counters.get("eval/accuracy_sample"),
         "mc_continuations": counters.get("mc/continuations"),
-        "sampled_tokens": (counters.get("sample/tokens") or 0) + (counters.get("mc/tokens") or 0) or None,
+        "sampled_tokens": sum(r["counters"].get(k, 0) for r in reports.values()
+                              for k in ("sample/tokens", "mc/tokens")) or None,  # SPO-tree: one report per depth
+        "shared_prefix_tokens": sum(r["counters"].get(k, 0) for r in reports.values()
+                                    for k in ("sample/shared_prefix_tokens", "mc/shared_prefix_tokens")) or None,
         "loss": counters.get("loss/total"),
-        "seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
+        "seconds": round(sum(stage_seconds), 2) if stage_seconds else None,
     }
 
 
