@@ -45,7 +45,7 @@ def episode_order(n_available: int, n_wanted: int, rng: random.Random) -> list[i
     `n_wanted = 0` keeps every episode once.
 
     >>> episode_order(3, 5, random.Random(0))
-    [1, 0, 2, 1, 0]
+    [0, 2, 1, 0, 2]
     """
     order = list(range(n_available))
     rng.shuffle(order)
@@ -111,7 +111,7 @@ def ppo_step(
         for name, value in (("loss", out.total), ("loss_policy", out.policy), ("loss_kl", out.kl),
                             ("ratio_mean", out.ratio_mean), ("clipfrac", out.clip_fraction),
                             ("approx_kl", out.approx_kl)):
-            sums[name] += float(value) * share
+            sums[name] += float(value.detach()) * share
         tokens += int(mask.sum())
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
