@@ -217,7 +217,7 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
             return stored
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
     run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spo.config import RunConfig
-from stages import advantages, evaluate, generate, partition, prompts, resample, train, tree, tree_advantages, warmstart
+from stages import (
+    advantages,
+    evaluate,
+    generate,
+    partition,
+    prompts,
+    resample,
+    train,
+    tree,
+    tree_advantages,
+    warmstart,
+)
 from stages.artifacts import StageSpec, manifest_path
 from stages.run_dir import RunDir
 

@@ -8,8 +8,8 @@ context gets no continuation (rule 8). Continuations are graded on response pref
 
 from __future__ import annotations
 
-import time
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np

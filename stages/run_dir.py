@@ -113,7 +113,7 @@ def create_run(root: Path, cfg: RunConfig) -> RunDir:
     if run.config_path.is_file():
         if run.config() == cfg:
             return run
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
         previous = json.loads(run.config_path.read_text())
         write_json_atomic(run.root / "history" / f"run-{stamp}.json", previous)
     write_json_atomic(run.config_path, record)

@@ -9,8 +9,16 @@ import pytest
 import schemas
 from schemas.boundaries import BOUNDARIES
 from spo.config import RunConfig
-from stages.artifacts import (ArtifactError, StageSpec, cache_key, execute, is_finished, manifest_path,
-                              read_table, write_table)
+from stages.artifacts import (
+    ArtifactError,
+    StageSpec,
+    cache_key,
+    execute,
+    is_finished,
+    manifest_path,
+    read_table,
+    write_table,
+)
 from stages.run_dir import RunDir, create_run
 
 

@@ -23,14 +23,6 @@ from spo.policy.transformers_engine import TransformersEngine
 TEXT = "Q: 23+45+17= A: 23+45=68; 68+17=85. #### 85\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP spin-waits make them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -114,14 +114,6 @@ KILLS = [("warmstart-0", "checkpoint"), ("evaluate-0", "parquet"), ("prompts-0",
 """(stage-iteration, where the SIGKILL lands): every stage is killed inside its write at least once."""
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models crawl under OpenMP spin on a busy 2-core machine; one thread is also bit-reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def fault_config():
     from tests.conftest import TINY_OVERRIDES

@@ -22,7 +22,6 @@ from stages.registry import iteration_stages
 from stages.run_dir import RunDir, create_run
 
 
-
 def task_states(flow_state) -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))

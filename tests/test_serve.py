@@ -16,29 +16,20 @@ from pathlib import Path
 import httpx
 import prefect
 import pytest
-import torch
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.cli import main as spo
 from flows.serve import Schedule, deployment, serve
 from flows.spo_eval import spo_eval, unevaluated_checkpoints
 from flows.spo_run import spo_run
-from stages.registry import trained_iterations
 from stages.artifacts import manifest_path
 from stages.gc import gc
 from stages.lock import lock_path
+from stages.registry import trained_iterations
 from stages.run_dir import create_run
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models crawl under OpenMP spin on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def manifest_times(root: Path) -> dict[str, int]:

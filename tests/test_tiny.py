@@ -23,14 +23,6 @@ CORPUS = [
 ALPHABET = sorted(set("".join(CORPUS)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP spin-waits make them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def char_tokenizer():

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from spo.policy import SampleRequest, make_engine
 from spo.policy.sampling import sample_seed
@@ -22,14 +21,6 @@ from spo.policy.vllm_engine import VLLMEngine, sample_from_vllm, vllm_sampling_k
 
 STOP = 2
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP spin-waits make them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def completion(tokens, finish_reason, logprob=-0.5, stop_reason=None):
