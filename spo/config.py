@@ -43,8 +43,8 @@ class TinyModelConfig:
 class ModelConfig:
     """Which policy to start from and which engine samples it."""
 
-    path: str = ""
-    """Local directory or hub id of a Hugging Face causal LM; empty builds `tiny` from the task's text."""
+    path: str = "realtreetune/rho-1b-sft-GSM8K"
+    """Local folder or hub id of a Hugging Face causal LM (reference: RhoMath-1.1B SFT); empty builds `tiny`."""
     engine: str = "transformers"
     """Sampling engine: "transformers" (tested everywhere) or "vllm" (optional extra, GPU)."""
     dtype: str = "auto"

@@ -110,3 +110,14 @@ def test_a_failed_stage_resumes_without_losing_finished_work(prefect_harness, tm
     assert states["generate-0"] == "Cached" and states["resample-0"] == "Completed"
     after = manifests(run.root)
     assert all(after[p] == t for p, t in finished.items()), "a finished artifact was rewritten on resume"
+
+
+def test_inspect_summarises_the_run_and_an_iteration(finished_run, capsys):
+    run, _ = finished_run
+    spo(["inspect", str(run.root)])
+    overview = capsys.readouterr().out
+    assert "checkpoints: [0, 1]" in overview and "| iteration | reward_mean |" in overview
+    spo(["inspect", str(run.root), "--iteration", "0", "--stage", "generate"])
+    detail = capsys.readouterr().out
+    assert "== rollouts.parquet: 16 rows, stage generate" in detail and "examples (‖ marks a boundary)" in detail
+    assert "episodes.parquet" not in detail
