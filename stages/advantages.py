@@ -16,7 +16,7 @@ import pyarrow as pa
 from schemas.episodes import EPISODES
 from spo.advantages import chain_token_advantages, group_advantages
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy
+from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -77,7 +77,7 @@ def _advantages(ctx: StageContext):
     rollouts = ctx.read("rollouts").to_pylist()
     boundaries = {b["rollout_id"]: b["boundaries"] for b in ctx.read("boundaries").to_pylist()}
     values = ctx.read("values").to_pylist()
-    eos = load_policy(ctx.run.checkpoint(0), ctx.cfg).tokenizer.eos_token_id
+    eos = load_tokenizer(ctx.run.checkpoint(0)).eos_token_id
     token_adv = ADVANTAGE_METHODS[a.method](rollouts, boundaries, values, tau, a.prob_mask)
     rows, masked = [], 0
     for r in rollouts:

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from stages.artifacts import read_manifest, read_table
-from stages.resources import load_policy
+from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary, summary_markdown
 
@@ -65,7 +65,7 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
     bpath = run.artifact(iteration, "boundaries")
     if not Path(str(bpath) + ".manifest.json").is_file():
         return []
-    tokenizer = load_policy(run.checkpoint(0), run.config()).tokenizer
+    tokenizer = load_tokenizer(run.checkpoint(0))
     bounds = pl.from_arrow(read_table(bpath))
     joined = rollouts.join(bounds, on="rollout_id").head(EXAMPLES)
     lines = ["   examples (‖ marks a boundary):"]

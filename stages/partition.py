@@ -10,7 +10,7 @@ import pyarrow as pa
 from schemas.boundaries import BOUNDARIES
 from spo.segments import PARTITION_INPUTS, partition_boundaries
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy
+from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -38,7 +38,7 @@ def _partition(ctx: StageContext):
     }
     if p.method not in params:
         raise ValueError(f"unknown partition.method {p.method!r}; choose one of {sorted(params)}")
-    tokenizer = load_policy(ctx.run.checkpoint(0), ctx.cfg).tokenizer if PARTITION_INPUTS[p.method] == "token_texts" else None
+    tokenizer = load_tokenizer(ctx.run.checkpoint(0)) if PARTITION_INPUTS[p.method] == "token_texts" else None
     rows = []
     for r in rollouts:
         probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()

@@ -11,7 +11,7 @@ import pyarrow as pa
 from schemas.prompts import PROMPTS
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy, load_task
+from stages.resources import load_task, load_tokenizer
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
 def _prompts(ctx: StageContext):
     cfg = ctx.cfg
     task = load_task(cfg)
-    tokenizer = load_policy(ctx.run.checkpoint(0), cfg).tokenizer
+    tokenizer = load_tokenizer(ctx.run.checkpoint(0))
     pool = task.examples("train")
     rng = np.random.default_rng(derive_seed(cfg.seed, ctx.iteration, "prompts", "draw"))
     rows, too_long = [], 0

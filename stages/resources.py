@@ -30,9 +30,18 @@ def examples_by_id(task: Task, split: str) -> dict[str, Example]:
     return {example.id: example for example in task.examples(split)}
 
 
-def load_policy(path: Path, cfg: RunConfig) -> Engine:
-    """The policy saved at `path`, in the configured engine."""
-    return make_engine(cfg.model.engine, path, dtype=cfg.model.dtype, device=cfg.model.device)
+def load_policy(path: Path, cfg: RunConfig, trainable: bool = False) -> Engine:
+    """The policy saved at `path`: in the configured sampling engine, or, `trainable`, in the transformers
+    engine whose torch module the trainer updates (vLLM only samples)."""
+    engine = "transformers" if trainable else cfg.model.engine
+    return make_engine(engine, path, dtype=cfg.model.dtype, device=cfg.model.device)
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer saved with a checkpoint, without loading any weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 def write_folder_atomic(path: Path, write: Callable[[Path], None]) -> None:

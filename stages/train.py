@@ -45,7 +45,7 @@ def _train(ctx: StageContext):
     cfg, t = ctx.cfg, ctx.cfg.train
     temperature = cfg.sample.temperature
     rows = ctx.read("episodes").to_pylist()
-    policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
+    policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, trainable=True)
     model = policy.model
     pad_id = policy.tokenizer.pad_token_id
     ref_logps = _reference_logps(ctx, rows, temperature) if t.kl_coef > 0 else [r["old_logp"] for r in rows]
@@ -97,7 +97,7 @@ def _train(ctx: StageContext):
 
 def _reference_logps(ctx: StageContext, rows: list[dict], temperature: float) -> list[list[float]]:
     """Log-probs of the frozen initial policy (checkpoint 0), temperature-scaled like the old ones."""
-    reference = load_policy(ctx.run.checkpoint(0), ctx.cfg)
+    reference = load_policy(ctx.run.checkpoint(0), ctx.cfg, trainable=True)
     scores = reference.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], temperature)
     return [s.tolist() for s in scores]
 

@@ -22,7 +22,7 @@ from schemas.replay import REPLAY
 from spo.advantages import tree_values_and_advantages
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy
+from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 from stages.tree import tree_prefixes
 
@@ -63,7 +63,7 @@ def _tree_advantages(ctx: StageContext):
     prompt_ids = {str(p["prompt_index"]): p["prompt_ids"] for p in prompts}
     levels = [ctx.read(f"tree_nodes-{d}").to_pylist() for d in range(1, len(tree.branching) + 1)]
     responses = tree_prefixes(prompts, levels)
-    eos = load_policy(ctx.run.checkpoint(0), cfg).tokenizer.eos_token_id
+    eos = load_tokenizer(ctx.run.checkpoint(0)).eos_token_id
     by_prompt = defaultdict(list)
     for node in (n for level in levels for n in level):
         by_prompt[node["prompt_index"]].append(node)

@@ -50,7 +50,7 @@ def warmstart(run: Path, iteration: int = 0, force: bool = False) -> StageReport
 def initial_policy(cfg: RunConfig, task: Task, scratch: Path) -> Engine:
     """The configured model, or a tiny one built from the task's text in `scratch`."""
     if cfg.model.path:
-        return load_policy(Path(cfg.model.path), cfg)
+        return load_policy(Path(cfg.model.path), cfg, trainable=True)
     tiny = cfg.model.tiny
     texts = [*task.corpus("train"), *task.corpus("test")]
     create_tiny_checkpoint(scratch, texts, tokenizer_kind=tiny.tokenizer, bpe_vocab_size=tiny.bpe_vocab_size,
@@ -58,7 +58,7 @@ def initial_policy(cfg: RunConfig, task: Task, scratch: Path) -> Engine:
                            intermediate_size=tiny.intermediate_size,
                            max_position_embeddings=tiny.max_position_embeddings,
                            seed=derive_seed(cfg.seed, 0, "warmstart", "init") % 2**31)
-    return load_policy(scratch, cfg)
+    return load_policy(scratch, cfg, trainable=True)
 
 
 def _warmstart(ctx: StageContext):
