@@ -13,14 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.spo_run import run_stage
-from stages.artifacts import manifest_path
 from stages.lock import run_lock
 from stages.run_dir import RunDir
-
-
-def unevaluated_checkpoints(run: RunDir) -> list[int]:
-    """Finished checkpoints without a finished evaluation (`iterations/<NNNN>/eval.parquet`), ascending."""
-    return [c for c in run.checkpoints() if not manifest_path(run.artifact(c, "eval")).is_file()]
+from stages.summary import unevaluated_checkpoints
 
 
 @flow(name="spo-eval")

@@ -60,6 +60,11 @@ def iteration_line(run: RunDir, i: int, evaluated: int | None = None) -> str:
     return " | ".join(parts)
 
 
+def unevaluated_checkpoints(run: RunDir) -> list[int]:
+    """Finished checkpoints without a finished evaluation (`iterations/<NNNN>/eval.parquet`), ascending."""
+    return [c for c in run.checkpoints() if not manifest_path(run.artifact(c, "eval")).is_file()]
+
+
 def summary_markdown(rows: list[dict]) -> str:
     """The summary as a markdown table."""
     def cell(v):

@@ -20,13 +20,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.cli import main as spo
 from flows.serve import Schedule, deployment, serve
-from flows.spo_eval import spo_eval, unevaluated_checkpoints
+from flows.spo_eval import spo_eval
 from flows.spo_run import spo_run
 from stages.artifacts import manifest_path
 from stages.gc import gc
 from stages.lock import lock_path
 from stages.registry import trained_iterations
 from stages.run_dir import create_run
+from stages.summary import unevaluated_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
