@@ -105,3 +105,15 @@ def test_replay_buffer_is_persisted_and_reproduced(tree_run):
 def test_inspect_draws_a_tree(tree_run):
     text = tree_text(tree_run.root, 0, 1)
     assert text.startswith("prompt 1") and "1.0.1" in text and " V " in text and " A " in text
+
+
+def test_the_flow_runs_a_tree_iteration(prefect_harness, tmp_path, tiny_config):
+    from flows.spo_run import spo_run
+
+    run = create_run(tmp_path / "run", tiny_config.with_overrides(TREE))
+    state = spo_run(str(run.root), return_state=True)
+    assert state.is_completed()
+    rows = state.result()
+    assert rows[0]["reward_mean"] is not None and rows[0]["sampled_tokens"] > 0
+    assert rows[0]["shared_prefix_tokens"] > 0  # siblings share their parent's prefix
+    assert run.checkpoints() == [0, 1]
