@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from stages.artifacts import StageReport, cache_key, is_finished
+from stages.artifacts import StageReport, cache_key, finished_report
 from stages.lock import run_lock
 from stages.registry import find_stage, iteration_range, iteration_stages
 from stages.run_dir import RunDir
@@ -20,14 +20,12 @@ from stages.summary import iteration_line, iteration_summary, summary_markdown
 
 
 def _stage_cache_key(context, parameters) -> str | None:
-    run = RunDir(Path(parameters["run"]))
-    _, spec = find_stage(parameters["name"], run.config())
-    return cache_key(spec, run, parameters["iteration"])
+    return parameters["key"]
 
 
 @task(cache_key_fn=_stage_cache_key, persist_result=True, task_run_name="{name}-{iteration}")
-def stage_task(name: str, run: str, iteration: int) -> StageReport:
-    """Run one stage (a no-op when its outputs are finished under the same inputs)."""
+def stage_task(name: str, run: str, iteration: int, key: str | None) -> StageReport:
+    """Run one stage (a no-op when its outputs are finished under the same inputs); `key` is its cache key."""
     function, _ = find_stage(name, RunDir(Path(run)).config())
     return function(Path(run), iteration)
 
@@ -35,8 +33,10 @@ def stage_task(name: str, run: str, iteration: int) -> StageReport:
 def run_stage(name: str, run: str, iteration: int) -> StageReport:
     """The stage's task; a cached result is reused only while the stage's outputs are intact on disk."""
     root = RunDir(Path(run))
-    intact = is_finished(find_stage(name, root.config())[1], root, iteration)
-    return stage_task.with_options(refresh_cache=not intact)(name, run, iteration)
+    _, spec = find_stage(name, root.config())
+    key = cache_key(spec, root, iteration)
+    intact = key is not None and finished_report(spec, root, iteration, key) is not None
+    return stage_task.with_options(refresh_cache=not intact)(name, run, iteration, key)
 
 
 @flow(name="spo-run")

@@ -254,3 +254,31 @@ def tree_values_and_advantages(
         divisor = stds[parent] + STD_EPS if method == "grpo" else 1.0
         advantages.append((values[node] - values[parent]) / divisor)
     return values, advantages
+
+
+def loss_mask(
+    logp: Sequence[float],
+    response_ids: Sequence[int],
+    tau: float = 0.9,
+    prob_mask: bool = True,
+    train_on_eos: bool = True,
+    eos_id: int | None = None,
+) -> list[bool]:
+    """Return which response tokens count in the loss: p < tau under the probability mask (rule 2), and
+    not a final EOS when `train_on_eos` is false (rule 7; the reference never trains on it).
+
+    Args:
+        logp: (T,) log-probs of the response tokens at the sampling temperature.
+        response_ids: (T,) the response token ids.
+
+    >>> import math
+    >>> loss_mask([math.log(0.5), math.log(0.95), math.log(0.2)], [7, 8, 2], train_on_eos=False, eos_id=2)
+    [True, False, False]
+    """
+    if len(logp) != len(response_ids):
+        raise ValueError(f"logp has {len(logp)} tokens, response_ids {len(response_ids)}: expected equal lengths")
+    probs = np.exp(np.asarray(logp, dtype=np.float64))
+    mask = probs < tau if prob_mask else np.ones(len(probs), dtype=bool)
+    if not train_on_eos and len(response_ids) and response_ids[-1] == eos_id:
+        mask[-1] = False
+    return mask.tolist()

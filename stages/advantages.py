@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.episodes import EPISODES
-from spo.advantages import chain_token_advantages, group_advantages
+from spo.advantages import chain_token_advantages, group_advantages, loss_mask
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
@@ -81,10 +81,7 @@ def _advantages(ctx: StageContext):
     token_adv = ADVANTAGE_METHODS[a.method](rollouts, boundaries, values, tau, a.prob_mask)
     rows, masked = [], 0
     for r in rollouts:
-        probs = np.exp(np.asarray(r["logp"], dtype=np.float64))
-        mask = probs < tau if a.prob_mask else np.ones(len(probs), dtype=bool)
-        if not a.train_on_eos and r["response_ids"] and r["response_ids"][-1] == eos:
-            mask[-1] = False
+        mask = np.array(loss_mask(r["logp"], r["response_ids"], tau, a.prob_mask, a.train_on_eos, eos), dtype=bool)
         adv = np.where(mask, np.asarray(token_adv[r["rollout_id"]], dtype=np.float64), 0.0)
         masked += int(mask.sum())
         rows.append({"episode_id": len(rows), "source_id": str(r["rollout_id"]), "question_id": r["question_id"],

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from schemas.episodes import EPISODES
 from schemas.replay import REPLAY
-from spo.advantages import tree_values_and_advantages
+from spo.advantages import loss_mask, tree_values_and_advantages
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
@@ -79,10 +79,8 @@ def _tree_advantages(ctx: StageContext):
             if advantage == 0.0:
                 dropped_zero += 1
                 continue
-            probs = np.exp(np.asarray(node["logp"], dtype=np.float64))
-            mask = probs < tau if a.prob_mask else np.ones(len(probs), dtype=bool)
-            if not a.train_on_eos and node["segment_ids"][-1] == eos:
-                mask[-1] = False
+            mask = np.array(loss_mask(node["logp"], node["segment_ids"], tau, a.prob_mask, a.train_on_eos, eos),
+                            dtype=bool)
             edges.append({"source_id": node["node_id"], "question_id": node["question_id"],
                           "iteration": ctx.iteration, "kind": "tree_edge",
                           "prompt_ids": list(prompt_ids[node["parent_id"].split(".")[0]])
