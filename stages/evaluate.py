@@ -8,12 +8,12 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.eval_results import EVAL_RESULTS
-from spo.policy import Engine, SampleRequest
+from spo.policy import Engine
 from spo.seeds import derive_seed
 from spo.tasks import Example, Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import load_policy, load_task
+from stages.resources import fitted_request, load_policy, load_task
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -34,9 +34,8 @@ def answer_rows(engine: Engine, task: Task, examples: list[Example], mode: str, 
     """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
     tokenizer = engine.tokenizer
     prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in examples]
-    requests = [SampleRequest(prompt_ids=tuple(p), n=n, max_new_tokens=min(max_new_tokens, context_size - len(p)),
-                              temperature=temperature, top_p=1.0, seed=derive_seed(seed, 0, f"evaluate-{mode}", e.id),
-                              stop_token_ids=(tokenizer.eos_token_id,))
+    requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
+                               derive_seed(seed, 0, f"evaluate-{mode}", e.id), tokenizer.eos_token_id)
                 for p, e in zip(prompts, examples)]
     with progress_bar(len(requests) * n, desc) as bar:
         results = engine.sample(requests, progress=bar.update)

@@ -11,11 +11,10 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.rollouts import ROLLOUTS
-from spo.policy import SampleRequest
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, load_policy, load_task, sampling_counters
+from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,9 @@ def _generate(ctx: StageContext):
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     tokenizer = engine.tokenizer
     requests = [
-        SampleRequest(prompt_ids=tuple(p["prompt_ids"]), n=s.samples_per_question,
-                      max_new_tokens=min(s.max_new_tokens, s.context_size - len(p["prompt_ids"])),
-                      temperature=s.temperature, top_p=s.top_p,
-                      seed=derive_seed(cfg.seed, ctx.iteration, "generate", p["question_id"]),
-                      stop_token_ids=(tokenizer.eos_token_id,))
+        fitted_request(p["prompt_ids"], s.samples_per_question, s.max_new_tokens, s.context_size, s.temperature,
+                       s.top_p, derive_seed(cfg.seed, ctx.iteration, "generate", p["question_id"]),
+                       tokenizer.eos_token_id)
         for p in prompts
     ]
     before = dataclasses.replace(engine.stats)

@@ -17,11 +17,10 @@ import pyarrow as pa
 
 from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
-from spo.policy import SampleRequest
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, load_policy, load_task, sampling_counters
+from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -62,10 +61,8 @@ def _resample(ctx: StageContext):
     tokenizer = engine.tokenizer
     sampled = [(prefix, pid) for prefix, pid in prefix_ids.items() if len(prefix) < s.context_size]
     requests = [
-        SampleRequest(prompt_ids=prefix, n=k, max_new_tokens=min(s.max_new_tokens, s.context_size - len(prefix)),
-                      temperature=s.temperature, top_p=s.top_p,
-                      seed=derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)),
-                      stop_token_ids=(tokenizer.eos_token_id,))
+        fitted_request(prefix, k, s.max_new_tokens, s.context_size, s.temperature, s.top_p,
+                       derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)), tokenizer.eos_token_id)
         for prefix, _ in sampled
     ]
     before = dataclasses.replace(engine.stats)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spo.config import RunConfig
-from spo.policy import Engine, make_engine
+from spo.policy import Engine, SampleRequest, make_engine
 from spo.policy.engine import EngineStats
 from spo.tasks import TASKS, Example, Task, make_task
 from stages.run_dir import REPO_ROOT
@@ -61,3 +61,12 @@ def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[
     return {f"{prefix}/tokens": now.sampled_tokens - before.sampled_tokens,
             f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
             f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens}
+
+
+def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperature: float, top_p: float,
+                   seed: int, eos_id: int) -> SampleRequest:
+    """A request for at most `budget` new tokens, lowered so prompt + response fit `context_size`
+    (reference §2.1); generation stops after EOS."""
+    prompt_ids = tuple(prompt_ids)
+    return SampleRequest(prompt_ids=prompt_ids, n=n, max_new_tokens=min(budget, context_size - len(prompt_ids)),
+                         temperature=temperature, top_p=top_p, seed=seed, stop_token_ids=(eos_id,))

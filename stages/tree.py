@@ -19,11 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.tree_nodes import TREE_NODES
-from spo.policy import SampleRequest
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, load_policy, load_task, sampling_counters
+from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 
@@ -75,11 +74,9 @@ def _grow(ctx: StageContext, depth: int):
     def prefix(node_id: str) -> list[int]:
         return list(by_index[node_id.split(".")[0]]["prompt_ids"]) + responses[node_id]
 
-    requests = [SampleRequest(prompt_ids=tuple(prefix(pid)), n=tree.branching[depth - 1],
-                              max_new_tokens=min(budget, s.context_size - len(prefix(pid))),
-                              temperature=s.temperature, top_p=s.top_p,
-                              seed=derive_seed(cfg.seed, ctx.iteration, f"tree-{depth}", pid),
-                              stop_token_ids=(tokenizer.eos_token_id,))
+    requests = [fitted_request(prefix(pid), tree.branching[depth - 1], budget, s.context_size, s.temperature,
+                               s.top_p, derive_seed(cfg.seed, ctx.iteration, f"tree-{depth}", pid),
+                               tokenizer.eos_token_id)
                 for pid in parents]
     before = dataclasses.replace(engine.stats)
     with progress_bar(sum(r.n for r in requests), f"tree depth {depth} {ctx.iteration:04d}") as bar:
