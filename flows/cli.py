@@ -1,6 +1,7 @@
 """`spo`: the command line. Each subcommand builds a config and calls one flow or stage; no logic here.
 
     spo run [--preset NAME] [--set key=value ...] [--run DIR] [--until N | --more N]
+    spo compare NAME|FILE [--seeds 1,2,3] [--parallel N]
     spo stage NAME --run DIR --iteration N [--force]
     spo eval DIR          (evaluate the newest checkpoint without an evaluation)
     spo gc DIR --keep-last N [--dry-run]
@@ -58,6 +59,20 @@ def cmd_run(args) -> int:
         run = create_run(root, cfg)
         spo_run(str(run.root), until=args.until, more=args.more)
     print(f"run: {run.root}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.spo_compare import spo_compare
+    from stages.run_dir import load_comparison
+
+    load_comparison(args.comparison)  # a bad file or arm fails here, before Prefect starts
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
+    flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
+    print(flow(args.comparison, seeds, threads, args.root))
     return 0
 
 
@@ -171,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the CPU demo: warm start a tiny model, train it with SPO, plot")
     _add_config_options(p, "tiny")
     p.set_defaults(handler=cmd_demo)
+    p = sub.add_parser("compare", help="run every arm of a comparison on every seed; table, Parquet, plots")
+    p.add_argument("comparison", help="a file of data/comparisons/ (without .toml), or the path of a .toml file")
+    p.add_argument("--seeds", help="comma-separated seeds instead of the comparison's, e.g. 1,2,3")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once, each its own process (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: CPU cores / parallel)")
+    p.add_argument("--root", help="folder that holds the comparison's folder (default data/runs)")
+    p.set_defaults(handler=cmd_compare)
     p = sub.add_parser("stage", help="rerun one stage from its stored inputs")
     p.add_argument("name")
     p.add_argument("--run", required=True)

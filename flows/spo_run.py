@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stages.artifacts import StageReport, cache_key, finished_report
 from stages.lock import run_lock
-from stages.registry import find_stage, iteration_range, iteration_stages
+from stages.registry import find_stage, flow_plan, iteration_range
 from stages.run_dir import RunDir
 from stages.summary import iteration_line, iteration_summary, summary_markdown
 
@@ -52,15 +52,11 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
         iterations = iteration_range(RunDir(Path(run)), cfg, until, more)
         if more is not None:
             logger.info("continuing: iterations %s of %d configured", iterations, cfg.iterations)
-        run_stage("warmstart", run, 0)
-        run_stage("evaluate", run, 0)
-        logger.info(iteration_line(RunDir(Path(run)), 0))
-        for i in iterations:
-            for name in iteration_stages(cfg):
+        for step in flow_plan(cfg, iterations):
+            for name, i in step:
                 run_stage(name, run, i)
-            if (i + 1) % cfg.eval.every == 0 or i + 1 == iterations.stop:
-                run_stage("evaluate", run, i + 1)
-            logger.info(iteration_line(RunDir(Path(run)), i, evaluated=i + 1))
+            i = step[0][1]
+            logger.info(iteration_line(RunDir(Path(run)), i, evaluated=None if step[0][0] == "warmstart" else i + 1))
         rows = iteration_summary(RunDir(Path(run)))
     create_table_artifact(key="spo-iterations", table=rows, description=f"per-iteration metrics of {run}")
     create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows)}")

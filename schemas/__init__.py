@@ -3,7 +3,9 @@
 import pyarrow as pa
 
 from schemas.boundaries import BOUNDARIES
+from schemas.compare import COMPARE
 from schemas.contract import SchemaError, describe, validate
+from schemas.credit import CREDIT
 from schemas.episodes import EPISODES
 from schemas.eval_results import EVAL_RESULTS
 from schemas.mc_samples import MC_SAMPLES
@@ -18,7 +20,7 @@ from schemas.warmstart_metrics import WARMSTART_METRICS
 ARTIFACTS = {
     s.metadata[b"artifact"].decode(): s
     for s in (PROMPTS, ROLLOUTS, BOUNDARIES, MC_SAMPLES, VALUES, EPISODES, TRAIN_METRICS, EVAL_RESULTS,
-              WARMSTART_METRICS, TREE_NODES, REPLAY)
+              WARMSTART_METRICS, TREE_NODES, REPLAY, CREDIT, COMPARE)
 }
 """Artifact name -> schema; the file of artifact `x` is `x.parquet` (or `x-<n>.parquet` for a numbered part)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,6 +290,52 @@ class RunConfig:
 ALGORITHMS = ("spo-chain", "spo-tree")
 
 
+@dataclass(frozen=True)
+class ArmConfig:
+    """One arm of a comparison: a preset plus overrides (docs/design.md#comparisons)."""
+
+    label: str
+    """Short name, unique in the comparison; the arm's runs are `<comparison>/<label>-s<seed>`."""
+    preset: str
+    """A preset of data/presets/ (without .toml)."""
+    set: tuple[str, ...] = ()
+    """`section.field=value` overrides, applied after the comparison's own `set`."""
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """Arms run on the same seeds and compared seed by seed (`spo compare`)."""
+
+    name: str
+    """Comparison name; its runs live under `data/runs/<name>/`."""
+    description: str = ""
+    """What the comparison asks, for the table's title."""
+    seeds: tuple[int, ...] = (1, 2, 3)
+    """Run seeds; every arm runs every seed, and arms of one seed share their warm start."""
+    set: tuple[str, ...] = ()
+    """Overrides applied to every arm (e.g. the iteration count), before the arm's own."""
+    arms: tuple[ArmConfig, ...] = ()
+    """The arms; the first is the reference the others are compared with."""
+
+    def __post_init__(self) -> None:
+        labels = [a.label for a in self.arms]
+        if not labels:
+            raise ValueError(f"comparison {self.name!r}: arms is empty, expected at least one [[arms]] table")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"comparison {self.name!r}: arm labels must be unique, got {labels}")
+        bad = [label for label in labels if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", label)]
+        if bad:
+            raise ValueError(f"comparison {self.name!r}: arm labels {bad} must be letters, digits and _.+- "
+                             f"(they name folders)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"comparison {self.name!r}: seeds {list(self.seeds)} must be distinct ints >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "comparison") -> ComparisonConfig:
+        """Build from a parsed TOML table; unknown keys are errors naming `where`."""
+        return _build(cls, data, where)
+
+
 def _field_type(owner: type, name: str, where: str) -> Any:
     hints = typing.get_type_hints(owner)
     if name not in hints:
@@ -315,13 +362,15 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where)
     origin = typing.get_origin(kind)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(kind)
         item = args[0]
-        return tuple(_coerce(v, item, where) for v in value)
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or kind is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a table, got {value!r}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spo.config import RunConfig
+from spo.tasks import TASKS
 from stages import (
     advantages,
+    credit,
     evaluate,
     generate,
     partition,
@@ -21,7 +23,7 @@ from stages import (
     tree_advantages,
     warmstart,
 )
-from stages.artifacts import StageSpec, manifest_path
+from stages.artifacts import StageSpec, is_finished, manifest_path
 from stages.run_dir import RunDir
 
 Stage = tuple[Callable, StageSpec]
@@ -33,9 +35,16 @@ COMMON: dict[str, Stage] = {
 """Stages outside the iteration chain: checkpoint 0, and the evaluation of a checkpoint."""
 
 
+def probe_stages(cfg: RunConfig) -> dict[str, Stage]:
+    """The credit probe, on tasks whose correct response is unique (docs/design.md#credit-probe)."""
+    unique = getattr(TASKS.get(cfg.task.name), "unique_target", False)
+    return {"credit": (credit.credit, credit.SPEC)} if unique else {}
+
+
 def chain_stages(cfg: RunConfig) -> dict[str, Stage]:
-    return {m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC)
-            for m in (prompts, generate, partition, resample, advantages, train)}
+    return {**{m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC)
+               for m in (prompts, generate, partition, resample, advantages)},
+            **probe_stages(cfg), "train": (train.train, train.SPEC)}
 
 
 def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
@@ -43,7 +52,7 @@ def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
     levels = {tree.level_spec(d).name: (tree.grow_level(d), tree.level_spec(d)) for d in range(1, depth + 1)}
     return {"prompts": (prompts.prompts, prompts.SPEC), **levels,
             "advantages": (tree_advantages.tree_advantages, tree_advantages.spec(depth)),
-            "train": (train.train, train.SPEC)}
+            **probe_stages(cfg), "train": (train.train, train.SPEC)}
 
 
 PIPELINES: dict[str, Callable[[RunConfig], dict[str, Stage]]] = {"spo-chain": chain_stages, "spo-tree": tree_stages}
@@ -80,3 +89,23 @@ def iteration_range(run: RunDir, cfg: RunConfig, until: int | None, more: int | 
         raise ValueError(f"expected either `until` or `more` >= 1, got until={until}, more={more}")
     start = trained_iterations(run, cfg)
     return range(start, min(start + more, cfg.iterations))
+
+
+def flow_plan(cfg: RunConfig, iterations: range) -> list[list[tuple[str, int]]]:
+    """The (stage, iteration) pairs the run flow runs, in order, one list per logged step: the warm start
+    with the evaluation of checkpoint 0, then each iteration's stages with the evaluation of the checkpoint
+    it makes every `eval.every` iterations and after the last."""
+    plan = [[("warmstart", 0), ("evaluate", 0)]]
+    for i in iterations:
+        step = [(name, i) for name in iteration_stages(cfg)]
+        if (i + 1) % cfg.eval.every == 0 or i + 1 == iterations.stop:
+            step.append(("evaluate", i + 1))
+        plan.append(step)
+    return plan
+
+
+def unfinished_stages(run: RunDir) -> list[tuple[str, int]]:
+    """The (stage, iteration) pairs of the whole run whose outputs are not finished under their current key."""
+    cfg = run.config()
+    return [(name, i) for step in flow_plan(cfg, range(cfg.iterations)) for name, i in step
+            if not is_finished(find_stage(name, cfg)[1], run, i)]

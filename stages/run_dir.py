@@ -21,10 +21,11 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from spo.config import RunConfig
+from spo.config import ArmConfig, ComparisonConfig, RunConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
+COMPARISONS_DIR = REPO_ROOT / "data" / "comparisons"
 RUNS_DIR = REPO_ROOT / "data" / "runs"
 PACKAGES = ("spo", "torch", "transformers", "prefect", "pyarrow", "polars", "sympy", "vllm")
 
@@ -88,6 +89,33 @@ def load_preset(name: str) -> RunConfig:
         raise ValueError(f"unknown preset {name!r}; choose one of {known} (files in {PRESETS_DIR})")
     with path.open("rb") as handle:
         return RunConfig.from_dict(tomllib.load(handle), where=str(path))
+
+
+def load_comparison(name_or_path: str) -> ComparisonConfig:
+    """A comparison: `data/comparisons/<name>.toml`, or a TOML file by path; every arm's config is built
+    (and so checked) here, before any run starts."""
+    import tomllib
+
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.is_file()):
+        path = COMPARISONS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in COMPARISONS_DIR.glob("*.toml"))
+        raise ValueError(f"unknown comparison {name_or_path!r}; choose one of {known} (files in "
+                         f"{COMPARISONS_DIR}) or give the path of a .toml file")
+    with path.open("rb") as handle:
+        comparison = ComparisonConfig.from_dict(tomllib.load(handle), where=str(path))
+    for arm in comparison.arms:
+        arm_config(comparison, arm, comparison.seeds[0])
+    return comparison
+
+
+def arm_config(comparison: ComparisonConfig, arm: ArmConfig, seed: int) -> RunConfig:
+    """The run config of one (arm, seed): the arm's preset, the comparison's overrides, the arm's, the seed."""
+    cfg = load_preset(arm.preset)
+    name = f"{comparison.name}/{arm.label}-s{seed}"
+    return cfg.with_overrides([*comparison.set, *arm.set, f"seed={seed}", f"name={name}"],
+                              where=f"comparison {comparison.name!r} arm {arm.label!r}")
 
 
 def write_json_atomic(path: Path, data: object) -> None:

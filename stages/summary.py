@@ -9,7 +9,12 @@ from stages.artifacts import manifest_path
 from stages.run_dir import RunDir
 
 COLUMNS = ("iteration", "reward_mean", "train_accuracy", "eval_greedy", "eval_sample", "mc_continuations",
-           "sampled_tokens", "shared_prefix_tokens", "loss", "seconds")
+           "sampled_tokens", "shared_prefix_tokens", "trained_tokens", "credit_first_wrong", "loss", "seconds")
+CREDIT_KEYS = {"credit_first_wrong": "credit/negative_share_first_wrong",
+               "credit_correct": "credit/negative_share_correct",
+               "credit_correct_advantage": "credit/correct_advantage_mean",
+               "credit_first_wrong_trained": "credit/first_wrong_trained_share"}
+"""Summary columns of the credit probe (stages/credit.py) and the report counters they come from."""
 
 
 def _report(path: Path) -> dict | None:
@@ -34,6 +39,8 @@ def iteration_row(run: RunDir, i: int) -> dict:
                               for k in ("sample/tokens", "mc/tokens")) or None,  # SPO-tree: one report per depth
         "shared_prefix_tokens": sum(r["counters"].get(k, 0) for r in reports.values()
                                     for k in ("sample/shared_prefix_tokens", "mc/shared_prefix_tokens")) or None,
+        "trained_tokens": counters.get("train/tokens"),
+        **{column: counters.get(key) for column, key in CREDIT_KEYS.items()},
         "loss": counters.get("loss/total"),
         "seconds": round(sum(stage_seconds), 2) if stage_seconds else None,
     }

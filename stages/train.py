@@ -90,6 +90,7 @@ def _train(ctx: StageContext):
     last = metrics[-1] if metrics else {}
     return {"train_metrics": table}, {
         "train/steps": len(metrics), "train/global_step": step, "train/episodes": len(episodes),
+        "train/tokens": sum(m["tokens"] for m in metrics),
         "loss/total": last.get("loss", 0.0), "stats/clipfrac": last.get("clipfrac", 0.0),
         "stats/approx_kl": last.get("approx_kl", 0.0),
     }

@@ -37,6 +37,7 @@ class ArithTask(Task):
     """Seeded arithmetic problems; the test split is drawn first, so it does not change with n_train."""
 
     name = "arith"
+    unique_target = True  # the left-to-right chain is determined by the question
 
     def __init__(
         self,

@@ -36,6 +36,9 @@ class Task(ABC):
     name: str
     data_folder: str | None = None
     """Folder name of the task's files under a data root (e.g. ../shared/data/gsm8k); None for generated tasks."""
+    unique_target = False
+    """True when `target()` is the only correct response (arith), so the first token of a sampled response
+    that leaves it is the first wrong token (the credit probe, spo/credit.py)."""
     answer_marker = "####"
     """More than one of these in a response scores `multiple_answer_penalty` (checked for every task, as in
     the reference)."""

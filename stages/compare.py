@@ -1,0 +1,265 @@
+"""A comparison's runs and its report: `compare.parquet`, the table over seeds, the plots.
+
+Every (arm, seed) is an ordinary run under `data/runs/<comparison>/<arm>-s<seed>/`. Arms of one seed
+with the same warm-start config share one warm start: it is computed in the first run of the group
+and hard-linked into the others under the same stage key (stages/share.py). The report compares arms
+seed by seed; see docs/design.md#comparisons for the statistics.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from schemas.compare import COMPARE
+from spo.config import ComparisonConfig
+from spo.stats import paired_interval, summarize
+from stages.artifacts import cache_key, is_finished, supersede, write_table
+from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
+from stages.share import share_outputs
+from stages.summary import CREDIT_KEYS, iteration_summary
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    """One run of a comparison."""
+
+    arm: str
+    seed: int
+    run: RunDir
+
+
+def comparison_dir(comparison: ComparisonConfig, root: Path | None = None) -> Path:
+    """The comparison's folder: `<root>/<name>`, root defaulting to data/runs."""
+    return (RUNS_DIR if root is None else root) / comparison.name
+
+
+def create_runs(comparison: ComparisonConfig, folder: Path, seeds: tuple[int, ...] | None = None) -> list[ArmRun]:
+    """Create (or reopen) the run of every (arm, seed) as `<folder>/<arm>-s<seed>`, seeds outermost."""
+    runs = []
+    for seed in seeds or comparison.seeds:
+        for arm in comparison.arms:
+            cfg = arm_config(comparison, arm, seed)
+            runs.append(ArmRun(arm.label, seed, create_run(folder / f"{arm.label}-s{seed}", cfg)))
+    return runs
+
+
+def warm_start_groups(runs: list[ArmRun]) -> list[list[ArmRun]]:
+    """Runs whose warm start has the same stage key (same warm-start config and seed), in run order."""
+    from stages.warmstart import SPEC
+
+    groups: dict[str, list[ArmRun]] = {}
+    for r in runs:
+        groups.setdefault(cache_key(SPEC, r.run, 0), []).append(r)
+    return list(groups.values())
+
+
+def warm_start_finished(run: RunDir) -> bool:
+    """Whether checkpoint 0 and its evaluation are finished under their current keys."""
+    from stages.evaluate import SPEC as EVALUATE
+    from stages.warmstart import SPEC as WARMSTART
+
+    return is_finished(WARMSTART, run, 0) and is_finished(EVALUATE, run, 0)
+
+
+def share_warm_start(group: list[ArmRun]) -> int:
+    """Hard-link the first run's warm start and its evaluation into the others; return how many got it."""
+    from stages.evaluate import SPEC as EVALUATE
+    from stages.warmstart import SPEC as WARMSTART
+
+    shared = 0
+    for other in group[1:]:
+        if share_outputs(WARMSTART, group[0].run, other.run, 0):
+            shared += 1
+            share_outputs(EVALUATE, group[0].run, other.run, 0)  # same checkpoint 0: same evaluation key
+    return shared
+
+
+def compare_rows(runs: list[ArmRun]) -> list[dict]:
+    """One row per (arm, seed, checkpoint) with cumulative costs (schemas/compare.py)."""
+    rows = []
+    for r in runs:
+        summary = iteration_summary(r.run)
+        sampled = trained = 0
+        seconds = 0.0
+        for row in summary:
+            rows.append({
+                "arm": r.arm, "seed": r.seed, "iteration": row["iteration"], "accuracy": row["eval_greedy"],
+                "accuracy_sample": row["eval_sample"], "sampled_tokens": sampled, "trained_tokens": trained,
+                "seconds": seconds, "rollout_accuracy": row["train_accuracy"],
+                **{column: row[column] for column in CREDIT_KEYS},
+            })
+            sampled += row["sampled_tokens"] or 0
+            trained += row["trained_tokens"] or 0
+            seconds += row["seconds"] or 0.0
+    return rows
+
+
+def write_compare_parquet(folder: Path, rows: list[dict]) -> Path:
+    """Write compare.parquet; an earlier one with other contents moves to superseded/ (never lost)."""
+    path = folder / "compare.parquet"
+    table = pa.Table.from_pylist(rows, schema=COMPARE)
+    if path.exists():
+        import pyarrow.parquet as pq
+
+        if pq.read_table(path).equals(table.replace_schema_metadata(COMPARE.metadata)):
+            return path
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
+        supersede([path], folder / "superseded" / f"compare-{stamp}")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(path, table)
+    return path
+
+
+def _final(rows: list[dict], arm: str, seed: int) -> tuple[float, float, dict]:
+    """(warm-start accuracy, final accuracy, per-iteration means) of one run."""
+    own = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
+    evaluated = [r for r in own if r["accuracy"] is not None]
+    if not evaluated or evaluated[0]["iteration"] != 0:
+        raise ValueError(f"run {arm}-s{seed}: no evaluation of checkpoint 0; run the comparison to the end")
+    last = max(r["iteration"] for r in own)
+    trained = [r for r in own if r["iteration"] < last]
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in trained if r[key] is not None]
+        return sum(values) / len(values) if values else None
+
+    per_iteration = {"sampled": own[-1]["sampled_tokens"] / max(last, 1),
+                     "trained": own[-1]["trained_tokens"] / max(last, 1),
+                     "seconds": own[-1]["seconds"] / max(last, 1),
+                     **{key: mean(key) for key in CREDIT_KEYS}}
+    return evaluated[0]["accuracy"], evaluated[-1]["accuracy"], per_iteration
+
+
+def compare_table(rows: list[dict], arms: list[str], level: float = 0.95) -> list[dict]:
+    """Per arm: final accuracy and gain over seeds, the paired difference to the first arm, costs, credit."""
+    seeds = sorted({r["seed"] for r in rows})
+    finals = {arm: {seed: _final(rows, arm, seed) for seed in seeds} for arm in arms}
+    reference = arms[0]
+    table = []
+    for arm in arms:
+        runs = [finals[arm][s] for s in seeds]
+        final = summarize([f for _, f, _ in runs])
+        gain = summarize([f - w for w, f, _ in runs])
+        diff = paired_interval([finals[arm][s][1] - finals[arm][s][0] for s in seeds],
+                               [finals[reference][s][1] - finals[reference][s][0] for s in seeds], level)
+        costs = {key: summarize([c[key] for _, _, c in runs]).mean
+                 for key in runs[0][2] if all(c[key] is not None for _, _, c in runs)}
+        table.append({
+            "arm": arm, "seeds": final.n, "final_mean": final.mean, "final_std": final.std,
+            "gain_mean": gain.mean, "gain_std": gain.std, "gain_min": gain.low,
+            "diff_mean": None if arm == reference else diff.mean,
+            "diff_low": None if arm == reference or math.isnan(diff.low) else diff.low,
+            "diff_high": None if arm == reference or math.isnan(diff.high) else diff.high,
+            "sampled_per_iteration": costs.get("sampled"), "trained_per_iteration": costs.get("trained"),
+            "seconds_per_iteration": costs.get("seconds"),
+            **{key: costs.get(key) for key in CREDIT_KEYS},
+        })
+    return table
+
+
+def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
+    """The comparison table in markdown: points of accuracy, tokens in thousands."""
+    reference = table[0]["arm"]
+
+    def points(x: float | None, sign: bool = False) -> str:
+        return "" if x is None else f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
+
+    def number(x: float | None, form: str) -> str:
+        return "" if x is None else format(x, form)
+
+    lines = [f"**{title}**: held-out greedy accuracy in points, mean ± sd over {table[0]['seeds']} seeds; "
+             f"Δ is the paired difference in gain to `{reference}` with its {100 * level:.0f}% Student-t interval "
+             f"over seeds.", "",
+             f"| arm | final | gain | min gain | Δ gain vs {reference} [{100 * level:.0f}% CI] | sampled k tok / it "
+             f"| trained k tok / it | stage s / it | blame on first wrong | blame on correct | A of correct |",
+             "|" + " --- |" * 11]
+    for r in table:
+        diff = "" if r["diff_mean"] is None else (
+            f"{points(r['diff_mean'], True)}" + ("" if r["diff_low"] is None else
+                                                 f" [{points(r['diff_low'], True)}, {points(r['diff_high'], True)}]"))
+        kilo = [number(None if r[k] is None else r[k] / 1000, ".1f")
+                for k in ("sampled_per_iteration", "trained_per_iteration")]
+        lines.append(
+            f"| {r['arm']} | {points(r['final_mean'])} ± {points(r['final_std'])} "
+            f"| {points(r['gain_mean'], True)} ± {points(r['gain_std'])} | {points(r['gain_min'], True)} | {diff} "
+            f"| {kilo[0]} | {kilo[1]} | {number(r['seconds_per_iteration'], '.2f')} "
+            f"| {number(r['credit_first_wrong'], '.3f')} | {number(r['credit_correct'], '.3f')} "
+            f"| {number(r['credit_correct_advantage'], '+.3f')} |")
+    return "\n".join(lines)
+
+
+PLOTS = {"iteration": "iteration", "sampled_tokens": "sampled tokens (cumulative)",
+         "seconds": "stage seconds (cumulative)"}
+"""x axes of the comparison plots: compare.parquet column -> label."""
+
+
+def plot_comparison(rows: list[dict], arms: list[str], folder: Path, title: str) -> list[Path]:
+    """One PNG per x axis: per arm the mean accuracy over seeds as a line, the seeds' min-max as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, x_label in PLOTS.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for arm in arms:
+            evaluated = [r for r in rows if r["arm"] == arm and r["accuracy"] is not None]
+            checkpoints = sorted({r["iteration"] for r in evaluated})
+            xs, means, lows, highs = [], [], [], []
+            for c in checkpoints:
+                at = [r for r in evaluated if r["iteration"] == c]
+                xs.append(sum(r[x_key] for r in at) / len(at))
+                accuracy = [r["accuracy"] for r in at]
+                means.append(sum(accuracy) / len(accuracy))
+                lows.append(min(accuracy))
+                highs.append(max(accuracy))
+            (line,) = ax.plot(xs, means, marker="o", markersize=3, label=arm)
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("held-out greedy accuracy")
+        ax.set_title(f"{title}: mean over seeds, band = min-max")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / f"accuracy_vs_{x_key}.png"
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `comparison_report` wrote."""
+
+    table: list[dict]
+    """`compare_table` rows."""
+    markdown: str
+    """The table as markdown, with the plots' paths."""
+    paths: list[Path]
+    """compare.parquet, compare.md and the plots."""
+
+
+def comparison_report(comparison: ComparisonConfig, folder: Path, runs: list[ArmRun]) -> Report:
+    """Write compare.parquet, compare.md and the plots into the comparison's folder."""
+    arms = [a.label for a in comparison.arms]
+    rows = compare_rows(runs)
+    parquet = write_compare_parquet(folder, rows)
+    table = compare_table(rows, arms)
+    title = comparison.description or comparison.name
+    plots = plot_comparison(rows, arms, folder, comparison.name)
+    markdown = "\n".join([f"# {comparison.name}", "", table_markdown(table, title), "",
+                          *(f"- `{p}`" for p in [parquet, *plots])])
+    md = folder / "compare.md"
+    tmp = md.with_name(".compare.md.tmp")
+    tmp.write_text(markdown + "\n")
+    tmp.replace(md)
+    return Report(table, markdown, [parquet, md, *plots])

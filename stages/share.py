@@ -1,0 +1,61 @@
+"""Sharing a finished stage between runs whose stage keys agree (a comparison's common warm start).
+
+A stage key is a hash of the stage's input content hashes, the config fields it reads, the run seed
+and the code version (stages/artifacts.py). Two runs with the same key for a stage would compute
+the same outputs, so the outputs of one can serve the other: they are hard-linked into the other run
+(artifacts are never modified in place, only renamed), manifests last. Runs whose keys differ are
+left alone, so a different warm start is never copied silently. See docs/architecture.md#sharing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from stages.artifacts import StageSpec, cache_key, finished_report, manifest_path, remove_stale_temporaries
+from stages.lock import run_lock
+from stages.run_dir import RunDir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: int) -> bool:
+    """Give `target` the finished outputs of `source` for one stage, if the stage's key is the same in both.
+
+    Returns:
+        True when `target` now has the stage finished under its key (shared now or before), False when
+        the keys differ or `source` has not finished the stage.
+    """
+    key = cache_key(spec, source, iteration)
+    if key is None or key != cache_key(spec, target, iteration):
+        return False
+    if finished_report(spec, source, iteration, key) is None:
+        return False
+    with run_lock(target.root, f"share {spec.name} {iteration:04d}"):
+        if finished_report(spec, target, iteration, key) is not None:
+            return True
+        outputs = spec.writes(target, iteration)
+        remove_stale_temporaries(outputs)
+        for path in outputs:
+            if path.exists() or manifest_path(path).exists():
+                raise FileExistsError(f"{path}: exists under another key; run the stage there instead of sharing")
+        for src, dst in zip(spec.writes(source, iteration), outputs):
+            _link(src, dst)
+        for src, dst in zip(spec.writes(source, iteration), outputs):  # manifests last
+            write_json_atomic(manifest_path(dst), json.loads(manifest_path(src).read_text()))
+    log.info("%s %04d: shared from %s (key %s)", spec.name, iteration, source.root, key)
+    return True
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link a file, or every file of a folder, to a temporary name beside `dst`, then rename it there."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if src.is_dir():
+        shutil.copytree(src, tmp, copy_function=os.link)
+    else:
+        os.link(src, tmp)
+    os.replace(tmp, dst)
