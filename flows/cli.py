@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from flows.processes import prefect_api
+
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -55,7 +57,7 @@ def cmd_run(args) -> int:
         raise SystemExit(f"--more continues an existing run; {args.run or '--run'}: no run.json there")
     cfg = RunDir(Path(args.run)).config() if existing and not (args.preset or args.set) else _config_from_args(args)
     root = _run_dir(args, cfg)
-    with run_lock(root, "spo run"):  # a config change is a write too
+    with run_lock(root, "spo run"), prefect_api():  # a config change is a write too
         run = create_run(root, cfg)
         spo_run(str(run.root), until=args.until, more=args.more)
     print(f"run: {run.root}")
@@ -72,14 +74,16 @@ def cmd_compare(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
-    print(flow(args.comparison, seeds, threads, args.root))
+    with prefect_api():
+        print(flow(args.comparison, seeds, threads, args.root))
     return 0
 
 
 def cmd_eval(args) -> int:
     from flows.spo_eval import spo_eval
 
-    result = spo_eval(str(Path(args.dir)))
+    with prefect_api():
+        result = spo_eval(str(Path(args.dir)))
     print("every checkpoint has an evaluation" if result is None else f"evaluated: {result}")
     return 0
 
@@ -124,7 +128,8 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     cfg = load_preset(args.preset).with_overrides(args.set or [])
     run = create_run(_run_dir(args, cfg), cfg)
-    spo_run(str(run.root))
+    with prefect_api():
+        spo_run(str(run.root))
     rows = iteration_summary(run)
     print(summary_markdown(rows))
     plot = plot_run(run, run.root / "accuracy.png")

@@ -1,7 +1,8 @@
 """The Prefect flow of a comparison: every (arm, seed) as its own run, in its own process.
 
 1. Create the runs (`data/runs/<comparison>/<arm>-s<seed>/`).
-2. Warm-start one run per group of runs with the same warm-start key, and share it with the group
+2. Reuse what other comparisons under the same root finished with the same stage keys, then
+   warm-start one run per group of runs with the same warm-start key and share it with the group
    (stages/compare.py): one warm start per seed, never recomputed, never a different one copied.
 3. Run every run that is not finished, each a `spo run` child process reporting to this flow's
    Prefect server, `parallel` at a time, each with `threads` torch threads.
@@ -19,11 +20,13 @@ from pathlib import Path
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.processes import die_with_parent
 from stages.compare import (
     ArmRun,
     comparison_dir,
     comparison_report,
     create_runs,
+    reuse_finished,
     share_warm_start,
     warm_start_finished,
     warm_start_groups,
@@ -41,7 +44,8 @@ def run_process(run: str, label: str, api_url: str, threads: int, log: str, unti
     env = {**os.environ, "PREFECT_API_URL": api_url, "OMP_NUM_THREADS": str(threads), "SPO_PROGRESS": "0"}
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
+                              preexec_fn=die_with_parent).returncode  # noqa: PLW1509 (this thread waits for it)
     if code:
         tail = Path(log).read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"{label}: `spo run --run {run}` exited with {code}; log {log}:\n" + "\n".join(tail))
@@ -62,6 +66,9 @@ def spo_compare(comparison: str, seeds: list[int] | None = None, threads: int = 
     runs = create_runs(config, folder, tuple(seeds) if seeds else None)
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url)
+    reused = {k: v for k, v in reuse_finished(runs, folder.parent).items() if v}
+    if reused:
+        logger.info("reused finished stages of other comparisons: %s", reused)
     groups = warm_start_groups(runs)
     logger.info("%s: %d runs, %d warm starts", config.name, len(runs), len(groups))
     todo = [g[0] for g in groups if not warm_start_finished(g[0].run)]

@@ -8,6 +8,7 @@ seed by seed; see docs/design.md#comparisons for the statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from spo.config import ComparisonConfig
 from spo.stats import paired_interval, summarize
 from stages.artifacts import cache_key, is_finished, supersede, write_table
 from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
-from stages.share import share_outputs
+from stages.registry import unfinished_stages
+from stages.share import share_outputs, share_run
 from stages.summary import CREDIT_KEYS, iteration_summary
 
 
@@ -56,6 +58,30 @@ def warm_start_groups(runs: list[ArmRun]) -> list[list[ArmRun]]:
     for r in runs:
         groups.setdefault(cache_key(SPEC, r.run, 0), []).append(r)
     return list(groups.values())
+
+
+def reuse_finished(runs: list[ArmRun], root: Path) -> dict[str, int]:
+    """Give each run the finished stages of other runs under `root` (other comparisons) with the same keys:
+    from a run with the same config where there is one, else from any with the same seed, each sharing
+    as far as the keys agree (stages/share.py). Returns `<arm>-s<seed>` -> stages reused."""
+    mine = {r.run.root.resolve() for r in runs}
+    donors = [RunDir(p.parent) for p in sorted(root.glob("*/*/run.json")) if p.parent.resolve() not in mine]
+    reused = {}
+    for r in runs:
+        cfg = r.run.config()
+        same_seed = [d for d in donors if d.config().seed == cfg.seed]
+        identical = [d for d in same_seed if _without_name(d.config()) == _without_name(cfg)]
+        count = 0
+        for donor in identical + [d for d in same_seed if d not in identical]:
+            count += share_run(donor, r.run)
+            if not unfinished_stages(r.run):
+                break
+        reused[f"{r.arm}-s{r.seed}"] = count
+    return reused
+
+
+def _without_name(cfg):
+    return dataclasses.replace(cfg, name="")
 
 
 def warm_start_finished(run: RunDir) -> bool:
@@ -172,12 +198,13 @@ def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
     def number(x: float | None, form: str) -> str:
         return "" if x is None else format(x, form)
 
-    lines = [f"**{title}**: held-out greedy accuracy in points, mean ± sd over {table[0]['seeds']} seeds; "
-             f"Δ is the paired difference in gain to `{reference}` with its {100 * level:.0f}% Student-t interval "
-             f"over seeds.", "",
-             f"| arm | final | gain | min gain | Δ gain vs {reference} [{100 * level:.0f}% CI] | sampled k tok / it "
-             f"| trained k tok / it | stage s / it | blame on first wrong | blame on correct | A of correct |",
-             "|" + " --- |" * 11]
+    caption = (f"**{title}**: held-out greedy accuracy in points, mean ± sd over {table[0]['seeds']} seeds; "
+               f"Δ is the paired difference in gain to `{reference}` with its {100 * level:.0f}% Student-t "
+               f"interval over seeds.")
+    header = (f"| arm | final | gain | min gain | Δ gain vs {reference} [{100 * level:.0f}% CI] "
+              f"| sampled k tok / it | trained k tok / it | stage s / it | blame on first wrong "
+              f"| blame on correct | A of correct |")
+    lines = [caption, "", header, "|" + " --- |" * 11]
     for r in table:
         diff = "" if r["diff_mean"] is None else (
             f"{points(r['diff_mean'], True)}" + ("" if r["diff_low"] is None else

@@ -9,6 +9,7 @@ stage whitens them. See docs/design.md#credit-probe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import pyarrow as pa
 
 from schemas.credit import CREDIT
 from spo.credit import STOP, credit_split, first_wrong_token
+from spo.tasks import Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import examples_by_id, load_task, load_tokenizer
+from stages.resources import load_task, load_tokenizer
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -35,29 +37,26 @@ def credit(run: Path, iteration: int, force: bool = False) -> StageReport:
 
 def _credit(ctx: StageContext):
     task = load_task(ctx.cfg)
+    tokenizer = load_tokenizer(ctx.run.checkpoint(0))
+    rows = credit_rows(ctx.read("episodes").to_pylist(), task, tokenizer)
+    return {"credit": pa.Table.from_pylist(rows, schema=CREDIT)}, credit_counters(rows, ctx.cfg.partition.tau)
+
+
+def credit_rows(episodes: list[dict], task: Task, tokenizer) -> list[dict]:
+    """One credit.parquet row per episode (rows of episodes.parquet, train-split questions)."""
     if not task.unique_target:
         raise ValueError(f"task {task.name!r} has no unique target response (Task.unique_target is false): "
                          f"the credit probe cannot find a first wrong token")
-    examples = examples_by_id(task, "train")
-    tokenizer = load_tokenizer(ctx.run.checkpoint(0))
-    piece_of = {}  # token id -> its text (STOP for the stop token)
-
-    def pieces(ids: list[int]) -> list[str | None]:
-        for t in ids:
-            if t not in piece_of:
-                piece_of[t] = STOP if t == tokenizer.eos_token_id else tokenizer.decode([t])
-        return [piece_of[t] for t in ids]
-
-    prompt_length = {}
+    prompt_length: dict[str, int] = {}
     rows = []
-    for e in ctx.read("episodes").to_pylist():
-        example = examples[e["question_id"]]
+    for e in episodes:
+        example = task.example(e["question_id"])
         if e["question_id"] not in prompt_length:
-            prompt_length[e["question_id"]] = len(tokenizer(task.prompt(example), add_special_tokens=False)
-                                                  ["input_ids"])
+            prompt_ids = tokenizer(task.prompt(example), add_special_tokens=False)["input_ids"]
+            prompt_length[e["question_id"]] = len(prompt_ids)
         earlier = e["prompt_ids"][prompt_length[e["question_id"]]:]  # a tree edge's earlier segments
-        path = pieces(earlier + e["response_ids"])
-        wrong = first_wrong_token(path, task.target(example))
+        pieces = token_pieces(earlier + e["response_ids"], tokenizer)
+        wrong = first_wrong_token(pieces, task.target(example))
         local = None if wrong is None else wrong - len(earlier)
         inside = local is not None and 0 <= local < len(e["response_ids"])
         split = credit_split(e["advantages"], e["mask"], len(earlier), wrong)
@@ -65,12 +64,26 @@ def _credit(ctx: StageContext):
             "episode_id": e["episode_id"], "question_id": e["question_id"], "kind": e["kind"],
             "path_offset": len(earlier), "first_wrong": wrong,
             "first_wrong_prob": float(np.exp(e["old_logp"][local])) if inside else None,
-            "first_wrong_trained": inside and e["mask"][local],
+            "first_wrong_trained": inside and bool(e["mask"][local]),
             "negative_mass": split.negative, "on_first_wrong": split.on_first_wrong,
             "on_correct": split.on_correct, "after_first_wrong": split.after,
             "correct_advantage_sum": split.correct_sum, "correct_trained": split.correct_count,
         })
-    return {"credit": pa.Table.from_pylist(rows, schema=CREDIT)}, credit_counters(rows, ctx.cfg.partition.tau)
+    return rows
+
+
+def token_pieces(ids: list[int], tokenizer) -> list[str | None]:
+    """The text each token adds to the decoded response (`STOP` for the stop token), by decoding growing
+    prefixes, so tokenizers whose tokens decode differently alone (a SentencePiece leading space) align."""
+    pieces, text = [], ""
+    for end, t in enumerate(ids, start=1):
+        if t == tokenizer.eos_token_id:
+            pieces.append(STOP)
+            continue
+        longer = tokenizer.decode(ids[:end], skip_special_tokens=True)
+        pieces.append(longer[len(os.path.commonprefix([text, longer])):])
+        text = longer
+    return pieces
 
 
 def credit_counters(rows: list[dict], tau: float) -> dict[str, float]:

@@ -14,7 +14,7 @@ from schemas.rollouts import ROLLOUTS
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
+from stages.resources import fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ def _generate(ctx: StageContext):
     cfg, s = ctx.cfg, ctx.cfg.sample
     prompts = ctx.read("prompts").to_pylist()
     task = load_task(cfg)
-    examples = examples_by_id(task, "train")
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     tokenizer = engine.tokenizer
     requests = [
@@ -52,7 +51,7 @@ def _generate(ctx: StageContext):
     sample_seconds = time.perf_counter() - start
     rows = []
     for p, request, samples in zip(prompts, requests, results):
-        example = examples[p["question_id"]]
+        example = task.example(p["question_id"])
         for j, sample in enumerate(samples):
             text = tokenizer.decode(list(sample.token_ids), skip_special_tokens=True)
             rows.append({

@@ -20,7 +20,7 @@ from schemas.values import VALUES
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
+from stages.resources import fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
@@ -41,7 +41,6 @@ def _resample(ctx: StageContext):
     rollouts = {r["rollout_id"]: r for r in ctx.read("rollouts").to_pylist()}
     boundaries = ctx.read("boundaries").to_pylist()
     task = load_task(cfg)
-    examples = examples_by_id(task, "train")
 
     prefix_ids: dict[tuple[int, ...], int] = {}  # unique prefix -> prefix_id
     first_use: dict[int, tuple[int, int]] = {}  # prefix_id -> (rollout_id, b) that defines its grading
@@ -75,7 +74,7 @@ def _resample(ctx: StageContext):
     for (prefix, pid), request, samples in zip(sampled, requests, results):
         rollout_id, b = first_use[pid]
         rollout = rollouts[rollout_id]
-        example = examples[rollout["question_id"]]
+        example = task.example(rollout["question_id"])
         head = list(rollout["response_ids"][:b])
         rewards = []
         for j, sample in enumerate(samples):

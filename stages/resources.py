@@ -10,7 +10,7 @@ from pathlib import Path
 from spo.config import RunConfig
 from spo.policy import Engine, SampleRequest, make_engine
 from spo.policy.engine import EngineStats
-from spo.tasks import TASKS, Example, Task, make_task
+from spo.tasks import TASKS, Task, make_task
 from stages.run_dir import REPO_ROOT
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -26,8 +26,6 @@ def load_task(cfg: RunConfig) -> Task:
     return make_task(cfg.task.name, **options)
 
 
-def examples_by_id(task: Task, split: str) -> dict[str, Example]:
-    return {example.id: example for example in task.examples(split)}
 
 
 def load_policy(path: Path, cfg: RunConfig, trainable: bool = False) -> Engine:

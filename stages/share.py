@@ -4,7 +4,9 @@ A stage key is a hash of the stage's input content hashes, the config fields it 
 and the code version (stages/artifacts.py). Two runs with the same key for a stage would compute
 the same outputs, so the outputs of one can serve the other: they are hard-linked into the other run
 (artifacts are never modified in place, only renamed), manifests last. Runs whose keys differ are
-left alone, so a different warm start is never copied silently. See docs/architecture.md#sharing.
+left alone, so a different warm start is never copied silently. `spo compare` uses it for the warm
+start its arms have in common, and to reuse runs of other comparisons with the same stages (an arm
+that two comparisons share is computed once). See docs/architecture.md#sharing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import os
 import shutil
 from pathlib import Path
 
-from stages.artifacts import StageSpec, cache_key, finished_report, manifest_path, remove_stale_temporaries
+from stages.artifacts import (
+    StageSpec,
+    cache_key,
+    finished_report,
+    is_finished,
+    manifest_path,
+    remove_stale_temporaries,
+)
 from stages.lock import run_lock
 from stages.run_dir import RunDir, write_json_atomic
 
@@ -59,3 +68,21 @@ def _link(src: Path, dst: Path) -> None:
     else:
         os.link(src, tmp)
     os.replace(tmp, dst)
+
+
+def share_run(source: RunDir, target: RunDir) -> int:
+    """Share `source`'s finished stages with `target` in flow order, up to the first whose key differs or
+    that `source` has not finished; returns how many stages `target` got."""
+    from stages.registry import find_stage, flow_plan
+
+    cfg = target.config()
+    shared = 0
+    for step in flow_plan(cfg, range(cfg.iterations)):
+        for name, i in step:
+            spec = find_stage(name, cfg)[1]
+            if is_finished(spec, target, i):
+                continue
+            if not share_outputs(spec, source, target, i):
+                return shared
+            shared += 1
+    return shared

@@ -22,7 +22,7 @@ from schemas.tree_nodes import TREE_NODES
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import examples_by_id, fitted_request, load_policy, load_task, sampling_counters
+from stages.resources import fitted_request, load_policy, load_task, sampling_counters
 from stages.run_dir import RunDir
 
 
@@ -66,7 +66,6 @@ def _grow(ctx: StageContext, depth: int):
     parents = [str(p["prompt_index"]) for p in prompts] if depth == 1 else [
         n["node_id"] for n in levels[-1] if not n["leaf"]]
     task = load_task(cfg)
-    examples = examples_by_id(task, "train")
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     tokenizer = engine.tokenizer
     budget = s.max_new_tokens if last else tree.segment_tokens
@@ -85,7 +84,7 @@ def _grow(ctx: StageContext, depth: int):
     rows = []
     for pid, request, samples in zip(parents, requests, results):
         prompt = by_index[pid.split(".")[0]]
-        example = examples[prompt["question_id"]]
+        example = task.example(prompt["question_id"])
         for j, sample in enumerate(samples):
             segment = list(sample.token_ids)
             full = len(request.prompt_ids) + len(segment) >= s.context_size

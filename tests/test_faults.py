@@ -25,7 +25,8 @@ import torch
 import stages.train
 from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
 from stages.lock import lock_path, read_holder
-from stages.registry import find_stage, iteration_stages
+from stages import registry
+from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
 
 TESTS = Path(__file__).resolve().parent
@@ -122,14 +123,9 @@ def fault_config():
 
 
 def flow_plan(run: RunDir) -> list[tuple[str, int]]:
-    """The stages `spo-run` executes, in order (flows/spo_run.py)."""
+    """The stages `spo-run` executes, in order (stages/registry.py)."""
     cfg = run.config()
-    plan = [("warmstart", 0), ("evaluate", 0)]
-    for i in range(cfg.iterations):
-        plan += [(name, i) for name in iteration_stages(cfg)]
-        if (i + 1) % cfg.eval.every == 0 or i + 1 == cfg.iterations:
-            plan.append(("evaluate", i + 1))
-    return plan
+    return [pair for step in registry.flow_plan(cfg, range(cfg.iterations)) for pair in step]
 
 
 def run_plan(run: RunDir) -> None:

@@ -98,7 +98,7 @@ def test_arith_splits_are_deterministic_disjoint_and_sized() -> None:
 def test_arith_targets_earn_full_reward_and_fit_the_alphabet(operators: str) -> None:
     task = ArithTask(n_operands=4, digits=2, operators=operators, n_train=200, n_test=100)
     alphabet = set(task.alphabet())
-    for example in task.examples("test") + task.examples("train"):
+    for example in [*task.examples("test"), *task.examples("train")]:
         assert task.reward(task.target(example), example) == 1.0
         assert set(task.prompt(example) + task.target(example)) <= alphabet
     assert all(text.startswith("Q: ") for text in task.corpus("test"))
@@ -266,6 +266,6 @@ def test_arith_property_disjoint_splits_and_correct_targets(
     )
     train, test = task.examples("train"), task.examples("test")
     assert not {e.question for e in train} & {e.question for e in test}
-    for example in train + test:
+    for example in [*train, *test]:
         assert task.reward(task.target(example), example) == 1.0
         assert len(re.findall(r"\d+", example.question)) == n_operands

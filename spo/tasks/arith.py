@@ -6,6 +6,7 @@ evaluates left to right, so with `*` the answer is the chain's value, not the us
 
 import random
 import re
+from collections.abc import Sequence
 
 from spo.grading import extract_answer
 from spo.tasks.base import Example, Task
@@ -82,8 +83,11 @@ class ArithTask(Task):
         """
         return "".join(sorted(set("0123456789 Q:=A;.#" + self.operators)))  # "-" for negatives comes with "-"
 
-    def load_examples(self, split: str) -> list[Example]:
-        """Draw distinct question indices: the first n_test are the test split, the next n_train train."""
+    def load_examples(self, split: str) -> Sequence[Example]:
+        """Draw distinct question indices: the first n_test are the test split, the next n_train train.
+
+        Examples are built when read (a stage reads a few dozen of 20000).
+        """
         rng, seen, order = random.Random(self.seed), set(), []
         needed = self.split_sizes["test"] + (self.split_sizes["train"] if split == "train" else 0)
         while len(order) < needed:
@@ -92,7 +96,7 @@ class ArithTask(Task):
                 seen.add(index)
                 order.append(index)
         chosen = order[: self.split_sizes["test"]] if split == "test" else order[self.split_sizes["test"] :]
-        return [self._example(split, row, index) for row, index in enumerate(chosen)]
+        return _Examples(self, split, chosen)
 
     def _example(self, split: str, row: int, index: int) -> Example:
         """Decode a question index (mixed radix: operands, then operators) into an Example."""
@@ -120,3 +124,26 @@ class ArithTask(Task):
     def answers_equal(self, pred: str, gold: str) -> bool:
         """Integer comparison; anything that is not an integer is wrong."""
         return re.fullmatch(r"-?\d+", pred) is not None and int(pred) == int(gold)
+
+
+class _Examples(Sequence):
+    """The examples of a split, each built from its question index when read."""
+
+    def __init__(self, task: ArithTask, split: str, indices: list[int]):
+        self.task, self.split, self.indices = task, split, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        if not -len(self) <= row < len(self):
+            raise IndexError(f"arith {self.split}: row {row} out of range for {len(self)} examples")
+        row %= len(self)
+        return self.task._example(self.split, row, self.indices[row])
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None

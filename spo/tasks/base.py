@@ -50,18 +50,36 @@ class Task(ABC):
         """
         self.unfinished_penalty = unfinished_penalty
         self.multiple_answer_penalty = multiple_answer_penalty
-        self._examples: dict[str, list[Example]] = {}
+        self._examples: dict[str, Sequence[Example]] = {}
+        self._index: dict[str, dict[str, Example]] = {}
 
-    def examples(self, split: str) -> list[Example]:
-        """The examples of a split ("train" or "test"), loaded once per task object."""
+    def examples(self, split: str) -> Sequence[Example]:
+        """The examples of a split ("train" or "test"), loaded once per task object; row r has id
+        `<task>/<split>/<r>`."""
         if split not in SPLITS:
             raise ValueError(f"{self.name}: unknown split {split!r}; choose one of {sorted(SPLITS)}")
         if split not in self._examples:
             self._examples[split] = self.load_examples(split)
         return self._examples[split]
 
+    def example(self, example_id: str) -> Example:
+        """The example with this id, `<task>/<split>/<row or key>`: by row without building the other
+        examples of the split, else through an index of the split built once per task object."""
+        parts = example_id.split("/", 2)
+        if len(parts) != 3 or parts[1] not in SPLITS:
+            raise KeyError(f"{self.name}: {example_id!r} is not an example id (<task>/<split>/<row>)")
+        _, split, row = parts
+        examples = self.examples(split)
+        if row.isdigit() and int(row) < len(examples) and examples[int(row)].id == example_id:
+            return examples[int(row)]
+        if split not in self._index:
+            self._index[split] = {e.id: e for e in examples}
+        if example_id not in self._index[split]:
+            raise KeyError(f"{self.name}: no example {example_id!r} in split {split!r}")
+        return self._index[split][example_id]
+
     @abstractmethod
-    def load_examples(self, split: str) -> list[Example]:
+    def load_examples(self, split: str) -> Sequence[Example]:
         """Read or generate the examples of a split (already checked to be one of SPLITS)."""
 
     @abstractmethod

@@ -1,0 +1,93 @@
+"""Processes a run starts end with it: its temporary Prefect server and the child runs of `spo compare`.
+
+Prefect, given no `PREFECT_API_URL`, starts a temporary API server as a child process and stops it at
+exit; a run killed with SIGKILL never reaches that exit, and the server kept serving, orphaned. So
+`spo` starts the temporary server itself, with the same command Prefect uses, and asks Linux to
+SIGTERM it when its parent dies (`PR_SET_PDEATHSIG`); child runs are started the same way. See
+docs/architecture.md#processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PR_SET_PDEATHSIG = 1
+"""prctl option (linux/prctl.h): the signal a process gets when the thread that started it exits."""
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` of a child: SIGTERM it when its parent dies (Linux; elsewhere nothing is arranged).
+
+    The signal follows the *thread* that started the child, so start children from a thread that waits
+    for them (the main thread, or a task thread blocked in `subprocess.run`).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API URL this process reports to: `PREFECT_API_URL` when set, else a temporary server on
+    127.0.0.1 that ends with this process, even when it is killed. Child processes inherit the URL."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    import httpx
+    import prefect
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           **get_current_settings().to_environment_variables(exclude_unset=True)}
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+               "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
+    server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509 (no threads yet)
+    try:
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+        deadline = time.monotonic() + timeout
+        while not _healthy(httpx, url):
+            if server.poll() is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with {server.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the temporary Prefect server at {url} was not healthy after {timeout:.0f} s "
+                                   f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+            time.sleep(0.1)
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _healthy(httpx, url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

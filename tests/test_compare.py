@@ -1,0 +1,170 @@
+"""`spo compare` end to end: a 2-iteration comparison through the CLI, its runs in child processes.
+
+Checked: one warm start per seed and warm-start config (the others are hard links of it), compare.parquet
+equal to the runs' own summaries, the table's numbers recomputed from the Parquet, the plots, and a
+second `spo compare` that finds everything finished.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from spo.stats import paired_interval
+from stages.compare import ArmRun, compare_rows
+from stages.run_dir import RunDir
+from stages.summary import iteration_summary
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = [
+    "iterations=2", "eval.every=1", "model.tiny.hidden_size=32", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
+    "model.tiny.intermediate_size=64",
+    'task.options={"n_operands": 2, "digits": 1, "n_train": 60, "n_test": 20}',  # a built-in task: children
+    "warmstart.max_steps=6", "warmstart.eval_every=3", "warmstart.eval_questions=16",  # do not see conftest's
+    "warmstart.batch_size=16", "sample.questions_per_iteration=4", "sample.samples_per_question=4",
+    "sample.max_new_tokens=24", "resample.k=2", "partition.interval=3", "train.episodes_per_iteration=16",
+    "train.batch_size=8", "train.micro_batch_size=4", "eval.questions=8", "eval.samples_per_question=2",
+]
+
+
+def strings(items):
+    return "[" + ", ".join(f"'{s}'" for s in items) + "]"
+
+
+def comparison_file(folder: Path) -> Path:
+    path = folder / "smoke.toml"
+    path.write_text(f"""name = "smoke"
+description = "a smoke comparison"
+seeds = [1, 2]
+set = {strings(SMALL)}
+
+[[arms]]
+label = "chain"
+preset = "tiny"
+
+[[arms]]
+label = "grpo"
+preset = "tiny-grpo"
+set = ["sample.questions_per_iteration=4", "train.episodes_per_iteration=16"]
+
+[[arms]]
+label = "chain-longer-sft"
+preset = "tiny"
+set = ["warmstart.max_steps=9"]
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    env = {**os.environ, "PREFECT_HOME": str(folder / "prefect_home"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "flows.cli", "compare", str(comparison_file(folder)), "--root",
+               str(folder / "runs"), "--parallel", "2", "--threads", "1"]
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    other = folder / "other.toml"  # another comparison: one arm as in smoke, one with another learning rate
+    other.write_text(f"""name = "other"
+seeds = [1]
+set = {strings(SMALL)}
+
+[[arms]]
+label = "chain-again"
+preset = "tiny"
+
+[[arms]]
+label = "chain-lr"
+preset = "tiny"
+set = ["train.lr=3e-4"]
+""")
+    command[4] = str(other)
+    third = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    return folder / "runs" / "smoke", first.stdout + first.stderr, again.stdout + again.stderr, third.stdout + third.stderr
+
+
+def runs_of(root: Path) -> list[ArmRun]:
+    return [ArmRun(arm, seed, RunDir(root / f"{arm}-s{seed}")) for seed in (1, 2)
+            for arm in ("chain", "grpo", "chain-longer-sft")]
+
+
+def test_one_warm_start_per_seed_and_config(compared):
+    root, first, *_ = compared
+    assert "6 runs, 4 warm starts" in first
+
+    def inode(arm: str, seed: int) -> int:
+        return (root / f"{arm}-s{seed}" / "checkpoints" / "0000" / "model.safetensors").stat().st_ino
+
+    for seed in (1, 2):
+        assert inode("chain", seed) == inode("grpo", seed), "arms of one seed share one warm start"
+        assert inode("chain-longer-sft", seed) != inode("chain", seed), "another warm-start config is its own"
+    assert inode("chain", 1) != inode("chain", 2)
+    logs = sorted(p.name for p in (root / "logs").iterdir())
+    assert [n for n in logs if n.endswith("-warmstart.log")] == [
+        "chain-longer-sft-s1-warmstart.log", "chain-longer-sft-s2-warmstart.log", "chain-s1-warmstart.log",
+        "chain-s2-warmstart.log"]
+
+
+def test_a_second_compare_finds_every_run_finished(compared):
+    _, _, again, _ = compared
+    assert "0 of 6 runs to (re)run" in again
+
+
+def test_compare_parquet_agrees_with_the_runs(compared):
+    root, *_ = compared
+    frame = pl.read_parquet(root / "compare.parquet")
+    assert frame.height == 6 * 3  # checkpoints 0, 1, 2 of each run
+    assert frame.to_dicts() == compare_rows(runs_of(root))
+    for r in runs_of(root):
+        summary = iteration_summary(r.run)
+        own = frame.filter((pl.col("arm") == r.arm) & (pl.col("seed") == r.seed)).sort("iteration")
+        assert own["accuracy"].to_list() == pytest.approx([s["eval_greedy"] for s in summary])
+        assert own["sampled_tokens"].to_list() == [0, summary[0]["sampled_tokens"],
+                                                   summary[0]["sampled_tokens"] + summary[1]["sampled_tokens"]]
+        assert own["credit_first_wrong"].to_list()[:2] == pytest.approx([s["credit_first_wrong"] for s in summary[:2]])
+
+
+def test_the_table_is_recomputed_from_the_parquet(compared):
+    root, first, *_ = compared
+    frame = pl.read_parquet(root / "compare.parquet")
+    gains = {}
+    for arm in ("chain", "grpo", "chain-longer-sft"):
+        per_seed = []
+        for seed in (1, 2):
+            own = frame.filter((pl.col("arm") == arm) & (pl.col("seed") == seed)).sort("iteration")
+            per_seed.append(own["accuracy"][-1] - own["accuracy"][0])
+        gains[arm] = per_seed
+    table = (root / "compare.md").read_text()
+    assert table in first  # printed as written
+    for arm, gain in gains.items():
+        mean = 100 * sum(gain) / 2
+        assert f"| {arm} | " in table and f"| {mean:+.1f} ± " in table
+    diff = paired_interval(gains["grpo"], gains["chain"])
+    assert f"{100 * diff.mean:+.1f} [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" in table
+    for name in ("accuracy_vs_iteration.png", "accuracy_vs_sampled_tokens.png", "accuracy_vs_seconds.png"):
+        assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_another_comparison_reuses_finished_stages_with_the_same_keys(compared):
+    root, *_, third = compared
+    other = root.parent / "other"
+    same = other / "chain-again-s1"
+    assert "0 warm starts" not in third and "0 of 2 runs to (re)run" not in third
+
+    def inode(run: Path, part: str) -> int:
+        return (run / part).stat().st_ino
+
+    # the identical arm is every stage of smoke's chain-s1, linked; the other learning rate shares the warm
+    # start, its evaluation and the first iteration's prompts and rollouts (their keys do not read train.lr)
+    for part in ("checkpoints/0002/model.safetensors", "iterations/0001/episodes.parquet", "iterations/0002/eval.parquet"):
+        assert inode(same, part) == inode(root / "chain-s1", part)
+    lr = other / "chain-lr-s1"
+    for part in ("checkpoints/0000/model.safetensors", "iterations/0000/rollouts.parquet"):
+        assert inode(lr, part) == inode(root / "chain-s1", part)
+    assert inode(lr, "checkpoints/0001/model.safetensors") != inode(root / "chain-s1", "checkpoints/0001/model.safetensors")
+    assert not (other / "logs" / "chain-again-s1.log").exists(), "nothing left to run for the identical arm"

@@ -1,0 +1,90 @@
+"""Nothing left running: a killed `spo run` or `spo compare` takes its Prefect server and child runs with it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_compare import SMALL, comparison_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Live descendants of `pid` (from /proc): pid -> command line."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = commands[child]
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_and_check(process: subprocess.Popen, wait_for, what: str, timeout: float = 300) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while not wait_for():
+        assert process.poll() is None, f"{what} ended early with {process.returncode}"
+        assert time.monotonic() < deadline, f"{what}: timed out waiting to kill it mid-run"
+        time.sleep(0.5)
+    children = descendants(process.pid)
+    assert any("prefect.server.api.server:create_app" in c for c in children.values()), children
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {p: c for p, c in children.items() if alive(p)}
+    assert not left, f"left running after {what} was killed: {left}"
+    return children
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "OMP_NUM_THREADS": "1"}
+    environment.pop("PREFECT_API_URL", None)
+    return environment
+
+
+def test_a_killed_run_leaves_no_server_behind(tmp_path, env):
+    run = tmp_path / "run"
+    sets = [a for s in SMALL for a in ("--set", s)]
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--preset", "tiny", "--run", str(run),
+                                *sets, "--set", "iterations=50"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_and_check(process, lambda: (run / "iterations" / "0001").is_dir(), "spo run")
+
+
+def test_a_killed_comparison_leaves_no_server_or_run_behind(tmp_path, env):
+    root = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "compare", str(comparison_file(tmp_path)),
+                                "--root", str(root), "--parallel", "2", "--threads", "1"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def runs_started() -> bool:
+        return sum("flows.cli run" in c for c in descendants(process.pid).values()) >= 2
+
+    children = kill_and_check(process, runs_started, "spo compare")
+    assert sum("flows.cli run" in c for c in children.values()) >= 2
