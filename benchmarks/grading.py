@@ -1,6 +1,6 @@
 """Time the graders on the real data.
 
-    python benchmarks/grading.py [--data ../shared/data]
+    python benchmarks/grading.py [--data DIR]   (default: the data folder beside the checkout)
 
 Prints the seconds to grade all 500 MATH-500 reference solutions against their `answer` field
 (extraction + math_equal; target < 20 s), the same 500 answers each compared with a different

@@ -33,12 +33,20 @@ QUIET_DEFAULTS = {
 }
 
 
-def _config_from_args(args):
-    from spo.config import RunConfig
-    from stages.run_dir import load_preset
+def _config_from_args(args, base=None):
+    """The preset (or `base`, an existing run's config) with the --set overrides, checked against this machine."""
+    from spo.config import ConfigError
+    from stages.preflight import preflight
+    from stages.run_dir import PRESETS_DIR, load_preset
 
-    cfg = load_preset(args.preset) if args.preset else RunConfig()
-    return cfg.with_overrides(args.set or [])
+    if args.preset:
+        base = load_preset(args.preset)
+    if base is None:
+        presets = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+        raise ConfigError(f"choose a preset with --preset NAME (one of {presets}), or continue a run with --run DIR")
+    cfg = base.with_overrides(args.set or [])
+    preflight(cfg)
+    return cfg
 
 
 def _run_dir(args, cfg) -> Path:
@@ -48,15 +56,16 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_run(args) -> int:
-    from flows.spo_run import spo_run
     from stages.lock import run_lock
     from stages.run_dir import RunDir, create_run
 
     existing = args.run and RunDir(Path(args.run)).config_path.is_file()
     if args.more is not None and not existing:
-        raise SystemExit(f"--more continues an existing run; {args.run or '--run'}: no run.json there")
-    cfg = RunDir(Path(args.run)).config() if existing and not (args.preset or args.set) else _config_from_args(args)
+        raise FileNotFoundError(f"--more continues an existing run; {args.run or '--run'}: no run.json there")
+    cfg = _config_from_args(args, RunDir(Path(args.run)).config() if existing else None)
     root = _run_dir(args, cfg)
+    from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
+
     with run_lock(root, "spo run"), prefect_api():  # a config change is a write too
         run = create_run(root, cfg)
         spo_run(str(run.root), until=args.until, more=args.more)
@@ -65,14 +74,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from stages.preflight import preflight
+    from stages.run_dir import arm_config, load_comparison
+
+    comparison = load_comparison(args.comparison)  # a bad file or arm fails here, before Prefect starts
+    for arm in comparison.arms:
+        preflight(arm_config(comparison, arm, comparison.seeds[0]))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.spo_compare import spo_compare
-    from stages.run_dir import load_comparison
 
-    load_comparison(args.comparison)  # a bad file or arm fails here, before Prefect starts
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
     with prefect_api():
         print(flow(args.comparison, seeds, threads, args.root))
@@ -80,6 +93,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from stages.preflight import preflight
+    from stages.run_dir import RunDir
+
+    preflight(RunDir(Path(args.dir)).config())
     from flows.spo_eval import spo_eval
 
     with prefect_api():
@@ -121,12 +138,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from flows.spo_run import spo_run
-    from stages.run_dir import create_run, load_preset
-    from stages.summary import iteration_summary, plot_run, summary_markdown
+    from stages.run_dir import create_run
 
     start = time.perf_counter()
-    cfg = load_preset(args.preset).with_overrides(args.set or [])
+    cfg = _config_from_args(args)
+    from flows.spo_run import spo_run
+    from stages.summary import iteration_summary, plot_run, summary_markdown
+
     run = create_run(_run_dir(args, cfg), cfg)
     with prefect_api():
         spo_run(str(run.root))
@@ -180,6 +198,7 @@ def _add_config_options(parser: argparse.ArgumentParser, preset_default: str | N
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run or resume the flow of a run")
     _add_config_options(p, None)
@@ -241,10 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a user error (bad config, missing file, locked run) is one `spo: error:` line and
+    exit status 2, with the traceback only under --debug."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    from stages.artifacts import ArtifactError
+    from stages.lock import RunLockedError
+
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RunLockedError, ArtifactError) as error:
+        if debug:
+            raise
+        print(f"spo: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

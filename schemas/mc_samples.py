@@ -9,7 +9,7 @@ MC_SAMPLES = artifact_schema("mc_samples", 1, "MC continuations, one row per con
     column("sample_index", pa.int32(), "which of the K continuations"),
     column("seed", pa.int64(), "seed of the prefix's sampling request"),
     column("continuation_ids", TOKEN_IDS, "sampled continuation token ids"),
-    column("text", pa.string(), "response prefix + continuation, as graded (rule 5)"),
+    column("text", pa.string(), "response prefix + continuation, as graded (docs/design.md#mc-rewards)"),
     column("finish_reason", pa.string(), "'stop' or 'length'"),
     column("reward", pa.float32(), "task reward of prefix + continuation"),
 ])

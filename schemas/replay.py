@@ -1,4 +1,4 @@
-"""`replay.parquet`: SPO-tree edges waiting in the replay buffer after an iteration (reference §3.4)."""
+"""`replay.parquet`: SPO-tree edges waiting in the replay buffer after an iteration (docs/design.md#replay-buffer)."""
 
 from schemas.contract import artifact_schema
 from schemas.episodes import EPISODES

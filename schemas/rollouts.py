@@ -17,7 +17,7 @@ ROLLOUTS = artifact_schema("rollouts", 1, "sampled responses, one row per rollou
     column("reward", pa.float32(), "task reward of the response (unfinished and multiple-answer penalties)"),
     column("correct", pa.bool_(), "the extracted answer equals the gold answer"),
     column("logp", TOKEN_FLOATS, "log-prob of each response token by teacher forcing, logits / temperature, "
-           "float32: cutpoints, the probability mask and the PPO old log-probs use these (rule 3)"),
+           "float32: cutpoints, the probability mask and the PPO old log-probs use these (docs/design.md#probabilities)"),
     column("engine_logp", TOKEN_FLOATS, "the engine's own sampling log-probs, to measure the mismatch",
            nullable=True),
 ])

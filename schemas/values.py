@@ -13,5 +13,5 @@ VALUES = artifact_schema("values", 1, "boundary values, one row per (rollout, bo
     column("value_std", pa.float32(), "population std of those rewards (0 when context-guarded)"),
     column("n_samples", pa.int32(), "continuations behind the value (0 when context-guarded)"),
     column("shared", pa.bool_(), "the prefix was already sampled for an earlier (rollout, boundary)"),
-    column("context_guarded", pa.bool_(), "the prefix fills the context: no continuation (rule 8)"),
+    column("context_guarded", pa.bool_(), "the prefix fills the context: no continuation (docs/design.md#context-guard)"),
 ])

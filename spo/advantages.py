@@ -3,20 +3,25 @@
 Plain floats in and out. Means and stds of a group whose members are all equal are exact (the
 member itself, 0.0), so all-equal groups give advantages of exactly 0.0: float round-off such as
 ``(0.1 + 0.1 + 0.1) / 3 != 0.1`` would otherwise leave 1e-17 advantages that survive the
-"drop edges with advantage exactly 0" rule (spo-decisions rule 10) and are blown up by grpo's
+"drop edges with advantage exactly 0" rule (docs/design.md#tree-values) and are blown up by grpo's
 division by ``std + 1e-8``.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 
 from spo.segments import validate_boundaries
 
+WHITEN_SCOPES = ("micro_batch", "batch", "none")
+"""Where the train stage standardises advantages before the loss (docs/design.md#whitening): inside each
+micro-batch (the reference), over the epoch's episodes, or not at all."""
 STD_EPS = 1e-8
-"""Added to the std in every grpo division, as the reference (§3.3, §4.6)."""
+"""Added to the std in every grpo division, as the reference (docs/design.md#tree-values)."""
 
 
 def _check_finite(name: str, xs: Sequence[float]) -> None:
@@ -70,7 +75,7 @@ def chain_token_advantages(
     tau: float = 0.9,
     prob_mask: bool = True,
 ) -> list[float]:
-    """Return each response token's SPO-chain advantage (reference §2.5, §2.7, rule 2).
+    """Return each response token's SPO-chain advantage (docs/design.md#chain-advantages, docs/design.md#threshold).
 
     Segment ``[b_k, b_{k+1})`` gets ``values[k+1] - values[k]``, the last segment ``[b_m, T)``
     gets ``reward - values[-1]``. Tokens before the first boundary get 0 (no value to start from)
@@ -105,7 +110,7 @@ def chain_token_advantages(
 
 
 def grpo_advantages(rewards: Sequence[float]) -> list[float]:
-    """Return ``(s - mean) / (population std + 1e-8)`` for each member of one group (§4.6).
+    """Return ``(s - mean) / (population std + 1e-8)`` for each member of one group (docs/design.md#baselines).
 
     >>> [round(a, 6) for a in grpo_advantages([1.0, 0.0])]  # mean 0.5, std 0.5: +-0.5 / (0.5 + 1e-8)
     [1.0, -1.0]
@@ -127,31 +132,6 @@ def rloo_advantages(rewards: Sequence[float]) -> list[float]:
         return [0.0]
     mean = exact_mean(rewards)
     return [n / (n - 1) * (s - mean) for s in rewards]
-
-
-GROUP_ADVANTAGES: dict[str, Callable[[Sequence[float]], list[float]]] = {
-    "grpo": grpo_advantages,
-    "rloo": rloo_advantages,
-}
-"""Group baselines by config name (spo-decisions rule 13)."""
-
-
-def group_advantages(rewards: Sequence[float], method: str = "grpo") -> list[float]:
-    """Return one advantage per rollout of one prompt's group of N rollouts.
-
-    Args:
-        rewards: (N,) rewards of the group, N >= 1.
-        method: one of ``GROUP_ADVANTAGES``.
-
-    >>> group_advantages([0.0, 0.0, 0.0], method="rloo")
-    [0.0, 0.0, 0.0]
-    """
-    if method not in GROUP_ADVANTAGES:
-        raise ValueError(f"unknown group advantage {method!r}; choose one of {sorted(GROUP_ADVANTAGES)}")
-    if not rewards:
-        raise ValueError("rewards: expected a non-empty group, got [] (spo/advantages.py)")
-    _check_finite("rewards", rewards)
-    return GROUP_ADVANTAGES[method](rewards)
 
 
 def tree_children(parents: Sequence[int | None]) -> list[list[int]]:
@@ -190,7 +170,7 @@ def tree_children(parents: Sequence[int | None]) -> list[list[int]]:
 def tree_values(parents: Sequence[int | None], rewards: Sequence[float | None]) -> list[float]:
     """Return each node's value: its reward at a leaf, else the mean of its CHILDREN's values.
 
-    The recursive mean (reference §3.2) differs from the mean over all leaves below a node when
+    The recursive mean (docs/design.md#tree-values) differs from the mean over all leaves below a node when
     some children finish early.
 
     Args:
@@ -219,41 +199,116 @@ def tree_values(parents: Sequence[int | None], rewards: Sequence[float | None]) 
     return values
 
 
-TREE_ADVANTAGE_METHODS = ("grpo", "rloo")
-"""Edge advantages: rloo = V(child) - V(parent) (reference name, no leave-one-out); grpo divides by std."""
-
-
 def tree_values_and_advantages(
-    parents: Sequence[int | None], rewards: Sequence[float | None], method: str = "rloo"
+    parents: Sequence[int | None], rewards: Sequence[float | None], method: str = "tree"
 ) -> tuple[list[float], list[float | None]]:
-    """Return node values and edge advantages of one SPO-tree (reference §3.2-3.3, rule 10).
+    """Return node values and edge advantages of one SPO-tree (docs/design.md#tree-values).
 
-    A non-root node's advantage is ``V(node) - V(parent)`` ("rloo") or that divided by the
-    population std of the parent's children values + 1e-8 ("grpo"). The root has no edge: its
-    advantage is None.
+    A non-root node's advantage is ``V(node) - V(parent)`` ("tree") or that divided by the
+    population std of the parent's children values + 1e-8 ("tree-normalized"). The root has no
+    edge: its advantage is None.
 
     Args:
         parents: parent index of each node, None for the root; nodes in any order.
         rewards: a float for each leaf, None for each inner node.
-        method: one of ``TREE_ADVANTAGE_METHODS``.
+        method: an `ADVANTAGES` entry of SPO-tree.
 
-    >>> values, adv = tree_values_and_advantages([None, 0, 0], [None, 1.0, 0.0], method="grpo")
+    >>> values, adv = tree_values_and_advantages([None, 0, 0], [None, 1.0, 0.0], method="tree-normalized")
     >>> values, [None if a is None else round(a, 6) for a in adv]  # V0 = 0.5, std 0.5, +-0.5 / 0.5
     ([0.5, 1.0, 0.0], [None, 1.0, -1.0])
     """
-    if method not in TREE_ADVANTAGE_METHODS:
-        raise ValueError(f"unknown tree advantage {method!r}; choose one of {sorted(TREE_ADVANTAGE_METHODS)}")
+    edge = advantage_method(method, "spo-tree").edge
     values = tree_values(parents, rewards)
     children = tree_children(parents)
     stds = [population_std([values[k] for k in kids]) if kids else None for kids in children]
-    advantages: list[float | None] = []
-    for node, parent in enumerate(parents):
-        if parent is None:
-            advantages.append(None)
-            continue
-        divisor = stds[parent] + STD_EPS if method == "grpo" else 1.0
-        advantages.append((values[node] - values[parent]) / divisor)
+    advantages: list[float | None] = [
+        None if parent is None else edge(values[node], values[parent], stds[parent])
+        for node, parent in enumerate(parents)
+    ]
     return values, advantages
+
+
+class ChainRollout(NamedTuple):
+    """What a chain advantage method sees of one rollout."""
+
+    probs: Sequence[float]
+    """(T,) token probabilities p."""
+    boundaries: Sequence[int]
+    """(S,) boundaries (prefix lengths)."""
+    values: Sequence[float]
+    """(S,) V at each boundary."""
+    reward: float
+
+
+def segment_group(group: Sequence[ChainRollout], tau: float, prob_mask: bool) -> list[list[float]]:
+    """SPO-chain: each rollout's segment advantages on its tokens (`chain_token_advantages`)."""
+    return [chain_token_advantages(r.probs, r.boundaries, r.values, r.reward, tau, prob_mask) for r in group]
+
+
+def constant_group(per_rollout: Callable[[Sequence[float]], list[float]]):
+    """A baseline that gives every token of a rollout one advantage, from its group's rewards."""
+
+    def group_advantages(group: Sequence[ChainRollout], tau: float, prob_mask: bool) -> list[list[float]]:
+        if not group:
+            raise ValueError("expected a non-empty group of rollouts, got none (spo/advantages.py)")
+        rewards = [r.reward for r in group]
+        _check_finite("rewards", rewards)
+        return [[a] * len(r.probs) for r, a in zip(group, per_rollout(rewards))]
+
+    return group_advantages
+
+
+def value_difference(value: float, parent_value: float, parent_std: float) -> float:
+    """V(node) - V(parent): how much better the node is than its siblings on average."""
+    return value - parent_value
+
+
+def normalized_value_difference(value: float, parent_value: float, parent_std: float) -> float:
+    """(V(node) - V(parent)) / (std of the siblings' values + 1e-8)."""
+    return (value - parent_value) / (parent_std + STD_EPS)
+
+
+@dataclass(frozen=True)
+class AdvantageMethod:
+    """How rewards and values become advantages (docs/design.md#baselines). `advantage.method` names one."""
+
+    algorithm: str
+    """The sampling it works on: "spo-chain" (rollouts) or "spo-tree" (tree edges)."""
+    uses_values: bool
+    """Reads the MC values at boundaries, so the partition must cut the rollouts (not "none")."""
+    chain: Callable[[Sequence[ChainRollout], float, bool], list[list[float]]] | None = None
+    """spo-chain: (one question's rollouts, tau, prob_mask) -> each rollout's per-token advantages."""
+    edge: Callable[[float, float, float], float] | None = None
+    """spo-tree: (V(node), V(parent), std of the parent's children values) -> the edge's advantage."""
+
+
+ADVANTAGES: dict[str, AdvantageMethod] = {
+    "segment": AdvantageMethod("spo-chain", True, chain=segment_group),
+    "grpo": AdvantageMethod("spo-chain", False, chain=constant_group(grpo_advantages)),
+    "rloo": AdvantageMethod("spo-chain", False, chain=constant_group(rloo_advantages)),
+    "tree": AdvantageMethod("spo-tree", False, edge=value_difference),
+    "tree-normalized": AdvantageMethod("spo-tree", False, edge=normalized_value_difference),
+}
+"""Advantage methods by config name. "tree" is the reference's tree "rloo" and "tree-normalized" its tree
+"grpo" (neither is leave-one-out; docs/design.md#tree-values)."""
+
+
+def advantage_method(name: str, algorithm: str) -> AdvantageMethod:
+    """The registered method `name`, checked to work on `algorithm`'s samples.
+
+    >>> advantage_method("grpo", "spo-tree")
+    Traceback (most recent call last):
+    ...
+    ValueError: advantage method 'grpo' works on spo-chain samples, not spo-tree; for spo-tree choose one of ['tree', 'tree-normalized']
+    """
+    if name not in ADVANTAGES:
+        raise ValueError(f"unknown advantage method {name!r}; choose one of {sorted(ADVANTAGES)}")
+    method = ADVANTAGES[name]
+    if method.algorithm != algorithm:
+        fitting = sorted(n for n, m in ADVANTAGES.items() if m.algorithm == algorithm)
+        raise ValueError(f"advantage method {name!r} works on {method.algorithm} samples, not {algorithm}; "
+                         f"for {algorithm} choose one of {fitting}")
+    return method
 
 
 def loss_mask(
@@ -264,8 +319,8 @@ def loss_mask(
     train_on_eos: bool = True,
     eos_id: int | None = None,
 ) -> list[bool]:
-    """Return which response tokens count in the loss: p < tau under the probability mask (rule 2), and
-    not a final EOS when `train_on_eos` is false (rule 7; the reference never trains on it).
+    """Return which response tokens count in the loss: p < tau under the probability mask (docs/design.md#threshold), and
+    not a final EOS when `train_on_eos` is false (docs/design.md#stop-token; the reference never trains on it).
 
     Args:
         logp: (T,) log-probs of the response tokens at the sampling temperature.

@@ -1,6 +1,6 @@
 """Typed run configuration: one frozen dataclass per concern, composed into `RunConfig`.
 
-Defaults are the reference's SPO-chain GSM8K values (`spo-reference.md` §4.5) unless a field says
+Defaults are the reference's SPO-chain GSM8K values (docs/design.md#presets) unless a field says
 otherwise; presets (`data/presets/*.toml`) are plain overrides of these fields. Core functions never
 take a config: stages read the fields they need and pass plain values.
 
@@ -17,206 +17,322 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """A config field has a value the pipeline cannot run with; the message names the field."""
+
+
+def _rule(test: Callable[[Any], bool], expected: str | Callable[[], str]) -> dict:
+    """Field metadata: the value must pass `test`; `expected` describes what passes (for the error)."""
+    return {"check": (test, expected)}
+
+
+def at_least(low: float) -> dict:
+    return _rule(lambda v: v >= low, f">= {low}")
+
+
+def above(low: float) -> dict:
+    return _rule(lambda v: v > low, f"> {low}")
+
+
+def within(low: float, high: float, open_low: bool = False, open_high: bool = False) -> dict:
+    """low <= v <= high, either end open."""
+    def test(v):
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    return _rule(test, f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}")
+
+
+def one_of(names: Callable[[], Any]) -> dict:
+    """v is a key of a registry, read when checked (registries import their modules lazily)."""
+    return _rule(lambda v: v in names(), lambda: f"one of {sorted(names())}")
+
+
+class _Checked:
+    """Checks every field that carries a rule when the dataclass is built; `_section` prefixes the name."""
+
+    _section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if "check" in f.metadata:
+                test, expected = f.metadata["check"]
+                value = getattr(self, f.name)
+                if not test(value):
+                    expected = expected() if callable(expected) else expected
+                    raise ConfigError(f"{self._section}{f.name} = {value!r}: expected {expected}")
+
+
+def _partitions():
+    from spo.segments import PARTITIONS
+
+    return PARTITIONS
+
+
+def _advantages():
+    from spo.advantages import ADVANTAGES
+
+    return ADVANTAGES
+
+
+def _whiten_scopes():
+    from spo.advantages import WHITEN_SCOPES
+
+    return WHITEN_SCOPES
+
+
+def _engines():
+    from spo.policy.engine import ENGINES
+
+    return ENGINES
+
+
+def _dtypes():
+    from spo.policy.engine import DTYPES
+
+    return DTYPES
+
+
+def _tasks():
+    from spo.tasks import TASKS
+
+    return TASKS
 
 
 @dataclass(frozen=True)
-class TinyModelConfig:
+class TinyModelConfig(_Checked):
     """A small Llama built locally when `ModelConfig.path` is empty (tests and the CPU demo)."""
 
-    tokenizer: str = "char"
+    _section: ClassVar[str] = "model.tiny."
+    tokenizer: str = field(default="char", metadata=one_of(lambda: ("char", "bpe")))
     """"char" (one token per character of the task's text) or "bpe" (trained on the task's text)."""
-    bpe_vocab_size: int = 512
+    bpe_vocab_size: int = field(default=512, metadata=at_least(64))
     """Vocabulary size of the BPE tokenizer; ignored for "char"."""
-    hidden_size: int = 128
-    """Width of the residual stream."""
-    num_layers: int = 4
+    hidden_size: int = field(default=128, metadata=at_least(1))
+    """Width of the residual stream; a multiple of `num_heads`."""
+    num_layers: int = field(default=4, metadata=at_least(1))
     """Number of transformer blocks."""
-    num_heads: int = 4
+    num_heads: int = field(default=4, metadata=at_least(1))
     """Attention heads per block."""
-    intermediate_size: int = 512
+    intermediate_size: int = field(default=512, metadata=at_least(1))
     """Width of the MLP."""
-    max_position_embeddings: int = 256
-    """Longest sequence (prompt + response) the model accepts."""
+    max_position_embeddings: int = field(default=256, metadata=at_least(2))
+    """Longest sequence (prompt + response) the model accepts; at least `sample.context_size`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.tiny.hidden_size = {self.hidden_size}: expected a multiple of "
+                              f"model.tiny.num_heads = {self.num_heads}")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     """Which policy to start from and which engine samples it."""
 
+    _section: ClassVar[str] = "model."
     path: str = "realtreetune/rho-1b-sft-GSM8K"
     """Local folder or hub id of a Hugging Face causal LM (reference: RhoMath-1.1B SFT); empty builds `tiny`."""
-    engine: str = "transformers"
-    """Sampling engine: "transformers" (tested everywhere) or "vllm" (optional extra, GPU)."""
-    dtype: str = "auto"
-    """"auto" (bf16 on GPU, float32 on CPU), "float32" or "bfloat16"."""
-    device: str = "auto"
-    """"auto", "cpu" or "cuda"."""
+    engine: str = field(default="transformers", metadata=one_of(_engines))
+    """Sampling engine: "transformers" (tested everywhere) or "vllm" (optional extra)."""
+    dtype: str = field(default="auto", metadata=one_of(lambda: ("auto", *_dtypes())))
+    """"auto" (bf16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16"."""
+    device: str = field(default="auto", metadata=_rule(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                                                       "'auto', 'cpu', 'cuda' or 'cuda:N'"))
+    """"auto", "cpu", "cuda" or "cuda:N"."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the locally built model when `path` is empty."""
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(_Checked):
     """The task the policy is trained and evaluated on."""
 
-    name: str = "gsm8k"
+    _section: ClassVar[str] = "task."
+    name: str = field(default="gsm8k", metadata=one_of(_tasks))
     """A registered task: "arith", "gsm8k", "math500" or one a user registered."""
     data_dir: str = ""
-    """Where the task's files are; empty means the checkout's sibling `../shared/data/<task>`."""
+    """Where the task's files are; empty means the data folder beside the checkout (data/README.md)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the task factory (e.g. arith's `n_operands`, `digits`)."""
 
 
 @dataclass(frozen=True)
-class SampleConfig:
-    """Rollout sampling, per iteration (reference §2.1)."""
+class SampleConfig(_Checked):
+    """Rollout sampling, per iteration (docs/design.md#question-sampling)."""
 
-    questions_per_iteration: int = 64
+    _section: ClassVar[str] = "sample."
+    questions_per_iteration: int = field(default=64, metadata=at_least(1))
     """Training questions drawn (with replacement across iterations) per iteration."""
-    samples_per_question: int = 8
+    samples_per_question: int = field(default=8, metadata=at_least(1))
     """Rollouts N per question."""
-    temperature: float = 0.6
-    """Sampling temperature; also the temperature of every recomputed log-prob (rule 3)."""
-    top_p: float = 0.9
+    temperature: float = field(default=0.6, metadata=above(0))
+    """Sampling temperature (> 0); also the temperature of every recomputed log-prob (docs/design.md#probabilities)."""
+    top_p: float = field(default=0.9, metadata=within(0, 1, open_low=True))
     """Nucleus sampling mass (1.0 disables it)."""
-    max_new_tokens: int = 1024
+    max_new_tokens: int = field(default=1024, metadata=at_least(1))
     """Longest response; a response cut here scores the unfinished penalty."""
-    context_size: int = 2047
+    context_size: int = field(default=2047, metadata=at_least(2))
     """Prompt + response limit; `max_new_tokens` is lowered to fit it."""
 
 
 @dataclass(frozen=True)
-class PartitionConfig:
-    """Where responses are cut into segments (spo/segments.py)."""
+class PartitionConfig(_Checked):
+    """Where responses are cut into segments (spo/segments.py), and which tokens are low-probability."""
 
-    method: str = "cutpoint"
-    """"cutpoint" (SPO-chain), "fixed_count", "fixed_length", "newline", or "none" (GRPO/RLOO)."""
-    tau: float = 0.9
+    _section: ClassVar[str] = "partition."
+    method: str = field(default="cutpoint", metadata=one_of(_partitions))
+    """"cutpoint" (SPO-chain), "fixed_count", "fixed_length" (also SPO-tree's levels), "newline", or "none"
+    (GRPO/RLOO)."""
+    tau: float = field(default=0.9, metadata=within(0, 1, open_low=True))
     """Probability threshold: a token with p < tau is a cutpoint and inside the probability mask."""
-    interval: int = 5
+    interval: int = field(default=5, metadata=at_least(1))
     """Cutpoints per segment ("int" in the paper)."""
-    n_segments: int = 4
+    n_segments: int = field(default=4, metadata=at_least(1))
     """Chunks of the "fixed_count" baseline."""
-    segment_tokens: int = 30
-    """Tokens per segment of "fixed_length"."""
-    max_boundaries: int = 0
-    """Most MC boundaries per rollout; 0 means unlimited, as the reference (rule 9)."""
+    segment_tokens: int = field(default=30, metadata=at_least(1))
+    """Tokens per segment of "fixed_length": M, the length of every SPO-tree level but the last."""
+    max_boundaries: int = field(default=0, metadata=at_least(0))
+    """Most MC boundaries per rollout; 0 means unlimited, as the reference (docs/design.md#mc-budget)."""
 
 
 @dataclass(frozen=True)
-class ResampleConfig:
-    """Monte-Carlo value estimation at boundaries (reference §2.4)."""
+class ResampleConfig(_Checked):
+    """Monte-Carlo value estimation at boundaries (docs/design.md#chain-advantages)."""
 
-    k: int = 9
+    _section: ClassVar[str] = "resample."
+    k: int = field(default=9, metadata=at_least(1))
     """Continuations K sampled from each unique boundary prefix."""
 
 
 @dataclass(frozen=True)
-class AdvantageConfig:
-    """How rewards and values become per-token advantages."""
+class AdvantageConfig(_Checked):
+    """How rewards and values become per-token advantages (spo.advantages.ADVANTAGES)."""
 
-    method: str = "segment"
-    """"segment" (value difference across each segment), "grpo" or "rloo" (one advantage per rollout)."""
+    _section: ClassVar[str] = "advantage."
+    method: str = field(default="segment", metadata=one_of(_advantages))
+    """spo-chain: "segment" (value difference across each segment), "grpo" or "rloo" (one advantage per
+    rollout); spo-tree: "tree" (V(child) - V(parent)) or "tree-normalized" (divided by the siblings' std)."""
     prob_mask: bool = True
     """Give advantage and loss only to tokens with p < tau (the probability mask)."""
     train_on_eos: bool = True
-    """Train on a final EOS token (rule 7); false reproduces the reference, which never does."""
+    """Train on a final EOS token (docs/design.md#stop-token); false reproduces the reference, which never does."""
 
 
 @dataclass(frozen=True)
-class TreeConfig:
-    """SPO-tree sampling (reference §3), used when `algorithm = "spo-tree"`."""
+class TreeConfig(_Checked):
+    """SPO-tree sampling (docs/design.md#tree-sampling), used when `algorithm = "spo-tree"`; its levels are
+    `partition.segment_tokens` long."""
 
-    branching: tuple[int, ...] = (6, 6, 6)
+    _section: ClassVar[str] = "tree."
+    branching: tuple[int, ...] = field(default=(6, 6, 6), metadata=_rule(lambda v: len(v) >= 1 and min(v) >= 1,
+                                                                         "a non-empty list of ints >= 1"))
     """Children per expanded node at each depth; its length is the tree depth."""
-    segment_tokens: int = 30
-    """M: tokens per segment of every level but the last, which runs to the end."""
-    advantage: str = "rloo"
-    """Edge advantage: "rloo" (V(child) - V(parent)) or "grpo" (divided by the parent's std + 1e-8)."""
-    replay_max_age: int = 8
+    replay_max_age: int = field(default=8, metadata=at_least(1))
     """Edges older than this many iterations leave the replay buffer."""
-    replay_per_question: int = 32
+    replay_per_question: int = field(default=32, metadata=at_least(1))
     """Most edges taken per question per iteration from the replay buffer."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The PPO-clip update (reference §4)."""
+class TrainConfig(_Checked):
+    """The PPO-clip update (docs/design.md#loss, docs/design.md#optimizer)."""
 
-    lr: float = 1e-6
+    _section: ClassVar[str] = "train."
+    lr: float = field(default=1e-6, metadata=above(0))
     """Peak AdamW learning rate."""
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = field(default=0.03, metadata=within(0, 1, open_high=True))
     """Fraction of all optimizer steps spent warming up."""
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
     """AdamW weight decay."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_rule(
+        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"))
     """AdamW betas."""
-    grad_clip: float = 1.0
+    grad_clip: float = field(default=1.0, metadata=above(0))
     """Global gradient-norm clip."""
-    epochs: int = 2
+    epochs: int = field(default=2, metadata=at_least(1))
     """Passes over the iteration's episodes."""
-    episodes_per_iteration: int = 512
-    """Episodes trained per iteration: more are dropped, fewer are repeated (reference §1.4); 0 uses all."""
-    batch_size: int = 64
+    episodes_per_iteration: int = field(default=512, metadata=at_least(0))
+    """Episodes trained per iteration: more are dropped, fewer are repeated (docs/design.md#question-sampling);
+    0 uses all."""
+    batch_size: int = field(default=64, metadata=at_least(1))
     """Episodes per optimizer step."""
-    micro_batch_size: int = 8
+    micro_batch_size: int = field(default=8, metadata=at_least(1))
     """Episodes per forward/backward pass (gradient accumulation fills the batch)."""
-    clip: float = 0.2
+    clip: float = field(default=0.2, metadata=above(0))
     """PPO ratio clip epsilon."""
-    kl_coef: float = 1e-4
+    kl_coef: float = field(default=1e-4, metadata=at_least(0))
     """Weight of the k3 KL to the initial policy, in the loss."""
-    whiten: str = "micro_batch"
+    whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"train.batch_size = {self.batch_size}: expected a multiple of "
+                              f"train.micro_batch_size = {self.micro_batch_size} (gradient accumulation needs "
+                              f"whole micro-batches)")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Held-out evaluation of a checkpoint (reference §6.2)."""
+class EvalConfig(_Checked):
+    """Held-out evaluation of a checkpoint (docs/design.md#evaluation)."""
 
-    every: int = 10
+    _section: ClassVar[str] = "eval."
+    every: int = field(default=10, metadata=at_least(1))
     """Evaluate after every this many iterations (and after the last)."""
-    questions: int = 256
+    questions: int = field(default=256, metadata=at_least(0))
     """Test questions evaluated (the first ones of the test split); 0 means all."""
-    samples_per_question: int = 4
+    samples_per_question: int = field(default=4, metadata=at_least(0))
     """Sampled answers per question for the mean-over-samples accuracy; 0 skips sampling."""
-    temperature: float = 0.35
+    temperature: float = field(default=0.35, metadata=above(0))
     """Sampling temperature of the mean-over-samples accuracy."""
     greedy: bool = True
     """Also decode greedily (one answer per question)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.greedy and not self.samples_per_question:
+            raise ConfigError("eval.greedy = False and eval.samples_per_question = 0: an evaluation with "
+                              "nothing to decode; turn on one of them")
+
 
 @dataclass(frozen=True)
-class WarmstartConfig:
-    """Supervised fine-tuning on the task's reference solutions before RL (for a tiny model)."""
+class WarmstartConfig(_Checked):
+    """Supervised fine-tuning on the task's reference solutions before RL (docs/design.md#warm-start)."""
 
+    _section: ClassVar[str] = "warmstart."
     enabled: bool = False
     """Run SFT; when false checkpoint 0 is the initial model as it is."""
-    max_steps: int = 2000
+    max_steps: int = field(default=2000, metadata=at_least(1))
     """Most SFT steps."""
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=at_least(1))
     """Examples per SFT step."""
-    lr: float = 3e-3
+    lr: float = field(default=3e-3, metadata=above(0))
     """Peak learning rate (linear warm-up over 50 steps, then constant)."""
-    eval_every: int = 25
+    eval_every: int = field(default=25, metadata=at_least(1))
     """Steps between held-out greedy accuracy checks."""
-    eval_questions: int = 256
+    eval_questions: int = field(default=256, metadata=at_least(1))
     """Held-out training questions (never trained on) used for the band check."""
-    band: tuple[float, float] = (0.2, 0.4)
+    band: tuple[float, float] = field(default=(0.2, 0.4), metadata=_rule(
+        lambda v: len(v) == 2 and 0.0 <= v[0] <= v[1] <= 1.0, "[low, high] with 0 <= low <= high <= 1"))
     """Stop once held-out greedy accuracy is inside [low, high]; past it, keep the last checkpoint below."""
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Checked):
     """Everything a run needs; stored resolved in `run.json`."""
 
-    name: str = "run"
+    name: str = field(default="run", metadata=_rule(lambda v: bool(v.strip()), "a non-empty name"))
     """Run name; the run directory defaults to `data/runs/<name>`."""
-    seed: int = 42
-    """Run seed; every sampling request derives its own seed from it (rule 4)."""
-    algorithm: str = "spo-chain"
+    seed: int = field(default=42, metadata=at_least(0))
+    """Run seed; every sampling request derives its own seed from it (docs/design.md#seeds)."""
+    algorithm: str = field(default="spo-chain", metadata=one_of(lambda: ALGORITHMS))
     """"spo-chain" (also GRPO/RLOO/baselines, by partition and advantage) or "spo-tree"."""
-    iterations: int = 1000
+    iterations: int = field(default=1000, metadata=at_least(1))
     """Policy iterations; also the horizon of the learning-rate decay."""
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -230,18 +346,9 @@ class RunConfig:
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
-        if self.train.batch_size % self.train.micro_batch_size:
-            raise ValueError(
-                f"train.batch_size {self.train.batch_size} is not a multiple of train.micro_batch_size "
-                f"{self.train.micro_batch_size}: gradient accumulation needs whole micro-batches"
-            )
-        low, high = self.warmstart.band
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"warmstart.band {self.warmstart.band} must satisfy 0 <= low <= high <= 1")
-        if self.partition.tau <= 0.0 or self.partition.tau > 1.0:
-            raise ValueError(f"partition.tau {self.partition.tau} must be in (0, 1]")
+        super().__post_init__()
+        for problem in _cross_field_problems(self):
+            raise ConfigError(problem)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -249,8 +356,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
-        """Build from a (possibly partial) dict; unknown keys are errors naming `where`."""
-        return _build(cls, data, where)
+        """Build from a (possibly partial) dict; unknown keys and bad values are errors naming `where`."""
+        try:
+            return _build(cls, data, where)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     def with_overrides(self, assignments: list[str], where: str = "--set") -> RunConfig:
         """Apply `section.field=value` strings; values are parsed by the field's type."""
@@ -288,6 +398,38 @@ class RunConfig:
 
 
 ALGORITHMS = ("spo-chain", "spo-tree")
+"""How a run samples: rollouts cut into segments, or trees of segments."""
+
+
+def _cross_field_problems(cfg: RunConfig) -> list[str]:
+    """Combinations of fields that cannot run, or would run without doing what they say."""
+    from spo.advantages import ADVANTAGES
+    from spo.tasks import make_task
+
+    problems = []
+    method = ADVANTAGES[cfg.advantage.method]
+    if method.algorithm != cfg.algorithm:
+        fitting = sorted(n for n, m in ADVANTAGES.items() if m.algorithm == cfg.algorithm)
+        problems.append(f"advantage.method = {cfg.advantage.method!r} works on {method.algorithm} samples, but "
+                        f"algorithm = {cfg.algorithm!r}; choose one of {fitting}")
+    elif cfg.algorithm == "spo-chain" and method.uses_values and cfg.partition.method == "none":
+        problems.append(f"advantage.method = {cfg.advantage.method!r} needs boundary values, but partition.method "
+                        f"= 'none' cuts nothing: every advantage would be 0; choose a partition")
+    elif cfg.algorithm == "spo-chain" and not method.uses_values and cfg.partition.method != "none":
+        problems.append(f"advantage.method = {cfg.advantage.method!r} reads no values, but partition.method = "
+                        f"{cfg.partition.method!r} would sample MC continuations for nothing; set "
+                        f"partition.method = 'none'")
+    if cfg.algorithm == "spo-tree" and cfg.partition.method != "fixed_length":
+        problems.append(f"algorithm = 'spo-tree' grows levels of partition.segment_tokens tokens, so "
+                        f"partition.method must be 'fixed_length', got {cfg.partition.method!r}")
+    if not cfg.model.path and cfg.model.tiny.max_position_embeddings < cfg.sample.context_size:
+        problems.append(f"sample.context_size = {cfg.sample.context_size} exceeds the tiny model's "
+                        f"model.tiny.max_position_embeddings = {cfg.model.tiny.max_position_embeddings}")
+    try:
+        make_task(cfg.task.name, **cfg.task.options)
+    except (TypeError, ValueError) as error:
+        problems.append(f"task.options = {cfg.task.options!r} for task {cfg.task.name!r}: {error}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -430,5 +572,6 @@ def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         if dataclasses.is_dataclass(hints[f.name]):
             out += field_docs(hints[f.name], name + ".")
         else:
-            out.append((name, json.dumps(getattr(defaults, f.name)).replace('"', ""), docs.get(f.name, "")))
+            doc = " ".join(docs.get(f.name, "").split())
+            out.append((name, json.dumps(getattr(defaults, f.name)).replace('"', ""), doc))
     return out

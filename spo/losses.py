@@ -1,6 +1,6 @@
 """The training objective: masked statistics, advantage whitening, PPO-clip + k3 KL, LR schedule.
 
-Follows the reference trainer (reference §4.2-4.4, spo-decisions rules 11-12). All tensors are
+Follows the reference trainer (docs/design.md#whitening, docs/design.md#loss). All tensors are
 (B, T): B sequences, T response tokens; ``mask`` is True (or 1) on the tokens that count in the
 loss (response tokens, AND ``p_old < tau`` under the probability mask).
 """
@@ -12,7 +12,7 @@ import torch
 WHITEN_EPS = 1e-8
 """Added to the variance before the square root in ``masked_whiten`` (reference TUTIL)."""
 LOG_RATIO_CLAMP = 10.0
-"""Log-ratios and KL log-differences are clamped to [-10, 10] before exp (reference §4.3)."""
+"""Log-ratios and KL log-differences are clamped to [-10, 10] before exp (docs/design.md#loss)."""
 KL_TOKEN_MAX = 1e9
 """Upper clamp of each token's k3 term (reference ``klLoss.jsonnet``)."""
 
@@ -45,7 +45,7 @@ def masked_whiten(
     """Return ``(A - mean) / sqrt(unbiased var + 1e-8)`` with statistics over ``mask``, 0 outside it.
 
     When ``mask`` is empty (no token with p < tau in the micro-batch), the statistics use
-    ``fallback_mask`` (the response mask) instead, as the reference does (§4.2). Values outside
+    ``fallback_mask`` (the response mask) instead, as the reference does (docs/design.md#whitening). Values outside
     the mask used are set to 0 rather than left whitened: no loss term reads them, and zeros keep
     "advantage is zero outside the mask" true downstream. A single masked token has no unbiased
     variance; its variance is taken as 0, so it whitens to 0 (its own mean).
@@ -101,7 +101,7 @@ def policy_loss(
     kl_coef: float = 1e-4,
     ratio_threshold: float | None = None,
 ) -> PolicyLossOutput:
-    """Return the PPO-clip + k3-KL loss of one micro-batch (reference §4.3, spo-decisions rule 12).
+    """Return the PPO-clip + k3-KL loss of one micro-batch (docs/design.md#loss).
 
     ``r = exp(clamp(logp - old_logp, -10, 10))``; policy = token mean over the mask of
     ``max(-A r, -A clip(r, 1 - clip, 1 + clip))``; kl = ``kl_coef`` * mean over all B sequences of
@@ -156,7 +156,7 @@ def warmup_linear_decay(step: int, total_steps: int, warmup_steps: int) -> float
     Warm-up rises linearly from ``1 / warmup_steps`` (step 0) to 1 (step ``warmup_steps``); the
     multiplier then falls linearly to 0 at ``total_steps`` and stays 0. The reference uses
     DeepSpeed ``WarmupDecayLR`` whose default warm-up is log-shaped
-    (``log(step + 1) / log(warmup_steps)``, reference §4.4); we use a linear one. Use as
+    (``log(step + 1) / log(warmup_steps)``, docs/design.md#optimizer); we use a linear one. Use as
     ``torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear_decay(s, total, warmup))``.
 
     Args:

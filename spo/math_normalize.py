@@ -1,7 +1,7 @@
 """Normalise a LaTeX final answer: a canonical string (MATH `strip_string`-like) and its structure.
 
 The rules follow the DeepSeekMath / Hendrycks MATH `strip_string` normalisation used by the reference
-grader (spo-reference.md §6.1): remove `\\left`/`\\right`, spacing commands, `$`, `\\%`, degrees and unit
+grader (docs/design.md#grading): remove `\\left`/`\\right`, spacing commands, `$`, `\\%`, degrees and unit
 text, unify `\\dfrac`/`\\tfrac`/`\\cfrac`, add braces to `\\frac12` and `\\sqrt2`, and turn integer `a/b`
 into `\\frac{a}{b}`. A few additions keep MATH-500 gold answers and their usual rewrites equal as strings
 (thousands separators, mixed numbers, base subscripts, `x \\in` prefixes, multiple-choice letters).

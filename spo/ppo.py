@@ -2,7 +2,7 @@
 
 The train stage owns the data, the schedule and the checkpoints; this file owns the arithmetic of a
 step: pad the episodes of each micro-batch, recompute log-probs with gradients, whiten advantages in
-the configured scope, take `spo.losses.policy_loss`, accumulate, clip and step (reference §4).
+the configured scope, take `spo.losses.policy_loss`, accumulate, clip and step (docs/design.md#loss).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from spo.advantages import WHITEN_SCOPES
 from spo.losses import masked_whiten, policy_loss
 from spo.policy.logprobs import response_logprobs
-
-WHITEN_SCOPES = ("micro_batch", "batch", "none")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def pad_rows(rows: Sequence[Sequence[float]], width: int, value: float, dtype: t
 
 
 def episode_order(n_available: int, n_wanted: int, rng: random.Random) -> list[int]:
-    """Indices of the episodes to train on: shuffled, truncated or repeated to `n_wanted` (reference §1.4).
+    """Indices of the episodes to train on: shuffled, truncated or repeated to `n_wanted` (docs/design.md#question-sampling).
 
     `n_wanted = 0` keeps every episode once.
 

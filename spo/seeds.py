@@ -1,4 +1,4 @@
-"""Per-request seeds (spo-decisions rule 4).
+"""Per-request seeds (docs/design.md#seeds).
 
 Every sampling request gets its own seed, derived from (run seed, iteration, stage, request key), so a
 rerun of a stage reproduces its output and two requests with the same prefix still get different samples.

@@ -3,12 +3,13 @@
 A boundary is a prefix length: boundary ``b`` is the state after the first ``b`` response tokens
 (``b = 0`` is the bare prompt). Every partition returns a sorted list of unique ints; ``segments``
 turns boundaries into half-open token ranges. The pipeline picks a partition by name from config
-through ``PARTITIONS`` / ``partition_boundaries`` (spo-decisions rule 13: SPO and the baselines
+through ``PARTITIONS`` / ``partition_boundaries`` (docs/design.md#baselines: SPO and the baselines
 differ only in partition and advantage).
 """
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from numbers import Integral
 
 
@@ -42,17 +43,17 @@ def cutpoint_boundaries(
 ) -> list[int]:
     """Return SPO-chain boundaries: just before every ``interval``-th cutpoint, starting with the first.
 
-    A cutpoint is a token with ``p < tau`` (strict, spo-decisions rule 2). The boundary before
+    A cutpoint is a token with ``p < tau`` (strict, docs/design.md#threshold). The boundary before
     cutpoint token ``i`` is prefix length ``i``, so every segment after the first starts with a
-    cutpoint and holds ``interval`` cutpoints (the last may hold fewer); reference §2.3, Figure 1.
+    cutpoint and holds ``interval`` cutpoints (the last may hold fewer); docs/design.md#chain-partition, Figure 1.
     ``max_boundaries`` keeps the EARLIEST boundaries: the last kept segment then runs to the end
-    of the response and takes ``reward - V(last boundary)`` (spo-decisions rule 9).
+    of the response and takes ``reward - V(last boundary)`` (docs/design.md#mc-budget).
 
     Args:
         probs: (T,) probability of each sampled response token, each in [0, 1].
         tau: cutpoint threshold; the reference hard-codes 0.9.
         interval: cutpoints per segment ("int" in the paper); the reference uses 5.
-        max_boundaries: cap on boundaries per rollout; None (the reference) means unlimited.
+        max_boundaries: cap on boundaries per rollout; 0 or None (the reference) means unlimited.
 
     >>> cutpoint_boundaries([0.99, 0.5, 0.95, 0.3, 0.2, 0.1], interval=2)
     [1, 4]
@@ -67,14 +68,14 @@ def cutpoint_boundaries(
     if bad:
         raise ValueError(f"probs: expected values in [0, 1], got (index, value) {bad[:5]} (spo/segments.py)")
     cutpoints = [i for i, p in enumerate(probs) if p < tau]
-    return cutpoints[::interval][:max_boundaries]
+    return cutpoints[::interval][: max_boundaries or None]
 
 
 def fixed_count_boundaries(length: int, n_segments: int = 4) -> list[int]:
     """Return boundaries splitting ``length`` tokens into ``n_segments`` near-equal chunks.
 
     The first ``length % n_segments`` chunks are one token longer; boundaries sit at chunk ends,
-    never at 0 or ``length`` (the reference's fixed-token-count ablation, §4.6). Responses shorter
+    never at 0 or ``length`` (the reference's fixed-token-count ablation, docs/design.md#baselines). Responses shorter
     than ``n_segments`` tokens give fewer boundaries, without duplicates.
 
     Args:
@@ -181,23 +182,26 @@ def segments(boundaries: Sequence[int], length: int) -> list[tuple[int, int]]:
     return [(start, stop) for start, stop in itertools.pairwise(cuts)]
 
 
-PARTITIONS: dict[str, Callable[..., list[int]]] = {
-    "cutpoint": cutpoint_boundaries,
-    "fixed_count": fixed_count_boundaries,
-    "fixed_length": fixed_length_boundaries,
-    "newline": newline_boundaries,
-    "none": no_boundaries,
-}
-"""Partition functions by config name."""
+@dataclass(frozen=True)
+class Partition:
+    """One way to cut a response, as the config names it."""
 
-PARTITION_INPUTS: dict[str, str] = {
-    "cutpoint": "probs",
-    "fixed_count": "length",
-    "fixed_length": "length",
-    "newline": "token_texts",
-    "none": "length",
+    boundaries: Callable[..., list[int]]
+    """The function: its first argument is the per-response input `reads`, the rest are `params`."""
+    reads: str
+    """"probs", "token_texts" or "length"."""
+    params: tuple[str, ...] = ()
+    """Its keyword arguments, each a field of the same name in `PartitionConfig` (spo/config.py)."""
+
+
+PARTITIONS: dict[str, Partition] = {
+    "cutpoint": Partition(cutpoint_boundaries, "probs", ("tau", "interval", "max_boundaries")),
+    "fixed_count": Partition(fixed_count_boundaries, "length", ("n_segments",)),
+    "fixed_length": Partition(fixed_length_boundaries, "length", ("segment_tokens",)),
+    "newline": Partition(newline_boundaries, "token_texts"),
+    "none": Partition(no_boundaries, "length"),
 }
-"""Which per-response input (``probs``, ``token_texts`` or ``length``) each partition reads first."""
+"""Partitions by config name (docs/design.md#baselines): SPO's cutpoints and the baselines' cuts."""
 
 
 def partition_boundaries(
@@ -236,7 +240,7 @@ def partition_boundaries(
     if len(set(lengths.values())) > 1:
         raise ValueError(f"partition {name!r}: inputs disagree on the response length: {lengths}")
     inputs = {"probs": probs, "token_texts": token_texts, "length": next(iter(lengths.values()), None)}
-    needed = PARTITION_INPUTS[name]
-    if inputs[needed] is None:
-        raise ValueError(f"partition {name!r} needs {needed!r}, got None (spo/segments.py)")
-    return PARTITIONS[name](inputs[needed], **params)
+    partition = PARTITIONS[name]
+    if inputs[partition.reads] is None:
+        raise ValueError(f"partition {name!r} needs {partition.reads!r}, got None (spo/segments.py)")
+    return partition.boundaries(inputs[partition.reads], **params)

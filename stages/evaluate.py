@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ from spo.policy import Engine
 from spo.seeds import derive_seed
 from spo.tasks import Example, Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.progress import progress_bar
-from stages.resources import fitted_request, load_policy, load_task
+from stages.resources import load_policy, load_task
 from stages.run_dir import RunDir
+from stages.sampling import fitted_request, sample_continuations
 
 SPEC = StageSpec(
     name="evaluate",
@@ -29,24 +30,24 @@ def evaluate(run: Path, checkpoint: int, force: bool = False) -> StageReport:
     return execute(SPEC, RunDir(Path(run)), checkpoint, _evaluate, force)
 
 
-def answer_rows(engine: Engine, task: Task, examples: list[Example], mode: str, n: int, temperature: float,
+def answer_rows(engine: Engine, task: Task, examples: Sequence[Example], mode: str, n: int, temperature: float,
                 max_new_tokens: int, context_size: int, seed: int, desc: str) -> list[dict]:
     """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
     tokenizer = engine.tokenizer
     prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in examples]
+    # iteration 0 in every seed: each checkpoint is scored on the same draws (common random numbers), so
+    # accuracies of two checkpoints differ by their weights, not by the dice
     requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
                                derive_seed(seed, 0, f"evaluate-{mode}", e.id), tokenizer.eos_token_id)
                 for p, e in zip(prompts, examples)]
-    with progress_bar(len(requests) * n, desc) as bar:
-        results = engine.sample(requests, progress=bar.update)
+    results, _ = sample_continuations(engine, requests, [[]] * len(requests), desc, "eval")
     rows = []
     for example, samples in zip(examples, results):
         for j, sample in enumerate(samples):
-            text = tokenizer.decode(list(sample.token_ids), skip_special_tokens=True)
-            rows.append({"question_id": example.id, "mode": mode, "sample_index": j, "response_text": text,
-                         "finish_reason": sample.finish_reason,
-                         "reward": task.reward(text, example, finished=sample.finish_reason == "stop"),
-                         "correct": task.is_correct(text, example), "n_tokens": len(sample.token_ids)})
+            reward, correct = sample.grade(task, example)
+            rows.append({"question_id": example.id, "mode": mode, "sample_index": j, "response_text": sample.text,
+                         "finish_reason": sample.finish_reason, "reward": reward, "correct": correct,
+                         "n_tokens": len(sample.token_ids)})
     return rows
 
 

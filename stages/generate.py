@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +11,8 @@ import pyarrow as pa
 from schemas.rollouts import ROLLOUTS
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.progress import progress_bar
-from stages.resources import fitted_request, load_policy, load_task, sampling_counters
+from stages.resources import load_policy, load_task
+from stages.sampling import fitted_request, sample_continuations
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -28,7 +26,7 @@ SPEC = StageSpec(
 
 
 def generate(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Sample, grade (rule 6) and teacher-force score (rule 3) N responses per prompt."""
+    """Sample, grade (docs/design.md#rewards) and teacher-force score (docs/design.md#probabilities) N responses per prompt."""
     return execute(SPEC, RunDir(Path(run)), iteration, _generate, force)
 
 
@@ -37,31 +35,25 @@ def _generate(ctx: StageContext):
     prompts = ctx.read("prompts").to_pylist()
     task = load_task(cfg)
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
-    tokenizer = engine.tokenizer
     requests = [
         fitted_request(p["prompt_ids"], s.samples_per_question, s.max_new_tokens, s.context_size, s.temperature,
                        s.top_p, derive_seed(cfg.seed, ctx.iteration, "generate", p["question_id"]),
-                       tokenizer.eos_token_id)
+                       engine.tokenizer.eos_token_id)
         for p in prompts
     ]
-    before = dataclasses.replace(engine.stats)
-    start = time.perf_counter()
-    with progress_bar(len(requests) * s.samples_per_question, f"generate {ctx.iteration:04d}") as bar:
-        results = engine.sample(requests, progress=bar.update)
-    sample_seconds = time.perf_counter() - start
+    results, counters = sample_continuations(engine, requests, [[]] * len(requests),
+                                             f"generate {ctx.iteration:04d}", "sample")
     rows = []
     for p, request, samples in zip(prompts, requests, results):
         example = task.example(p["question_id"])
         for j, sample in enumerate(samples):
-            text = tokenizer.decode(list(sample.token_ids), skip_special_tokens=True)
+            reward, correct = sample.grade(task, example)
             rows.append({
                 "rollout_id": p["prompt_index"] * s.samples_per_question + j, "question_id": p["question_id"],
                 "prompt_index": p["prompt_index"], "sample_index": j, "seed": request.seed,
-                "prompt_ids": p["prompt_ids"], "response_ids": list(sample.token_ids), "response_text": text,
-                "finish_reason": sample.finish_reason,
-                "reward": task.reward(text, example, finished=sample.finish_reason == "stop"),
-                "correct": task.is_correct(text, example),
-                "engine_logp": None if sample.logprobs is None else list(sample.logprobs),
+                "prompt_ids": p["prompt_ids"], "response_ids": sample.token_ids, "response_text": sample.text,
+                "finish_reason": sample.finish_reason, "reward": reward, "correct": correct,
+                "engine_logp": sample.logprobs,
             })
     logps = engine.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], s.temperature)
     mismatch = 0.0
@@ -77,7 +69,6 @@ def _generate(ctx: StageContext):
         "rollouts/length_mean": float(np.mean([len(r["response_ids"]) for r in rows])) if rows else 0.0,
         "rollouts/truncated": sum(r["finish_reason"] == "length" for r in rows),
         "rollouts/logp_engine_vs_score_max_abs": mismatch,
-        **sampling_counters(engine, before, "sample"),
-        "sample/seconds": round(sample_seconds, 3),
+        **counters,
     }
     return {"rollouts": table}, counters

@@ -78,6 +78,7 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
 
 def tree_text(root: Path, iteration: int, prompt_index: int) -> str:
     """One prompt's SPO-tree as indented text: each node's segment, value V and advantage A."""
+    from stages.tree import root_id
     from stages.tree_advantages import node_values_and_advantages
 
     run = RunDir(Path(root))
@@ -87,7 +88,7 @@ def tree_text(root: Path, iteration: int, prompt_index: int) -> str:
              if n["prompt_index"] == prompt_index]
     if not nodes:
         raise ValueError(f"{run.iteration_dir(iteration)}: no tree nodes for prompt_index {prompt_index}")
-    scored = node_values_and_advantages(nodes, cfg.tree.advantage)
+    scored = node_values_and_advantages(nodes, cfg.advantage.method)
     prompt = read_table(run.artifact(iteration, "prompts")).to_pylist()[prompt_index]
     children = {}
     for node in nodes:
@@ -101,5 +102,5 @@ def tree_text(root: Path, iteration: int, prompt_index: int) -> str:
             lines.append(f"{indent}{node['node_id']}  V {value:.3f}  A {advantage:+.3f}{leaf}  {node['text']!r}")
             draw(node["node_id"], indent + "    ")
 
-    draw(str(prompt_index), "  ")
+    draw(root_id(prompt_index), "  ")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.boundaries import BOUNDARIES
-from spo.segments import PARTITION_INPUTS, partition_boundaries
+from spo.segments import PARTITIONS, partition_boundaries
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
@@ -22,28 +22,21 @@ SPEC = StageSpec(
 
 
 def partition(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Boundaries per rollout from the recomputed probabilities p = exp(logp) (rules 2-3)."""
+    """Boundaries per rollout from the recomputed probabilities p = exp(logp) (docs/design.md#threshold, docs/design.md#probabilities)."""
     return execute(SPEC, RunDir(Path(run)), iteration, _partition, force)
 
 
 def _partition(ctx: StageContext):
     p = ctx.cfg.partition
     rollouts = ctx.read("rollouts").select(["rollout_id", "response_ids", "logp"]).to_pylist()
-    params = {
-        "cutpoint": {"tau": p.tau, "interval": p.interval, "max_boundaries": p.max_boundaries or None},
-        "fixed_count": {"n_segments": p.n_segments},
-        "fixed_length": {"segment_tokens": p.segment_tokens},
-        "newline": {},
-        "none": {},
-    }
-    if p.method not in params:
-        raise ValueError(f"unknown partition.method {p.method!r}; choose one of {sorted(params)}")
-    tokenizer = load_tokenizer(ctx.run.checkpoint(0)) if PARTITION_INPUTS[p.method] == "token_texts" else None
+    partition = PARTITIONS[p.method]  # a known name: checked when the config was built
+    params = {name: getattr(p, name) for name in partition.params}
+    tokenizer = load_tokenizer(ctx.run.checkpoint(0)) if partition.reads == "token_texts" else None
     rows = []
     for r in rollouts:
         probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()
         texts = [tokenizer.decode([t]) for t in r["response_ids"]] if tokenizer is not None else None
-        bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, **params[p.method])
+        bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, **params)
         rows.append({"rollout_id": r["rollout_id"], "method": p.method, "boundaries": bounds,
                      "n_cutpoints": sum(q < p.tau for q in probs),
                      "n_segments": len(bounds) + (0 if bounds and bounds[0] == 0 else 1)})

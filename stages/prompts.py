@@ -25,7 +25,7 @@ SPEC = StageSpec(
 
 
 def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration, reference §1.1)."""
+    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration, docs/design.md#question-sampling)."""
     return execute(SPEC, RunDir(Path(run)), iteration, _prompts, force)
 
 

@@ -51,7 +51,7 @@ def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
     depth = len(cfg.tree.branching)
     levels = {tree.level_spec(d).name: (tree.grow_level(d), tree.level_spec(d)) for d in range(1, depth + 1)}
     return {"prompts": (prompts.prompts, prompts.SPEC), **levels,
-            "advantages": (tree_advantages.tree_advantages, tree_advantages.spec(depth)),
+            "tree-advantages": (tree_advantages.tree_advantages, tree_advantages.spec(depth)),
             **probe_stages(cfg), "train": (train.train, train.SPEC)}
 
 

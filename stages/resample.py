@@ -1,15 +1,13 @@
 """Stage `resample`: K Monte-Carlo continuations from each unique boundary prefix, and the values.
 
-Prefixes are token ids (rule 1): prompt ids + the first b response ids. Identical prefixes, within a
-rollout or across rollouts, are sampled once and shared (rule 9). A prefix that already fills the
-context gets no continuation (rule 8). Continuations are graded on response prefix + continuation
-(rule 5).
+Prefixes are token ids (docs/design.md#token-ids): prompt ids + the first b response ids. Identical prefixes, within a
+rollout or across rollouts, are sampled once and shared (docs/design.md#mc-budget). A prefix that already fills the
+context gets no continuation (docs/design.md#context-guard). Continuations are graded on response prefix + continuation
+(docs/design.md#mc-rewards).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +17,9 @@ from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.progress import progress_bar
-from stages.resources import fitted_request, load_policy, load_task, sampling_counters
+from stages.resources import load_policy, load_task
 from stages.run_dir import RunDir
+from stages.sampling import fitted_request, sample_continuations
 
 SPEC = StageSpec(
     name="resample",
@@ -57,38 +55,31 @@ def _resample(ctx: StageContext):
                                "context_guarded": len(prefix) >= s.context_size})
 
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
-    tokenizer = engine.tokenizer
     sampled = [(prefix, pid) for prefix, pid in prefix_ids.items() if len(prefix) < s.context_size]
     requests = [
         fitted_request(prefix, k, s.max_new_tokens, s.context_size, s.temperature, s.top_p,
-                       derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)), tokenizer.eos_token_id)
+                       derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)),
+                       engine.tokenizer.eos_token_id)
         for prefix, _ in sampled
     ]
-    before = dataclasses.replace(engine.stats)
-    start = time.perf_counter()
-    with progress_bar(len(requests) * k, f"resample {ctx.iteration:04d}") as bar:
-        results = engine.sample(requests, progress=bar.update)
-    seconds = time.perf_counter() - start
+    heads = [rollouts[first_use[pid][0]]["response_ids"][: first_use[pid][1]] for _, pid in sampled]
+    results, sampling = sample_continuations(engine, requests, heads, f"resample {ctx.iteration:04d}", "mc")
 
     mc_rows, rewards_of = [], {}
-    for (prefix, pid), request, samples in zip(sampled, requests, results):
-        rollout_id, b = first_use[pid]
-        rollout = rollouts[rollout_id]
-        example = task.example(rollout["question_id"])
-        head = list(rollout["response_ids"][:b])
+    for (_, pid), request, samples in zip(sampled, requests, results):
+        example = task.example(rollouts[first_use[pid][0]]["question_id"])
         rewards = []
         for j, sample in enumerate(samples):
-            text = tokenizer.decode(head + list(sample.token_ids), skip_special_tokens=True)
-            reward = task.reward(text, example, finished=sample.finish_reason == "stop")
+            reward, _ = sample.grade(task, example)
             rewards.append(reward)
             mc_rows.append({"prefix_id": pid, "sample_index": j, "seed": request.seed,
-                            "continuation_ids": list(sample.token_ids), "text": text,
+                            "continuation_ids": sample.token_ids, "text": sample.text,
                             "finish_reason": sample.finish_reason, "reward": reward})
         rewards_of[pid] = rewards
 
     for row in value_rows:
         rewards = rewards_of.get(row["prefix_id"])
-        if rewards is None:  # context-guarded (rule 8): the rollout's reward if it ended here
+        if rewards is None:  # context-guarded (docs/design.md#context-guard): the rollout's reward if it ended here
             rollout = rollouts[row["rollout_id"]]
             ended = row["boundary"] == len(rollout["response_ids"])
             row.update(value=rollout["reward"] if ended else task.unfinished_penalty, value_std=0.0, n_samples=0)
@@ -98,8 +89,7 @@ def _resample(ctx: StageContext):
         "mc/prefixes": len(prefix_ids), "mc/boundaries": len(value_rows),
         "mc/shared_boundaries": sum(r["shared"] for r in value_rows),
         "mc/context_guarded": sum(r["context_guarded"] for r in value_rows),
-        "mc/continuations": len(mc_rows), **sampling_counters(engine, before, "mc"),
-        "mc/seconds": round(seconds, 3),
+        "mc/continuations": len(mc_rows), **sampling,
     }
     return {"mc_samples": pa.Table.from_pylist(mc_rows, schema=MC_SAMPLES),
             "values": pa.Table.from_pylist(value_rows, schema=VALUES)}, counters

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spo.config import RunConfig
-from spo.policy import Engine, SampleRequest, make_engine
-from spo.policy.engine import EngineStats
+from spo.policy import Engine, make_engine
 from spo.tasks import TASKS, Task, make_task
 from stages.run_dir import REPO_ROOT
 
@@ -18,7 +17,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def load_task(cfg: RunConfig) -> Task:
-    """The configured task; a task with a `data_folder` reads `task.data_dir` (default ../shared/data/<folder>)."""
+    """The configured task; a task with a `data_folder` reads `task.data_dir` (default: the data folder beside the checkout, data/README.md)."""
     options = dict(cfg.task.options)
     folder = getattr(TASKS.get(cfg.task.name), "data_folder", None)
     if folder is not None:
@@ -51,20 +50,3 @@ def write_folder_atomic(path: Path, write: Callable[[Path], None]) -> None:
     if path.exists():
         raise FileExistsError(f"{path}: exists; move it aside first (stages/artifacts.py supersedes outputs)")
     os.replace(tmp, path)
-
-
-def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[str, int]:
-    """What the engine sampled since `before` (a copy of its stats): tokens sampled, prefilled, shared (rule 9)."""
-    now = engine.stats
-    return {f"{prefix}/tokens": now.sampled_tokens - before.sampled_tokens,
-            f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
-            f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens}
-
-
-def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperature: float, top_p: float,
-                   seed: int, eos_id: int) -> SampleRequest:
-    """A request for at most `budget` new tokens, lowered so prompt + response fit `context_size`
-    (reference §2.1); generation stops after EOS."""
-    prompt_ids = tuple(prompt_ids)
-    return SampleRequest(prompt_ids=prompt_ids, n=n, max_new_tokens=min(budget, context_size - len(prompt_ids)),
-                         temperature=temperature, top_p=top_p, seed=seed, stop_token_ids=(eos_id,))

@@ -2,7 +2,7 @@
 
 Checkpoint i+1 holds the policy weights (Hugging Face format), the tokenizer, and the AdamW state with
 the global step (`optimizer.pt`, `trainer_state.json`), so iteration i+1, or a resumed run, continues
-the same optimizer and learning-rate schedule (reference §4.4).
+the same optimizer and learning-rate schedule (docs/design.md#optimizer).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""SPO-tree stage `advantages`: node values, edge advantages, and the replay buffer (reference §3.2-3.4).
+"""SPO-tree stage `tree-advantages`: node values, edge advantages and the replay buffer.
 
 Every node is an edge (parent prefix -> segment). V(leaf) = reward, V(node) = mean of its children's
-values, A = V(node) - V(parent) ("rloo") or divided by the parent's children std + 1e-8 ("grpo");
+values, A = V(node) - V(parent) ("tree") or divided by the parent's children std + 1e-8
+("tree-normalized"), docs/design.md#tree-values;
 edges with A exactly 0 and empty segments are dropped and counted. New edges join the replay buffer
 (`replay.parquet` of the previous iteration); edges `replay_max_age` iterations old leave it; each
 question gives at most `replay_per_question` edges, drawn uniformly, to this iteration's episodes; the
-rest wait in this iteration's `replay.parquet`, so a resumed run has the same buffer.
+rest wait in this iteration's `replay.parquet`, so a resumed run has the same buffer
+(docs/design.md#replay-buffer).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
-from stages.tree import tree_prefixes
+from stages.tree import root_id, tree_prefixes
 
 
 def spec(depth: int) -> StageSpec:
-    """The advantages stage of a tree of `depth` levels."""
+    """The tree-advantages stage of a tree of `depth` levels."""
     return StageSpec(
-        name="advantages",
+        name="tree-advantages",
         reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(0),
                               *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth + 1)),
                               *([run.artifact(i - 1, "replay")] if i > 0 else [])],
@@ -48,7 +50,7 @@ def tree_advantages(run: Path, iteration: int, force: bool = False) -> StageRepo
 
 def node_values_and_advantages(nodes: list[dict], method: str) -> dict[str, tuple[float, float]]:
     """node_id -> (value, advantage) for the nodes of one prompt's tree (its root is the prompt)."""
-    ids = [nodes[0]["node_id"].split(".")[0]] + [n["node_id"] for n in nodes]
+    ids = [root_id(nodes[0]["prompt_index"])] + [n["node_id"] for n in nodes]
     index = {node_id: k for k, node_id in enumerate(ids)}
     parents = [None] + [index[n["parent_id"]] for n in nodes]
     rewards = [None] + [n["reward"] if n["leaf"] else None for n in nodes]
@@ -60,7 +62,7 @@ def _tree_advantages(ctx: StageContext):
     cfg, tree, a = ctx.cfg, ctx.cfg.tree, ctx.cfg.advantage
     tau = cfg.partition.tau
     prompts = ctx.read("prompts").to_pylist()
-    prompt_ids = {str(p["prompt_index"]): p["prompt_ids"] for p in prompts}
+    prompt_ids = {p["prompt_index"]: p["prompt_ids"] for p in prompts}
     levels = [ctx.read(f"tree_nodes-{d}").to_pylist() for d in range(1, len(tree.branching) + 1)]
     responses = tree_prefixes(prompts, levels)
     eos = load_tokenizer(ctx.run.checkpoint(0)).eos_token_id
@@ -70,7 +72,7 @@ def _tree_advantages(ctx: StageContext):
 
     edges, dropped_zero, dropped_empty = [], 0, 0
     for nodes in by_prompt.values():
-        scored = node_values_and_advantages(nodes, tree.advantage)
+        scored = node_values_and_advantages(nodes, a.method)
         for node in nodes:
             value, advantage = scored[node["node_id"]]
             if not node["segment_ids"]:
@@ -83,13 +85,11 @@ def _tree_advantages(ctx: StageContext):
                             dtype=bool)
             edges.append({"source_id": node["node_id"], "question_id": node["question_id"],
                           "iteration": ctx.iteration, "kind": "tree_edge",
-                          "prompt_ids": list(prompt_ids[node["parent_id"].split(".")[0]])
-                          + responses[node["parent_id"]],
+                          "prompt_ids": list(prompt_ids[node["prompt_index"]]) + responses[node["parent_id"]],
                           "response_ids": node["segment_ids"], "advantages": np.where(mask, advantage, 0.0).tolist(),
                           "mask": mask.tolist(), "old_logp": node["logp"], "reward": value})
 
-    # a leaf's reward is 1 exactly when its answer is correct (spo/tasks/base.py)
-    leaf_rewards = np.array([n["reward"] for level in levels for n in level if n["leaf"]], dtype=np.float64)
+    leaves = [n for level in levels for n in level if n["leaf"]]
     buffer = ctx.read("replay", ctx.iteration - 1).to_pylist() if ctx.iteration > 0 else []
     fresh = [e for e in buffer if ctx.iteration - e["iteration"] < tree.replay_max_age]
     pool = defaultdict(list)
@@ -111,5 +111,6 @@ def _tree_advantages(ctx: StageContext):
         "tree/dropped_empty": dropped_empty, "replay/expired": len(buffer) - len(fresh),
         "replay/taken_old": sum(e["iteration"] < ctx.iteration for e in taken),
         "replay/waiting": len(waiting), "episodes/count": len(taken),
-        "rollouts/reward_mean": float(np.mean(leaf_rewards)), "rollouts/accuracy": float(np.mean(leaf_rewards == 1.0)),
+        "rollouts/reward_mean": float(np.mean([n["reward"] for n in leaves])),
+        "rollouts/accuracy": float(np.mean([n["correct"] for n in leaves])),
     }

@@ -1,7 +1,7 @@
 """Stage `warmstart`: make checkpoint 0, optionally by supervised fine-tuning on reference solutions.
 
 A tiny model trained from scratch on arithmetic jumps from under 10% to over 90% accuracy at an
-unpredictable step (environment.md §5), so SFT runs by steps and stops once held-out greedy accuracy
+unpredictable step (docs/design.md#warm-start), so SFT runs by steps and stops once held-out greedy accuracy
 enters `warmstart.band`; when a check jumps past the band, the last checkpoint below it is kept.
 Held-out questions are the last `eval_questions` of the train split and are never trained on.
 """

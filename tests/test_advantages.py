@@ -8,10 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spo.advantages import (
+    ADVANTAGES,
+    ChainRollout,
+    advantage_method,
     chain_token_advantages,
     exact_mean,
-    group_advantages,
+    grpo_advantages,
     population_std,
+    rloo_advantages,
     segment_advantages,
     tree_values,
     tree_values_and_advantages,
@@ -20,11 +24,11 @@ from spo.segments import cutpoint_boundaries
 
 TAU = 0.9
 probs_lists = st.lists(st.sampled_from([0.05, 0.3, 0.5, 0.89, TAU, 0.95, 1.0]), min_size=1, max_size=40)
-reward_values = st.sampled_from([-2.0, 0.0, 1.0])  # what the reward function returns (reference §6.1)
+reward_values = st.sampled_from([-2.0, 0.0, 1.0])  # what the reward function returns (docs/design.md#grading)
 unit_values = st.floats(-2.0, 1.0, allow_nan=False)
 
 
-# --- chain: Figure 2(a) and reference §2.5 / §2.7 -------------------------------------------------
+# --- chain: Figure 2(a) and docs/design.md#chain-advantages -------------------------------------------------
 
 
 def test_figure2a_style_chain_from_the_prompt():
@@ -43,7 +47,7 @@ def test_tokens_before_the_first_boundary_get_zero():
 
 
 def test_single_cut_at_the_prompt_gives_reward_minus_prompt_value():
-    # reference §2.7: only cut -1 (our boundary 0) -> A = score - V(prompt) = 1 - 0.25 on low-prob tokens
+    # docs/design.md#chain-advantages: only cut -1 (our boundary 0) -> A = score - V(prompt) = 1 - 0.25 on low-prob tokens
     adv = chain_token_advantages([0.2, 0.95, 0.5], [0], [0.25], reward=1.0)
     assert adv == [0.75, 0.0, 0.75]
 
@@ -64,7 +68,7 @@ def test_without_prob_mask_every_segment_token_gets_its_advantage():
 
 
 def test_boundary_at_the_end_gives_an_empty_last_segment():
-    # a boundary after the last token (context guard, rule 8): [0, 2) gets 0.75 - 0.5, nothing gets 1 - 0.75
+    # a boundary after the last token (context guard, docs/design.md#context-guard): [0, 2) gets 0.75 - 0.5, nothing gets 1 - 0.75
     adv = chain_token_advantages([0.2, 0.2], [0, 2], [0.5, 0.75], reward=1.0)
     assert adv == [0.25, 0.25]
 
@@ -79,7 +83,7 @@ def test_chain_input_errors():
 
 
 def reference_chain_oracle(probs, boundaries, values, reward, tau):
-    """Plain-loop transcription of reference §2.5 (cuts c = b - 1), with our p >= tau mask."""
+    """Plain-loop transcription of docs/design.md#chain-advantages (cuts c = b - 1), with our p >= tau mask."""
     length = len(probs)
     if not boundaries:
         return [0.0] * length
@@ -144,42 +148,54 @@ def test_segment_advantages_telescope(length_and_boundaries, reward, data):
     assert sum(segment_advantages(values, reward)) == pytest.approx(reward - values[0], abs=1e-12)
 
 
-# --- group baselines (reference §4.6) ------------------------------------------------------------
+# --- group baselines (docs/design.md#baselines) ------------------------------------------------------------
 
 
 def test_grpo_and_rloo_hand_cases():
     # grpo [1, 0, 0, 1]: mean 0.5, population std 0.5 -> +-0.5 / (0.5 + 1e-8) = +-1
-    assert group_advantages([1.0, 0.0, 0.0, 1.0], "grpo") == pytest.approx([1, -1, -1, 1], abs=1e-7)
+    assert grpo_advantages([1.0, 0.0, 0.0, 1.0]) == pytest.approx([1, -1, -1, 1], abs=1e-7)
     # rloo [1, 0, 0, 0]: 1 - mean(0, 0, 0) = 1; 0 - mean(1, 0, 0) = -1/3
-    assert group_advantages([1.0, 0.0, 0.0, 0.0], "rloo") == pytest.approx([1, -1 / 3, -1 / 3, -1 / 3])
+    assert rloo_advantages([1.0, 0.0, 0.0, 0.0]) == pytest.approx([1, -1 / 3, -1 / 3, -1 / 3])
     # grpo divides by std + 1e-8: [-2, 1]: mean -0.5, std 1.5 -> +-1.5 / 1.5
-    assert group_advantages([-2.0, 1.0], "grpo") == pytest.approx([-1.0, 1.0], abs=1e-7)
+    assert grpo_advantages([-2.0, 1.0]) == pytest.approx([-1.0, 1.0], abs=1e-7)
 
 
-@pytest.mark.parametrize("method", ["grpo", "rloo"])
+@pytest.mark.parametrize("method", [grpo_advantages, rloo_advantages])
 @pytest.mark.parametrize("group", [[1.0] * 8, [0.0] * 8, [0.1] * 3, [1 / 3] * 7, [0.7]])
 def test_all_equal_groups_give_exactly_zero(method, group):
     # (0.1 + 0.1 + 0.1) / 3 = 0.10000000000000002 != 0.1: a naive mean leaves -1.4e-9 after grpo
-    assert group_advantages(group, method) == [0.0] * len(group)
+    assert method(group) == [0.0] * len(group)
+
+
+def rollouts(rewards, length=3):
+    return [ChainRollout([0.5] * length, [], [], r) for r in rewards]
+
+
+def test_group_methods_put_one_advantage_on_every_token():
+    advantages = ADVANTAGES["rloo"].chain(rollouts([1.0, 0.0], length=2), 0.9, False)
+    assert advantages == [[1.0, 1.0], [-1.0, -1.0]]
 
 
 def test_group_errors():
-    with pytest.raises(ValueError, match=r"unknown group advantage 'ppo'; choose one of \['grpo', 'rloo'\]"):
-        group_advantages([1.0], "ppo")
+    with pytest.raises(ValueError, match=r"unknown advantage method 'ppo'; choose one of \['grpo', 'rloo', "
+                                         r"'segment', 'tree', 'tree-normalized'\]"):
+        advantage_method("ppo", "spo-chain")
+    with pytest.raises(ValueError, match="works on spo-tree samples, not spo-chain"):
+        advantage_method("tree", "spo-chain")
     with pytest.raises(ValueError, match="non-empty group"):
-        group_advantages([], "grpo")
+        ADVANTAGES["grpo"].chain([], 0.9, False)
     with pytest.raises(ValueError, match="rewards: expected finite"):
-        group_advantages([1.0, math.inf], "rloo")
+        ADVANTAGES["rloo"].chain(rollouts([1.0, math.inf]), 0.9, False)
 
 
 @given(st.lists(unit_values, min_size=2, max_size=16))
 def test_rloo_matches_the_leave_one_out_loop(group):
     oracle = [s - sum(group[:i] + group[i + 1 :]) / (len(group) - 1) for i, s in enumerate(group)]
-    assert group_advantages(group, "rloo") == pytest.approx(oracle, abs=1e-12)
-    assert sum(group_advantages(group, "grpo")) == pytest.approx(0.0, abs=1e-6)
+    assert rloo_advantages(group) == pytest.approx(oracle, abs=1e-12)
+    assert sum(grpo_advantages(group)) == pytest.approx(0.0, abs=1e-6)
 
 
-# --- tree: Figure 2(b), reference §3.2-3.3 ---------------------------------------------------------
+# --- tree: Figure 2(b), docs/design.md#tree-values ---------------------------------------------------------
 
 # Figure 2(b): P has children a (leaf, reward 1), b (children rewards 1, 1, 0), c (children 0, 0, 0).
 #   node:    P     a    b     c     b1   b2   b3   c1   c2   c3
@@ -187,18 +203,18 @@ FIG2B_PARENTS = [None, 0, 0, 0, 2, 2, 2, 3, 3, 3]
 FIG2B_REWARDS = [None, 1.0, None, None, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_figure2b_values_and_rloo_advantages():
-    values, adv = tree_values_and_advantages(FIG2B_PARENTS, FIG2B_REWARDS, method="rloo")
+def test_figure2b_values_and_tree_advantages():
+    values, adv = tree_values_and_advantages(FIG2B_PARENTS, FIG2B_REWARDS, method="tree")
     # V(b) = (1 + 1 + 0)/3 = 2/3, V(c) = 0, V(P) = (1 + 2/3 + 0)/3 = 5/9
     assert values[:4] == pytest.approx([5 / 9, 1.0, 2 / 3, 0.0])
     # A(a) = 1 - 5/9 = 4/9, A(b) = 2/3 - 5/9 = 1/9, A(c) = 0 - 5/9; A(b1) = 1 - 2/3; c's children 0 exactly
     assert adv[0] is None
     assert adv[1:7] == pytest.approx([4 / 9, 1 / 9, -5 / 9, 1 / 3, 1 / 3, -2 / 3])
-    assert adv[7:] == [0.0, 0.0, 0.0]  # an all-equal sibling group: exactly 0, dropped by rule 10
+    assert adv[7:] == [0.0, 0.0, 0.0]  # an all-equal sibling group: exactly 0, dropped by docs/design.md#tree-values
 
 
-def test_figure2b_grpo_divides_by_the_parent_std():
-    _, adv = tree_values_and_advantages(FIG2B_PARENTS, FIG2B_REWARDS, method="grpo")
+def test_figure2b_tree_normalized_divides_by_the_parent_std():
+    _, adv = tree_values_and_advantages(FIG2B_PARENTS, FIG2B_REWARDS, method="tree-normalized")
     # std of P's children (1, 2/3, 0) around 5/9: sqrt(((4/9)^2 + (1/9)^2 + (5/9)^2) / 3) = sqrt(14)/9
     std = math.sqrt(14) / 9
     assert adv[1] == pytest.approx((4 / 9) / (std + 1e-8))  # = 4 / sqrt(14) = 1.069
@@ -215,7 +231,7 @@ def test_early_finishing_child_recursive_mean_differs_from_leaf_mean():
 
 
 def test_tree_single_child_gives_zero_advantage():
-    _, adv = tree_values_and_advantages([None, 0], [None, 1.0], method="grpo")
+    _, adv = tree_values_and_advantages([None, 0], [None, 1.0], method="tree-normalized")
     assert adv == [None, 0.0]  # (1 - 1) / (0 + 1e-8)
 
 
@@ -238,8 +254,10 @@ def test_tree_errors_name_the_node(parents, rewards, message):
 
 
 def test_tree_unknown_method_raises():
-    with pytest.raises(ValueError, match=r"unknown tree advantage 'ppo'; choose one of \['grpo', 'rloo'\]"):
+    with pytest.raises(ValueError, match=r"unknown advantage method 'ppo'"):
         tree_values_and_advantages([None, 0], [None, 1.0], method="ppo")
+    with pytest.raises(ValueError, match="works on spo-chain samples, not spo-tree"):
+        tree_values_and_advantages([None, 0], [None, 1.0], method="grpo")
 
 
 @st.composite
@@ -262,7 +280,7 @@ def recursive_value(node, parents, rewards):
     return sum(recursive_value(k, parents, rewards) for k in kids) / len(kids)
 
 
-@given(trees(), st.sampled_from(["rloo", "grpo"]))
+@given(trees(), st.sampled_from(["tree", "tree-normalized"]))
 def test_tree_matches_recursion_and_is_order_free(tree, method):
     parents, rewards, shuffled_parents, shuffled_rewards, order = tree
     values, adv = tree_values_and_advantages(parents, rewards, method=method)
@@ -274,7 +292,7 @@ def test_tree_matches_recursion_and_is_order_free(tree, method):
     assert shuffled_adv == [adv[old] for old in order]
     for node in range(len(parents)):  # rloo: each sibling group's advantages sum to 0
         siblings = [i for i, p in enumerate(parents) if p == node]
-        if siblings and method == "rloo":
+        if siblings and method == "tree":
             assert sum(adv[i] for i in siblings) == pytest.approx(0.0, abs=1e-9)
 
 

@@ -1,13 +1,49 @@
-"""spo/config.py: overrides, round trips, cross-field checks, presets."""
+"""spo/config.py: overrides, round trips, every field's check, cross-field checks, presets."""
 
 import pytest
 
-from spo.config import RunConfig, field_docs
+from spo.config import ConfigError, RunConfig, field_docs
 from stages.run_dir import PRESETS_DIR, load_preset
+
+BAD_VALUES = {
+    "model.tiny.tokenizer": '"word"', "model.tiny.bpe_vocab_size": "10", "model.tiny.hidden_size": "0",
+    "model.tiny.num_layers": "0", "model.tiny.num_heads": "3", "model.tiny.intermediate_size": "0",
+    "model.tiny.max_position_embeddings": "1", "model.engine": "jax", "model.dtype": "int8", "model.device": "gpu",
+    "task.name": "algebra", "task.options": '{"digitz": 3}',
+    "sample.questions_per_iteration": "0", "sample.samples_per_question": "0", "sample.temperature": "-1",
+    "sample.top_p": "0", "sample.max_new_tokens": "0", "sample.context_size": "1",
+    "partition.method": "random", "partition.tau": "0", "partition.interval": "0", "partition.n_segments": "0",
+    "partition.segment_tokens": "0", "partition.max_boundaries": "-1", "resample.k": "0",
+    "advantage.method": "ppo", "advantage.prob_mask": "maybe", "advantage.train_on_eos": "maybe",
+    "tree.branching": "[]", "tree.replay_max_age": "0", "tree.replay_per_question": "0",
+    "train.lr": "0", "train.warmup_ratio": "1", "train.weight_decay": "-0.1", "train.adam_betas": "[0.9]",
+    "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",
+    "train.micro_batch_size": "0", "train.clip": "0", "train.kl_coef": "-1", "train.whiten": "layer",
+    "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
+    "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
+    "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
+    "warmstart.band": "[0.5, 0.2]", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
+}
+"""One value per field that the config must refuse."""
+CHECKED_AT_RUN_START = {"model.path", "task.data_dir"}
+"""Fields whose bad values are files that do not exist: checked when a run starts (stages/preflight.py)."""
+
+
+def test_every_field_has_a_bad_value_here():
+    assert {name for name, _, _ in field_docs()} == set(BAD_VALUES) | CHECKED_AT_RUN_START
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_a_bad_value_of_any_field_is_refused_naming_the_field(name):
+    with pytest.raises(ValueError) as error:
+        load_preset("tiny").with_overrides([f"{name}={BAD_VALUES[name]}"])
+    message = str(error.value)
+    assert name in message, message
+    assert BAD_VALUES[name].strip('"') in message or "expected" in message, message
 
 
 def test_round_trip_through_dict():
-    cfg = RunConfig().with_overrides(["tree.branching=[3,3,3]", "task.options={\"digits\": 3}", "seed=7"])
+    cfg = load_preset("tiny").with_overrides(["tree.branching=[3,3,3]", "task.options={\"digits\": 3}", "seed=7"])
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.tree.branching == (3, 3, 3) and cfg.task.options == {"digits": 3} and cfg.seed == 7
 
@@ -18,17 +54,25 @@ def test_round_trip_through_dict():
     ("sample.temperature=hot", "cannot parse 'hot'"),
     ("advantage.prob_mask=yes", "expected true or false"),
     ("temperature", "is not key=value"),
+    ("sample.temperature=-1", r"--set: sample.temperature = -1.0: expected > 0"),
 ])
 def test_bad_overrides_name_the_field(assignment, message):
     with pytest.raises(ValueError, match=message):
         RunConfig().with_overrides([assignment])
 
 
-def test_cross_field_checks_give_both_values():
-    with pytest.raises(ValueError, match="64 is not a multiple of train.micro_batch_size 48"):
-        RunConfig().with_overrides(["train.micro_batch_size=48"])
-    with pytest.raises(ValueError, match="unknown algorithm 'spo-forest'"):
-        RunConfig(algorithm="spo-forest")
+@pytest.mark.parametrize("assignments, message", [
+    (["train.micro_batch_size=48"], "train.batch_size = 64: expected a multiple of train.micro_batch_size = 48"),
+    (["partition.method=none"], "advantage.method = 'segment' needs boundary values, but partition.method = 'none'"),
+    (["advantage.method=grpo"], "set partition.method = 'none'"),
+    (["advantage.method=tree"], "works on spo-tree samples, but algorithm = 'spo-chain'"),
+    (["algorithm=spo-tree", "advantage.method=tree"], "partition.method must be 'fixed_length'"),
+    (["sample.context_size=200"], "exceeds the tiny model's model.tiny.max_position_embeddings = 128"),
+    (["eval.greedy=false", "eval.samples_per_question=0"], "nothing to decode"),
+])
+def test_combinations_that_make_no_sense_are_refused(assignments, message):
+    with pytest.raises(ConfigError, match=message):
+        load_preset("tiny").with_overrides(assignments)
 
 
 def test_unknown_keys_in_a_file_are_errors():

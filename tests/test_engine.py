@@ -14,7 +14,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from spo.policy import EngineStats, SampleRequest, make_engine, response_logprobs
+from spo.policy import EngineStats, SampleRequest, make_engine
+from spo.policy.logprobs import response_logprobs
 from spo.policy.prefix_cache import SuffixCache, decode_step, prefill
 from spo.policy.sampling import choose_tokens
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model

@@ -120,7 +120,7 @@ def test_kl_sums_over_tokens_and_averages_over_sequences():
 
 
 def loop_policy_loss(logp, old, ref, adv, mask, clip, kl_coef):
-    """Plain-loop transcription of reference §4.3 on Python floats."""
+    """Plain-loop transcription of docs/design.md#loss on Python floats."""
     batch, length = logp.shape
     pg_sum, n, kl_per_sequence = 0.0, 0, []
     for b in range(batch):
@@ -199,7 +199,7 @@ class TinyLM(torch.nn.Module):
                 param.copy_(0.3 * torch.randn(param.shape, generator=g))
 
     def token_logp(self, tokens: torch.Tensor, temperature: float = 0.6) -> torch.Tensor:
-        """(B, T - 1) log-probs of tokens[:, 1:] given the prefix, logits / temperature (rule 3)."""
+        """(B, T - 1) log-probs of tokens[:, 1:] given the prefix, logits / temperature (docs/design.md#probabilities)."""
         hidden, _ = self.rnn(self.embed(tokens[:, :-1]))
         logp = torch.log_softmax(self.head(hidden).float() / temperature, dim=-1)
         return logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
@@ -211,7 +211,7 @@ def test_one_step_on_a_tiny_lm_moves_masked_logp_with_the_advantage(sign):
     tokens = torch.randint(0, 13, (4, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         old = model.token_logp(tokens)  # (4, 8); also the frozen reference here
-    mask = torch.exp(old) < 0.9  # the probability mask (rule 2)
+    mask = torch.exp(old) < 0.9  # the probability mask (docs/design.md#threshold)
     adv = masked_whiten(torch.full_like(old, sign), mask)  # equal advantages whiten to 0 ...
     assert adv.abs().max().item() == 0.0
     adv = torch.full_like(old, sign) * mask  # ... so use raw +-1 advantages

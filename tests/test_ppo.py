@@ -5,7 +5,7 @@ import random
 
 import torch
 
-from spo.policy import response_logprobs
+from spo.policy.logprobs import response_logprobs
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
 from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
 

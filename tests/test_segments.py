@@ -1,5 +1,6 @@
 """Tests for spo/segments.py: hand-computed partitions, edge cases, and partition invariants."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -8,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spo.config import PartitionConfig
 from spo.segments import (
-    PARTITION_INPUTS,
     PARTITIONS,
     cutpoint_boundaries,
     fixed_count_boundaries,
@@ -25,7 +26,7 @@ TAU = 0.9
 probs_lists = st.lists(st.sampled_from([0.05, 0.3, 0.5, 0.89, TAU, 0.95, 1.0]), max_size=40)
 
 
-# --- cutpoint_boundaries: Figure 1 and reference §2.7 ---------------------------------------------
+# --- cutpoint_boundaries: Figure 1 and docs/design.md#chain-advantages ---------------------------------------------
 
 
 def test_figure1_boundary_before_every_interval_th_cutpoint():
@@ -39,7 +40,7 @@ def test_figure1_boundary_before_every_interval_th_cutpoint():
 
 
 def test_matches_reference_cut_indices():
-    # Reference §2.3 cuts are c = i - 1 (state after token c); our boundary is prefix length c + 1 = i.
+    # The reference's cuts are c = i - 1 (docs/design.md#chain-partition) (state after token c); our boundary is prefix length c + 1 = i.
     probs = [0.95, 0.5, 0.5, 0.99, 0.1, 0.2, 0.3]
     low = [i for i, p in enumerate(probs) if p < 0.9]  # [1, 2, 4, 5, 6]
     reference_cuts = [i - 1 for i in low][::2]  # [0, 3, 5]
@@ -65,7 +66,7 @@ def test_max_boundaries_keeps_the_earliest():
     probs = [0.5] * 10  # every token a cutpoint; interval 2 -> 0, 2, 4, 6, 8
     assert cutpoint_boundaries(probs, interval=2) == [0, 2, 4, 6, 8]
     assert cutpoint_boundaries(probs, interval=2, max_boundaries=2) == [0, 2]
-    assert cutpoint_boundaries(probs, interval=2, max_boundaries=0) == []
+    assert cutpoint_boundaries(probs, interval=2, max_boundaries=0) == cutpoint_boundaries(probs, interval=2)  # 0: no cap
 
 
 @pytest.mark.parametrize("bad", [[0.5, math.nan], [1.5], [-0.1]])
@@ -86,7 +87,7 @@ def test_cutpoint_segments_hold_interval_cutpoints(probs, interval, cap):
     boundaries = cutpoint_boundaries(probs, tau=TAU, interval=interval, max_boundaries=cap)
     cutpoints = [i for i, p in enumerate(probs) if p < TAU]
     expected_count = math.ceil(len(cutpoints) / interval)
-    assert len(boundaries) == (expected_count if cap is None else min(cap, expected_count))
+    assert len(boundaries) == (expected_count if not cap else min(cap, expected_count))
     assert all(probs[b] < TAU for b in boundaries)  # a boundary sits just before a cutpoint
     if boundaries:
         assert all(p >= TAU for p in probs[: boundaries[0]])  # nothing low-prob before the first
@@ -197,11 +198,9 @@ def test_segments_partition_the_response_exactly(length_and_boundaries):
 
 
 def test_registry_names_and_dispatch():
-    assert (
-        sorted(PARTITIONS)
-        == sorted(PARTITION_INPUTS)
-        == ["cutpoint", "fixed_count", "fixed_length", "newline", "none"]
-    )
+    assert sorted(PARTITIONS) == ["cutpoint", "fixed_count", "fixed_length", "newline", "none"]
+    for name, partition in PARTITIONS.items():  # every parameter is a config field of the same name
+        assert set(partition.params) <= {f.name for f in dataclasses.fields(PartitionConfig)}, name
     probs, texts = [0.95, 0.5, 0.99, 0.2], ["a", "\n", "b", "c"]
     assert partition_boundaries("cutpoint", probs=probs, token_texts=texts, interval=1) == [1, 3]
     assert partition_boundaries("fixed_count", probs=probs, n_segments=2) == [2]

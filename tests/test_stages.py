@@ -1,7 +1,7 @@
 """Stages on real data: GSM8K rows through prompts, generate, partition, resample and advantages.
 
 A tiny BPE model trained on GSM8K text answers (badly); what is checked is the wiring: prompts in the
-reference format with the dataset's gold answers, token-id prefixes, the context guard (rule 8), shared
+reference format with the dataset's gold answers, token-id prefixes, the context guard (docs/design.md#context-guard), shared
 prefixes, and episodes that match the core functions on the stored artifacts.
 """
 

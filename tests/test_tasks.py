@@ -36,7 +36,7 @@ def test_register_task_adds_a_user_task_and_refuses_duplicates(monkeypatch: pyte
         register_task("arith", tiny_arith)
 
 
-# ---------------------------------------------------------------- reward rules (spo-decisions rule 6)
+# ---------------------------------------------------------------- reward rules (docs/design.md#rewards)
 
 EXAMPLE = Example(
     id="arith/test/0", question="27+82+18", answer="127", solution="27+82=109; 109+18=127. #### 127"

@@ -10,7 +10,8 @@ from stages.inspect_run import tree_text
 from stages.registry import find_stage, iteration_stages
 from stages.run_dir import create_run
 
-TREE = ["algorithm=spo-tree", "tree.branching=[2,2,2]", "tree.segment_tokens=4", "tree.replay_per_question=3",
+TREE = ["algorithm=spo-tree", "tree.branching=[2,2,2]", "partition.method=fixed_length", "partition.segment_tokens=4",
+        "advantage.method=tree", "tree.replay_per_question=3",
         "sample.questions_per_iteration=3", "train.episodes_per_iteration=8"]
 
 
@@ -34,8 +35,8 @@ def levels(run, iteration):
 
 
 def test_stage_names_follow_the_depth(tree_run):
-    assert list(iteration_stages(tree_run.config())) == ["prompts", "generate", "resample-2", "resample-3",
-                                                          "advantages", "train"]
+    assert list(iteration_stages(tree_run.config())) == ["prompts", "tree-1", "tree-2", "tree-3", "tree-advantages",
+                                                          "train"]
 
 
 def test_tree_shape_follows_branching_and_early_stops(tree_run):
@@ -65,7 +66,7 @@ def test_values_and_advantages_match_the_core_functions(tree_run):
         ids = [str(prompt_index)] + [n["node_id"] for n in tree]
         parents = [None] + [ids.index(n["parent_id"]) for n in tree]
         rewards = [None] + [n["reward"] for n in tree]
-        values, advantages = tree_values_and_advantages(parents, rewards, method="rloo")
+        values, advantages = tree_values_and_advantages(parents, rewards, method="tree")
         for k, node in enumerate(tree, start=1):
             if advantages[k] == 0.0 or not node["segment_ids"]:
                 assert node["node_id"] not in edges  # zero-advantage edges are dropped
@@ -81,7 +82,7 @@ def test_values_and_advantages_match_the_core_functions(tree_run):
 def test_rerunning_a_level_reproduces_it(tree_run, capsys):
     path = tree_run.artifact(0, "tree_nodes-2")
     before = pq.read_table(path)
-    spo(["stage", "resample-2", "--run", str(tree_run.root), "--iteration", "0", "--force"])
+    spo(["stage", "tree-2", "--run", str(tree_run.root), "--iteration", "0", "--force"])
     assert pq.read_table(path).equals(before)
 
 
@@ -98,7 +99,7 @@ def test_replay_buffer_is_persisted_and_reproduced(tree_run):
     waiting = {(e["source_id"], e["question_id"]) for e in replay0}
     assert all((e["source_id"], e["question_id"]) in waiting for e in old)
     # a resumed run recomputes iteration 1's episodes from the stored buffer: the same edges
-    spo(["stage", "advantages", "--run", str(tree_run.root), "--iteration", "1", "--force"])
+    spo(["stage", "tree-advantages", "--run", str(tree_run.root), "--iteration", "1", "--force"])
     assert read_table(tree_run.artifact(1, "episodes")).equals(episodes1)
 
 

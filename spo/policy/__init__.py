@@ -4,6 +4,5 @@
 """
 
 from spo.policy.engine import Engine, EngineStats, Sample, SampleRequest, make_engine
-from spo.policy.logprobs import response_logprobs
 
-__all__ = ["Engine", "EngineStats", "Sample", "SampleRequest", "make_engine", "response_logprobs"]
+__all__ = ["Engine", "EngineStats", "Sample", "SampleRequest", "make_engine"]

@@ -1,7 +1,7 @@
 """The policy engine contract: sampling requests and samples, counters, the Engine interface.
 
-An engine samples continuations of token-id prompts (rule 1: token ids in, token ids out), scores
-responses by teacher forcing (rule 3: logits / temperature, float32), and saves/loads Hugging Face
+An engine samples continuations of token-id prompts (docs/design.md#token-ids: token ids in, token ids out), scores
+responses by teacher forcing (docs/design.md#probabilities: logits / temperature, float32), and saves/loads Hugging Face
 checkpoints. `make_engine` picks an implementation by name; vLLM is imported only when chosen.
 """
 
@@ -60,7 +60,7 @@ class Sample:
     """One sampled continuation.
 
     Attributes:
-        token_ids: the new tokens; ends with the stop token when it stopped on one (rule 7).
+        token_ids: the new tokens; ends with the stop token when it stopped on one (docs/design.md#stop-token).
         finish_reason: "stop" (a stop token was sampled) or "length" (max_new_tokens reached).
         logprobs: the engine's log-prob of each sampled token under softmax(logits / temperature),
             before top-p truncation (raw logits when temperature is 0); None if the engine has none.
@@ -73,7 +73,7 @@ class Sample:
 
 @dataclass
 class EngineStats:
-    """Cumulative counters of an engine, for the stage reports (rule 9).
+    """Cumulative counters of an engine, for the stage reports (docs/design.md#mc-budget).
 
     `prompt_tokens` = `prefill_tokens` + `shared_prefix_tokens`.
     """
@@ -135,6 +135,9 @@ class Engine(ABC):
     def load(cls, path: str | Path, **options) -> "Engine":
         """Build an engine from a Hugging Face checkpoint directory."""
 
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""Model dtypes an engine can be asked for by name (besides "auto")."""
 
 ENGINES = {
     "transformers": "spo.policy.transformers_engine:TransformersEngine",

@@ -16,7 +16,7 @@ def response_logprobs(
 
     Rows are prompt + response, right-padded with `pad_id`; causal attention means padding never
     influences a real token, so no attention mask is needed. Only the response positions go through
-    the output layer, and the log-softmax of logits / temperature is taken in float32 (rule 3).
+    the output layer, and the log-softmax of logits / temperature is taken in float32 (docs/design.md#probabilities).
     Differentiable when grad is enabled.
 
     Args:

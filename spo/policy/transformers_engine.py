@@ -20,7 +20,8 @@ from spo.policy.logprobs import response_logprobs
 from spo.policy.prefix_cache import PrefixCache, SuffixCache, check_supported, decode_step, prefill
 from spo.policy.sampling import choose_tokens, sample_seed, sample_uniforms
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""`spo.policy.engine.DTYPES` as torch dtypes."""
 PAD_ID = 0
 """Filler for right padding; any valid id works because padding never reaches a real token."""
 SCORE_LOGITS_BUDGET = 2**28
@@ -42,9 +43,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
-    return DTYPES[dtype]
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(TORCH_DTYPES) + ['auto']}")
+    return TORCH_DTYPES[dtype]
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ vLLM is imported only by `VLLMEngine.load`, so this module imports without it. H
   `TransformersEngine`; vLLM's automatic prefix caching (`enable_prefix_caching=True`) computes each
   shared prompt once, and `RequestOutput.num_cached_tokens` feeds `stats.shared_prefix_tokens`.
 * `ignore_eos=True`: only `stop_token_ids` stop generation, as in `TransformersEngine`. vLLM keeps the
-  stop token in `CompletionOutput.token_ids` (rule 7); `sample_from_vllm` checks that.
+  stop token in `CompletionOutput.token_ids` (docs/design.md#stop-token); `sample_from_vllm` checks that.
 * Log-probs: `logprobs=0` returns the sampled token's log-prob. vLLM's default `logprobs_mode`
   "raw_logprobs" is taken before temperature; the engine is built with "processed_logprobs", which is
   after temperature and top-k/top-p. With top_p == 1 that is exactly `Sample.logprobs` (log-softmax
   of logits / temperature; raw logits for greedy); with top_p < 1 vLLM renormalises over the nucleus,
   a different quantity, so those samples report `logprobs=None` rather than a mislabelled number.
 * `score` delegates to a `TransformersEngine` over the same checkpoint: vLLM's prompt_logprobs are
-  raw (no temperature, per its docs), and rule 3 wants float32 teacher forcing at the sampling
+  raw (no temperature, per its docs), and docs/design.md#probabilities wants float32 teacher forcing at the sampling
   temperature anyway. The torch copy shares the GPU; leave room with `gpu_memory_utilization`.
 * New weights (`reload_weights`): a new `LLM` on the new checkpoint, the simplest documented way.
 """

@@ -1,6 +1,6 @@
 """Synthetic multi-step integer arithmetic with a short chain of thought: the CPU demo's task.
 
-Prompt `Q: 27+82+18= A:`, target ` 27+82=109; 109+18=127. #### 127` (environment.md §5). The chain
+Prompt `Q: 27+82+18= A:`, target ` 27+82=109; 109+18=127. #### 127` (docs/design.md#warm-start). The chain
 evaluates left to right, so with `*` the answer is the chain's value, not the usual precedence.
 """
 

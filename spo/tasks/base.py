@@ -1,9 +1,9 @@
 """What every task provides: examples, prompts, reference responses, answer extraction and the reward.
 
-The reward follows spo-decisions rule 6 (and reference §6.1): a response stopped by the length limit
+The reward follows docs/design.md#rewards: a response stopped by the length limit
 scores `unfinished_penalty`; more than one `####` final-answer marker scores `multiple_answer_penalty`;
 no extractable answer scores `unfinished_penalty`; otherwise 1 if correct else 0. For Monte-Carlo
-values the caller passes the whole answer text (response prefix + continuation, rule 5).
+values the caller passes the whole answer text (response prefix + continuation, docs/design.md#mc-rewards).
 """
 
 import json
@@ -35,7 +35,7 @@ class Task(ABC):
 
     name: str
     data_folder: str | None = None
-    """Folder name of the task's files under a data root (e.g. ../shared/data/gsm8k); None for generated tasks."""
+    """Folder name of the task's files under a data root (e.g. `gsm8k`); None for generated tasks."""
     unique_target = False
     """True when `target()` is the only correct response (arith), so the first token of a sampled response
     that leaves it is the first wrong token (the credit probe, spo/credit.py)."""
@@ -103,22 +103,28 @@ class Task(ABC):
         pred = self.extract_answer(response)
         return pred is not None and self.answers_equal(pred, example.answer)
 
-    def reward(self, response: str, example: Example, finished: bool = True) -> float:
-        """The scalar reward of one response (spo-decisions rule 6).
+    def grade(self, response: str, example: Example, finished: bool = True) -> tuple[float, bool]:
+        """The scalar reward of one response and whether its final answer is right, comparing once
+        (docs/design.md#rewards).
 
         Args:
             response: the prompt-free response text (for MC values: prefix + continuation).
             example: the problem it answers.
             finished: False when generation stopped at the length limit.
         """
-        if not finished:
-            return self.unfinished_penalty
-        if response.count(self.answer_marker) > 1:
-            return self.multiple_answer_penalty
         pred = self.extract_answer(response)
+        correct = pred is not None and self.answers_equal(pred, example.answer)
+        if not finished:
+            return self.unfinished_penalty, correct
+        if response.count(self.answer_marker) > 1:
+            return self.multiple_answer_penalty, correct
         if pred is None:
-            return self.unfinished_penalty
-        return 1.0 if self.answers_equal(pred, example.answer) else 0.0
+            return self.unfinished_penalty, correct
+        return (1.0 if correct else 0.0), correct
+
+    def reward(self, response: str, example: Example, finished: bool = True) -> float:
+        """The scalar reward of one response (`grade`)."""
+        return self.grade(response, example, finished)[0]
 
     def corpus(self, split: str) -> Iterator[str]:
         """Prompt + target texts of a split (for building tokenizers)."""

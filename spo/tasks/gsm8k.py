@@ -1,4 +1,4 @@
-"""GSM8K (grade-school math word problems) in the original `#### N` answer format (reference §5, §6.1)."""
+"""GSM8K (grade-school math word problems) in the original `#### N` answer format (docs/design.md#prompts)."""
 
 import re
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""MATH-500 (the 500-problem MATH test subset) with the R1-distill prompt (reference §5, §6.1, §6.3)."""
+"""MATH-500 (the 500-problem MATH test subset) with the R1-distill prompt (docs/design.md#prompts)."""
 
 from pathlib import Path
 

@@ -1,0 +1,49 @@
+"""Checks before any work starts: what a run needs from this machine exists.
+
+The config checks itself when it is built (spo/config.py); what it cannot know is whether the model,
+the task's data and the chosen engine are here. `preflight` looks, in well under a second, so that a
+missing file fails before Prefect, the warm start or a download start (docs/architecture.md#preflight).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from spo.config import ConfigError, RunConfig
+from stages.resources import load_task
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Raise `ConfigError` naming the field when the model, the task data or the engine is missing."""
+    model_available(cfg.model.path)
+    if cfg.model.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("model.engine = 'vllm', but vllm is not installed; install the project's vllm extra "
+                          "(see the README) or use model.engine = 'transformers'")
+    task = load_task(cfg)
+    for split in ("train", "test"):
+        try:
+            task.examples(split)
+        except FileNotFoundError as error:
+            raise ConfigError(f"task {cfg.task.name!r} (task.data_dir = {cfg.task.data_dir!r}): {error}") from None
+
+
+def model_available(path: str) -> None:
+    """A model path is a local checkpoint folder, empty (a tiny model), or a hub id that can be loaded now."""
+    if not path:
+        return
+    folder = Path(path)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model.path = {path!r} is a folder without config.json: not a Hugging Face "
+                              f"checkpoint")
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+        if not isinstance(cached, str):
+            raise ConfigError(f"model.path = {path!r} is not a local folder and HF_HUB_OFFLINE=1 forbids "
+                              f"downloading it, and the Hugging Face cache has no copy: download it where there "
+                              f"is network, or point model.path at a checkpoint folder")

@@ -1,0 +1,73 @@
+"""The sampling sequence every sampling stage shares: fit the requests, sample with a progress bar,
+decode, grade, count (generate, resample, the tree levels, evaluate and the warm-start checks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spo.policy import Engine, SampleRequest
+from spo.policy.engine import EngineStats
+from spo.tasks import Example, Task
+from stages.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """One sampled continuation and the response it completes."""
+
+    token_ids: list[int]
+    """The sampled tokens (ending with the stop token when it stopped on one)."""
+    text: str
+    """The decoded response: the request's head tokens followed by these, special tokens skipped."""
+    finish_reason: str
+    """"stop" or "length"."""
+    logprobs: list[float] | None
+    """The engine's sampling log-probs, when it reports them."""
+
+    def grade(self, task: Task, example: Example) -> tuple[float, bool]:
+        """(reward, correct) of the whole response (docs/design.md#rewards, #mc-rewards)."""
+        return task.grade(self.text, example, finished=self.finish_reason == "stop")
+
+
+def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperature: float, top_p: float,
+                   seed: int, eos_id: int) -> SampleRequest:
+    """A request for at most `budget` new tokens, lowered so prompt + response fit `context_size`
+    (docs/design.md#context-guard); generation stops after EOS."""
+    prompt_ids = tuple(prompt_ids)
+    return SampleRequest(prompt_ids=prompt_ids, n=n, max_new_tokens=min(budget, context_size - len(prompt_ids)),
+                         temperature=temperature, top_p=top_p, seed=seed, stop_token_ids=(eos_id,))
+
+
+def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[str, int]:
+    """What the engine sampled since `before` (a copy of its stats): tokens sampled, prefilled and shared
+    (docs/design.md#mc-budget)."""
+    now = engine.stats
+    return {f"{prefix}/tokens": now.sampled_tokens - before.sampled_tokens,
+            f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
+            f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens}
+
+
+def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], heads: Sequence[Sequence[int]],
+                         desc: str, prefix: str) -> tuple[list[list[Continuation]], dict[str, float]]:
+    """Sample every request, decode each continuation after its request's head (the response tokens before
+    it: none for a fresh response, the prefix's for an MC continuation or a tree level), and count.
+
+    Returns:
+        result[i][j], the j-th continuation of requests[i]; counters `<prefix>/tokens`, `/prefill_tokens`,
+        `/shared_prefix_tokens` and `/seconds`.
+    """
+    before = dataclasses.replace(engine.stats)
+    start = time.perf_counter()
+    with progress_bar(sum(r.n for r in requests), desc) as bar:
+        results = engine.sample(requests, progress=bar.update)
+    seconds = time.perf_counter() - start
+    decode = engine.tokenizer.decode
+    continuations = [
+        [Continuation(list(s.token_ids), decode([*head, *s.token_ids], skip_special_tokens=True), s.finish_reason,
+                      None if s.logprobs is None else list(s.logprobs)) for s in samples]
+        for head, samples in zip(heads, results, strict=True)
+    ]
+    return continuations, {**sampling_counters(engine, before, prefix), f"{prefix}/seconds": round(seconds, 3)}

@@ -1,0 +1,63 @@
+"""The command line: user errors are one `spo: error:` line and exit status 2, before any work starts."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--preset", "tiny", "--set", "sample.temperature=-1"], "sample.temperature = -1.0: expected > 0"),
+    (["run", "--preset", "tiny", "--set", "train.whitten=batch"], "no field 'whitten'"),
+    (["run", "--preset", "tiny", "--set", "partition.method=none"], "partition.method = 'none' cuts nothing"),
+    (["run", "--preset", "nonexistent"], "unknown preset 'nonexistent'; choose one of"),
+    (["run"], "choose a preset with --preset NAME (one of ['gsm8k-rho1b-chain'"),
+    (["run", "--preset", "gsm8k-rho1b-chain"], "model.path = 'realtreetune/rho-1b-sft-GSM8K' is not a local folder "
+                                               "and HF_HUB_OFFLINE=1 forbids downloading it"),
+    (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
+    (["run", "--run", "/nonexistent/run", "--more", "2"], "--more continues an existing run"),
+])
+def test_user_errors_are_one_line_before_any_work(tmp_path, args, message):
+    result = spo(*args, env={"PREFECT_HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spo: error: ") and message in lines[0], result.stderr
+    assert not list(tmp_path.iterdir()), "Prefect started (its home folder was written)"
+
+
+def test_preflight_refuses_the_vllm_engine_without_vllm(monkeypatch):
+    # stands in for a machine without vllm (this test venv has it): find_spec answers "not installed"
+    import importlib.util
+
+    from spo.config import ConfigError
+    from stages.preflight import preflight
+    from stages.run_dir import load_preset
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match="model.engine = 'vllm', but vllm is not installed"):
+        preflight(load_preset("tiny").with_overrides(["model.engine=vllm"]))
+
+
+def test_preflight_names_a_missing_data_folder(tmp_path):
+    from spo.config import ConfigError
+    from stages.preflight import preflight
+    from stages.run_dir import load_preset
+
+    cfg = load_preset("tiny").with_overrides(["task.name=gsm8k", "task.options={}", f"task.data_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=f"task 'gsm8k' .*{tmp_path}/train.jsonl: no such file"):
+        preflight(cfg)
+
+
+def test_debug_shows_the_traceback():
+    result = spo("run", "--preset", "tiny", "--set", "sample.temperature=-1", "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigError" in result.stderr
