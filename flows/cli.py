@@ -5,6 +5,7 @@
     spo stage NAME --run DIR --iteration N [--force]
     spo eval DIR          (evaluate the newest checkpoint without an evaluation)
     spo gc DIR --keep-last N [--dry-run]
+    spo verify DIR        (re-hash every artifact and checkpoint against its manifest)
     spo server [--port 4200]
     spo serve DIR [--run-cron C | --run-interval S] [--more N] [--eval-cron C | --eval-interval S]
     spo inspect DIR [--iteration N] [--stage NAME] [--tree PROMPT_INDEX]
@@ -66,7 +67,7 @@ def cmd_run(args) -> int:
     root = _run_dir(args, cfg)
     from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
 
-    with run_lock(root, "spo run"), prefect_api():  # a config change is a write too
+    with run_lock(root, "spo run"), prefect_api(root):  # a config change is a write too
         run = create_run(root, cfg)
         spo_run(str(run.root), until=args.until, more=args.more)
     print(f"run: {run.root}")
@@ -87,7 +88,9 @@ def cmd_compare(args) -> int:
     from flows.spo_compare import spo_compare
 
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
-    with prefect_api():
+    from stages.compare import comparison_dir
+
+    with prefect_api(comparison_dir(comparison, args.root and Path(args.root))):
         print(flow(args.comparison, seeds, threads, args.root))
     return 0
 
@@ -99,7 +102,7 @@ def cmd_eval(args) -> int:
     preflight(RunDir(Path(args.dir)).config())
     from flows.spo_eval import spo_eval
 
-    with prefect_api():
+    with prefect_api(Path(args.dir)):
         result = spo_eval(str(Path(args.dir)))
     print("every checkpoint has an evaluation" if result is None else f"evaluated: {result}")
     return 0
@@ -115,6 +118,16 @@ def cmd_gc(args) -> int:
     for index, reason in report.kept.items():
         print(f"kept {index}: {reason}")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from stages.verify import verify_run
+
+    checked, problems = verify_run(Path(args.dir))
+    for problem in problems:
+        print(problem)
+    print(f"verified {checked} artifacts under {args.dir}: {len(problems)} differ from their manifests")
+    return 1 if problems else 0
 
 
 def cmd_server(args) -> NoReturn:
@@ -146,7 +159,7 @@ def cmd_demo(args) -> int:
     from stages.summary import iteration_summary, plot_run, summary_markdown
 
     run = create_run(_run_dir(args, cfg), cfg)
-    with prefect_api():
+    with prefect_api(run.root):
         spo_run(str(run.root))
     rows = iteration_summary(run)
     print(summary_markdown(rows))
@@ -238,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-last", type=int, required=True, help="also keep the newest N checkpoints")
     p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
     p.set_defaults(handler=cmd_gc)
+    p = sub.add_parser("verify", help="re-hash every artifact and checkpoint of a run against its manifest")
+    p.add_argument("dir")
+    p.set_defaults(handler=cmd_verify)
     p = sub.add_parser("server", help="start the local Prefect server (SQLite database, scheduler, UI)")
     p.add_argument("--port", type=int, default=4200)
     p.add_argument("--host", default="127.0.0.1")

@@ -18,7 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+PREFECT_DATABASE = ".prefect"
+"""Folder of a run's temporary Prefect database, inside the run."""
+PREFECT_RESULTS = ".prefect-results"
+"""Folder of a run's cached Prefect task results, inside the run (the stage manifests stay the source of truth)."""
 PR_SET_PDEATHSIG = 1
 """prctl option (linux/prctl.h): the signal a process gets when the thread that started it exits."""
 
@@ -45,20 +50,34 @@ def free_port() -> int:
 
 
 @contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(folder: Path | None = None) -> Iterator[str]:
     """The Prefect API URL this process reports to: `PREFECT_API_URL` when set, else a temporary server on
-    127.0.0.1 that ends with this process, even when it is killed. Child processes inherit the URL."""
+    127.0.0.1 that ends with this process, even when it is killed. Child processes inherit the URL.
+
+    Args:
+        folder: a run's (or a comparison's) folder. The temporary server keeps its database in
+            `<folder>/.prefect/`, and Prefect's cached task results go to `<folder>/.prefect-results/`, so
+            that a run's records go with it and nothing outside grows run after run
+            (docs/architecture.md#caching). None keeps Prefect's defaults under `$PREFECT_HOME`.
+    """
+    from prefect.settings import get_current_settings, temporary_settings
+
+    results = {} if folder is None else {"results.local_storage_path": folder / PREFECT_RESULTS}
     if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+        with temporary_settings(updates=results):
+            yield os.environ["PREFECT_API_URL"]
         return
     import httpx
     import prefect
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            **get_current_settings().to_environment_variables(exclude_unset=True)}
+    if folder is not None:
+        (folder / PREFECT_DATABASE).mkdir(parents=True, exist_ok=True)
+        database = (folder / PREFECT_DATABASE).resolve() / "prefect.db"
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
@@ -74,9 +93,10 @@ def prefect_api() -> Iterator[str]:
                                    f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
             time.sleep(0.1)
         os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={"api.url": url, **results}):
             yield url
     finally:
+        _drain_prefect_workers()  # send the last logs and events while the server still listens
         os.environ.pop("PREFECT_API_URL", None)
         server.terminate()
         try:
@@ -84,6 +104,16 @@ def prefect_api() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _drain_prefect_workers() -> None:
+    """Flush Prefect's background log and event senders (as prefect's own test harness does before it stops
+    its server)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 def _healthy(httpx, url: str) -> bool:

@@ -21,6 +21,7 @@ import prefect
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.settings import get_current_settings
 
+from flows.processes import PREFECT_RESULTS
 from flows.spo_eval import spo_eval
 from flows.spo_run import spo_run
 from stages.run_dir import RunDir
@@ -71,6 +72,8 @@ def serve(run: Path, schedules: list[Schedule], limit: int = 1) -> None:
                            "`spo server --port 4200`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
     if not RunDir(Path(run)).config_path.is_file():
         raise FileNotFoundError(f"{RunDir(Path(run)).config_path}: no run here; create it first with `spo run`")
+    # each scheduled flow run is a new process: it keeps its cached task results in the run folder too
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(Path(run).resolve() / PREFECT_RESULTS)
     prefect.serve(*(deployment(run, s) for s in schedules), limit=limit)
 
 

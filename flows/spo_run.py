@@ -13,6 +13,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stages.artifacts import StageReport, cache_key, finished_report
+from stages.engines import engine_pool
+from stages.gc import retain
 from stages.lock import run_lock
 from stages.registry import find_stage, flow_plan, iteration_range
 from stages.run_dir import RunDir
@@ -31,7 +33,11 @@ def stage_task(name: str, run: str, iteration: int, key: str | None) -> StageRep
 
 
 def run_stage(name: str, run: str, iteration: int) -> StageReport:
-    """The stage's task; a cached result is reused only while the stage's outputs are intact on disk."""
+    """The stage's task; a cached result is reused only while the stage's outputs are intact on disk.
+
+    The stage manifests decide what is finished; Prefect's cache mirrors them (its records are kept in
+    the run folder, flows/processes.py; docs/architecture.md#caching).
+    """
     root = RunDir(Path(run))
     _, spec = find_stage(name, root.config())
     key = cache_key(spec, root, iteration)
@@ -47,7 +53,7 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
     past `iterations` of the config; earlier iterations are not revisited. The run is locked throughout.
     """
     logger = get_run_logger()
-    with run_lock(Path(run), "flow spo-run"):
+    with run_lock(Path(run), "flow spo-run"), engine_pool():
         cfg = RunDir(Path(run)).config()
         iterations = iteration_range(RunDir(Path(run)), cfg, until, more)
         if more is not None:
@@ -55,6 +61,7 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
         for step in flow_plan(cfg, iterations):
             for name, i in step:
                 run_stage(name, run, i)
+            retain(RunDir(Path(run)), cfg.retention)
             i = step[0][1]
             logger.info(iteration_line(RunDir(Path(run)), i, evaluated=None if step[0][0] == "warmstart" else i + 1))
         rows = iteration_summary(RunDir(Path(run)))

@@ -323,6 +323,18 @@ class WarmstartConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class RetentionConfig(_Checked):
+    """What a run keeps on disk as it goes (docs/architecture.md#retention)."""
+
+    _section: ClassVar[str] = "retention."
+    optimizer_states: int = field(default=1, metadata=at_least(0))
+    """Optimizer states kept, the newest first (only a resume reads them, and it reads the newest); 0 keeps all."""
+    checkpoints: int = field(default=0, metadata=at_least(0))
+    """After each iteration remove all checkpoints but the newest N, checkpoint 0 and the evaluated ones (as
+    `spo gc --keep-last N`); 0 keeps every checkpoint."""
+
+
+@dataclass(frozen=True)
 class RunConfig(_Checked):
     """Everything a run needs; stored resolved in `run.json`."""
 
@@ -344,6 +356,7 @@ class RunConfig(_Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()

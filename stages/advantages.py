@@ -23,7 +23,7 @@ from stages.run_dir import RunDir
 SPEC = StageSpec(
     name="advantages",
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.artifact(i, "boundaries"), run.artifact(i, "values"),
-                          run.checkpoint(0)],  # the tokenizer's EOS id
+                          run.tokenizer()],  # its EOS id
     writes=lambda run, i: [run.artifact(i, "episodes")],
     config=("advantage", "partition.tau"),
 )
@@ -52,7 +52,7 @@ def _advantages(ctx: StageContext):
                                r["reward"]) for r in group]
         for r, adv in zip(group, method.chain(inputs, tau, a.prob_mask)):
             token_adv[r["rollout_id"]] = adv
-    eos = load_tokenizer(ctx.run.checkpoint(0)).eos_token_id
+    eos = load_tokenizer(ctx.run.tokenizer()).eos_token_id
     rows, masked = [], 0
     for r in rollouts:
         mask = np.array(loss_mask(r["logp"], r["response_ids"], tau, a.prob_mask, a.train_on_eos, eos), dtype=bool)

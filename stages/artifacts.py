@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 
 import schemas
 from spo.config import RunConfig
+from stages.checksums import ChecksumError, check_records, combined_hash, file_records
+from stages.engines import load_timer
 from stages.lock import run_lock
 from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
 
@@ -94,38 +96,43 @@ def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".manifest.json")
 
 
-def content_hash(path: Path) -> str:
-    """sha256 of a file, or of every file of a folder (names and bytes, in sorted order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False) -> dict:
+    """The manifest of a finished artifact.
 
-
-def read_manifest(path: Path, verify: bool = True) -> dict:
-    """The manifest of a finished artifact; with `verify`, its content hash is checked against the file."""
+    Args:
+        verify: check the files against the manifest's record (size and time; a file that no longer
+            fits is re-hashed, stages/checksums.py).
+        removed_ok: accept an artifact that retention removed (its manifest keeps the hash, so keys
+            that read it stay computable); anything that needs its bytes must not pass this.
+    """
     mpath = manifest_path(path)
     if not mpath.is_file():
         raise ArtifactError(f"{path}: unfinished or missing (no manifest {mpath.name}); run the stage that makes it")
     manifest = json.loads(mpath.read_text())
+    if "removed" in manifest:
+        if removed_ok:
+            return manifest
+        raise ArtifactError(f"{path}: removed by retention ({manifest['removed']}); a stage that reads it cannot "
+                            f"run again (docs/architecture.md#retention)")
+    if "files" not in manifest:
+        raise ArtifactError(f"{path}: its manifest {mpath.name} has no per-file record (written by an older spo); "
+                            f"rerun the stage that makes it with --force")
     if verify:
-        if not path.exists():
-            raise ArtifactError(f"{path}: listed by {mpath.name} but missing")
-        actual = content_hash(path)
-        if actual != manifest["sha256"]:
-            raise ArtifactError(f"{path}: content hash {actual[:12]} differs from its manifest's "
-                                f"{manifest['sha256'][:12]}: the file is corrupted or was changed by hand")
+        try:
+            check_records(path, manifest["files"])
+        except ChecksumError as error:
+            raise ArtifactError(str(error)) from None
     return manifest
 
 
 def read_table(path: Path) -> pa.Table:
-    """Read a finished Parquet artifact, checking its manifest checksum and its schema."""
+    """Read a finished Parquet artifact, checking its manifest record, its page checksums and its schema."""
     read_manifest(path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as error:  # a flipped byte that kept the file's size and time
+        raise ArtifactError(f"{path}: unreadable although its size and time match the manifest ({error}); "
+                            f"`spo verify` re-hashes every artifact") from None
     schemas.validate(table, schemas.schema_for(path), path)
     return table
 
@@ -136,7 +143,8 @@ def write_table(path: Path, table: pa.Table) -> None:
     schemas.validate(table, expected, path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        pq.write_table(table.replace_schema_metadata(expected.metadata), tmp, compression="zstd")
+        pq.write_table(table.replace_schema_metadata(expected.metadata), tmp, compression="zstd",
+                       write_page_checksum=True)
     except BaseException:  # e.g. a full disk: leave no partial file behind, then fail as before
         tmp.unlink(missing_ok=True)
         raise
@@ -153,8 +161,9 @@ def code_version() -> str:
 
 
 def stage_key(spec: StageSpec, run: RunDir, iteration: int, cfg: RunConfig) -> str:
-    """Content hashes of the inputs + config sections + seed + code version, hashed."""
-    inputs = [read_manifest(p)["sha256"] for p in spec.reads(run, iteration)]
+    """Content hashes of the inputs (as recorded, after the cheap check) + config sections + seed + code
+    version, hashed. An input removed by retention still has its recorded hash."""
+    inputs = [read_manifest(p, removed_ok=True)["sha256"] for p in spec.reads(run, iteration)]
     text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed, code_version()])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -164,7 +173,7 @@ def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str) -> S
     reports = []
     for path in spec.writes(run, iteration):
         try:
-            manifest = read_manifest(path)
+            manifest = read_manifest(path, removed_ok=True)  # removed by retention after it finished
         except ArtifactError:
             return None
         if manifest["key"] != key:
@@ -215,13 +224,18 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         if stored is not None:
             log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
             return stored
+    for path in spec.reads(run, iteration):  # fail before any work when an input is gone or damaged
+        read_manifest(path)
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
     run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tables, counters = body(StageContext(run, iteration, cfg, spec))
+    with load_timer() as loads:
+        tables, counters = body(StageContext(run, iteration, cfg, spec))
+    if loads:
+        counters = {**counters, "engine/load_seconds": round(sum(loads), 3)}
     declared = {p.stem for p in outputs if p.suffix == ".parquet"}
     if set(tables) != declared:
         raise RuntimeError(f"stage {spec.name!r} returned tables {sorted(tables)}, declared {sorted(declared)}")
@@ -230,11 +244,12 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
             write_table(path, tables[path.stem])
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
-    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False)["sha256"]
+    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False, removed_ok=True)["sha256"]
               for p in spec.reads(run, iteration)}
     for path in outputs:  # manifests last: an output without one is unfinished
+        records = file_records(path)  # the one hash of each file, as it is written
         write_json_atomic(manifest_path(path), {
-            "artifact": path.stem, "sha256": content_hash(path), "key": key, "inputs": inputs,
+            "artifact": path.stem, "sha256": combined_hash(records), "files": records, "key": key, "inputs": inputs,
             "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed, "code_version": code_version(),
             "created": stamp, "report": asdict(report)})
     log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
 from stages.registry import unfinished_stages
 from stages.share import share_outputs, share_run
 from stages.summary import CREDIT_KEYS, iteration_summary
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,19 @@ def reuse_finished(runs: list[ArmRun], root: Path) -> dict[str, int]:
     from a run with the same config where there is one, else from any with the same seed, each sharing
     as far as the keys agree (stages/share.py). Returns `<arm>-s<seed>` -> stages reused."""
     mine = {r.run.root.resolve() for r in runs}
-    donors = [RunDir(p.parent) for p in sorted(root.glob("*/*/run.json")) if p.parent.resolve() not in mine]
+    donors = {}
+    for path in sorted(root.glob("*/*/run.json")):
+        if path.parent.resolve() in mine:
+            continue
+        try:
+            donors[RunDir(path.parent)] = RunDir(path.parent).config()
+        except ValueError as error:  # a run of an older spo whose config no longer loads: nothing to share
+            log.info("not reusing %s: %s", path.parent, error)
     reused = {}
     for r in runs:
         cfg = r.run.config()
-        same_seed = [d for d in donors if d.config().seed == cfg.seed]
-        identical = [d for d in same_seed if _without_name(d.config()) == _without_name(cfg)]
+        same_seed = [d for d, c in donors.items() if c.seed == cfg.seed]
+        identical = [d for d in same_seed if _without_name(donors[d]) == _without_name(cfg)]
         count = 0
         for donor in identical + [d for d in same_seed if d not in identical]:
             count += share_run(donor, r.run)

@@ -24,7 +24,7 @@ from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="credit",
-    reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(0)],  # the tokenizer
+    reads=lambda run, i: [run.artifact(i, "episodes"), run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "credit")],
     config=("task", "partition.tau"),
 )
@@ -37,7 +37,7 @@ def credit(run: Path, iteration: int, force: bool = False) -> StageReport:
 
 def _credit(ctx: StageContext):
     task = load_task(ctx.cfg)
-    tokenizer = load_tokenizer(ctx.run.checkpoint(0))
+    tokenizer = load_tokenizer(ctx.run.tokenizer())
     rows = credit_rows(ctx.read("episodes").to_pylist(), task, tokenizer)
     return {"credit": pa.Table.from_pylist(rows, schema=CREDIT)}, credit_counters(rows, ctx.cfg.partition.tau)
 

@@ -13,7 +13,8 @@ from spo.policy import Engine
 from spo.seeds import derive_seed
 from spo.tasks import Example, Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy, load_task
+from stages.engines import load_policy
+from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
 

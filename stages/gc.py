@@ -1,22 +1,32 @@
-"""Retention: `spo gc DIR --keep-last N` removes old checkpoints, never one that is still needed.
+"""Retention: what a run keeps on disk (docs/architecture.md#retention).
 
-Kept always: checkpoint 0 (the frozen KL reference policy and the tokenizer every stage reads), the
-newest (the next iteration trains from it), and every checkpoint with an evaluation
-(`iterations/<NNNN>/eval.parquet`), so reported accuracies keep their weights. Of the rest, the
-newest `keep_last` stay. A checkpoint goes with its manifest, the manifest first: interrupted in
-between, the folder is unfinished (never read) and the next `gc` removes it.
+`spo gc DIR --keep-last N` removes old checkpoints, never one still needed: checkpoint 0 (the frozen KL
+reference policy), the newest (the next iteration trains from it), and every checkpoint with an
+evaluation (`iterations/<NNNN>/eval.parquet`), so reported accuracies keep their weights. Of the rest,
+the newest `keep_last` stay. A run prunes as it goes with the `retention` config: the optimizer states
+of all but the newest iterations (only a resume reads them), and optionally checkpoints as gc does.
+
+A removed artifact keeps its manifest as a tombstone: the content hash it had, and why and when it went.
+Stage keys that read it stay computable and the stages that made it or read it stay finished, so a
+run with removed checkpoints still resumes; only a stage that must read the removed bytes refuses
+to run. The tombstone is written before the files go: interrupted in between, the files are orphans
+that the next prune removes.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spo.config import RetentionConfig
 from stages.artifacts import manifest_path
 from stages.lock import run_lock
-from stages.run_dir import RunDir
+from stages.run_dir import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +36,11 @@ class GcReport:
     """What `gc` removed and why it kept the rest."""
 
     removed: list[int] = field(default_factory=list)
-    """Checkpoints removed (folder and manifest)."""
+    """Checkpoints removed (their files; the manifest stays as a tombstone)."""
+    optimizer_states: list[int] = field(default_factory=list)
+    """Optimizer states removed."""
     unfinished: list[str] = field(default_factory=list)
-    """Checkpoint folders without a manifest, older than the newest finished one (left by an interrupted gc)."""
+    """Folders without a live manifest (left by an interrupted write or gc), removed."""
     kept: dict[int, str] = field(default_factory=dict)
     """Checkpoint -> the reason it stays."""
     freed_bytes: int = 0
@@ -45,7 +57,7 @@ def keep_reasons(run: RunDir, checkpoints: list[int], keep_last: int) -> dict[in
     if checkpoints:
         reasons[checkpoints[-1]] = "newest"
     if 0 in checkpoints:
-        reasons[0] = "KL reference and tokenizer"
+        reasons[0] = "KL reference"
     return reasons
 
 
@@ -59,28 +71,70 @@ def gc(run: Path, keep_last: int, dry_run: bool = False) -> GcReport:
         raise ValueError(f"--keep-last must be >= 0, got {keep_last}")
     run_dir = RunDir(Path(run))
     with run_lock(run_dir.root, "gc"):
-        checkpoints = run_dir.checkpoints()
-        report = GcReport(kept=keep_reasons(run_dir, checkpoints, keep_last))
-        for index in checkpoints:
-            if index not in report.kept:
-                report.removed.append(index)
-                report.freed_bytes += _remove(run_dir.checkpoint(index), dry_run)
-        folders = run_dir.root / "checkpoints"
-        newest = checkpoints[-1] if checkpoints else -1
-        for folder in sorted(folders.glob("[0-9][0-9][0-9][0-9]")) if folders.is_dir() else []:
-            if int(folder.name) < newest and not manifest_path(folder).exists():
-                report.unfinished.append(folder.name)
-                report.freed_bytes += _remove(folder, dry_run)
+        report = _prune(run_dir, keep_last, None, dry_run)
     log.info("gc %s: removed %s, unfinished %s, kept %s, %.1f MB%s", run_dir.root, report.removed,
              report.unfinished, report.kept, report.freed_bytes / 1e6, " (dry run)" if dry_run else "")
     return report
 
 
-def _remove(folder: Path, dry_run: bool) -> int:
-    """Remove a checkpoint's manifest, then its folder; return the bytes freed."""
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+def retain(run: RunDir, retention: RetentionConfig) -> GcReport:
+    """Prune as the run's `retention` config says (after each iteration; the caller holds the run lock)."""
+    return _prune(run, retention.checkpoints or None, retention.optimizer_states or None, False)
+
+
+def _prune(run: RunDir, keep_checkpoints: int | None, keep_states: int | None, dry_run: bool) -> GcReport:
+    """Tombstone and remove checkpoints (keeping `keep_checkpoints` and the needed ones; None: all) and
+    optimizer states (keeping the newest `keep_states`; None: all), then orphaned folders."""
+    checkpoints = run.checkpoints()
+    report = GcReport(kept=keep_reasons(run, checkpoints, keep_checkpoints or 0))
+    if keep_checkpoints is not None:
+        for index in checkpoints:
+            if index not in report.kept:
+                report.removed.append(index)
+                report.freed_bytes += _remove(run.checkpoint(index), "checkpoint retention", dry_run)
+                if _live(run.optimizer_state(index)):
+                    report.freed_bytes += _remove(run.optimizer_state(index), "checkpoint retention", dry_run)
+    states = sorted(i for i in range(1, (checkpoints[-1] if checkpoints else 0) + 1) if _live(run.optimizer_state(i)))
+    for index in states[:-keep_states] if keep_states is not None else []:
+        report.optimizer_states.append(index)
+        report.freed_bytes += _remove(run.optimizer_state(index), "optimizer-state retention", dry_run)
+    folders = run.root / "checkpoints"
+    for folder in sorted(folders.iterdir()) if folders.is_dir() else []:
+        if folder.is_dir() and re.fullmatch(r"\d{4}(-optimizer)?", folder.name) and _orphan(folder, checkpoints):
+            report.unfinished.append(folder.name)
+            report.freed_bytes += _size(folder)
+            if not dry_run:
+                shutil.rmtree(folder)
+    return report
+
+
+def _live(path: Path) -> bool:
+    """A finished artifact whose files are still there (a manifest that is not a tombstone)."""
+    mpath = manifest_path(path)
+    return mpath.is_file() and "removed" not in json.loads(mpath.read_text())
+
+
+def _orphan(folder: Path, checkpoints: list[int]) -> bool:
+    """A folder behind a tombstone, or without a manifest and older than the newest checkpoint (a write
+    that was interrupted; the newest may still be being written)."""
+    mpath = manifest_path(folder)
+    if mpath.is_file():
+        return "removed" in json.loads(mpath.read_text())
+    return bool(checkpoints) and int(folder.name[:4]) < checkpoints[-1]
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _remove(folder: Path, reason: str, dry_run: bool) -> int:
+    """Turn a folder's manifest into a tombstone, then delete the folder; return the bytes freed."""
+    size = _size(folder)
     if not dry_run:
-        manifest_path(folder).unlink(missing_ok=True)
+        manifest = json.loads(manifest_path(folder).read_text())
+        manifest.pop("files", None)  # what stays: the hash, the key, the report, and why it went
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        write_json_atomic(manifest_path(folder), {**manifest, "removed": f"{reason}, {stamp}"})
         if folder.is_dir():
             shutil.rmtree(folder)
     return size

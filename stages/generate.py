@@ -11,7 +11,8 @@ import pyarrow as pa
 from schemas.rollouts import ROLLOUTS
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy, load_task
+from stages.engines import load_policy
+from stages.resources import load_task
 from stages.sampling import fitted_request, sample_continuations
 from stages.run_dir import RunDir
 

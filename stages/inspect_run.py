@@ -65,7 +65,7 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
     bpath = run.artifact(iteration, "boundaries")
     if not Path(str(bpath) + ".manifest.json").is_file():
         return []
-    tokenizer = load_tokenizer(run.checkpoint(0))
+    tokenizer = load_tokenizer(run.tokenizer())
     bounds = pl.from_arrow(read_table(bpath))
     joined = rollouts.join(bounds, on="rollout_id").head(EXAMPLES)
     lines = ["   examples (‖ marks a boundary):"]

@@ -15,7 +15,7 @@ from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="partition",
-    reads=lambda run, i: [run.artifact(i, "rollouts"), run.checkpoint(0)],  # the tokenizer, for "newline"
+    reads=lambda run, i: [run.artifact(i, "rollouts"), run.tokenizer()],  # for "newline"
     writes=lambda run, i: [run.artifact(i, "boundaries")],
     config=("partition",),
 )
@@ -31,7 +31,7 @@ def _partition(ctx: StageContext):
     rollouts = ctx.read("rollouts").select(["rollout_id", "response_ids", "logp"]).to_pylist()
     partition = PARTITIONS[p.method]  # a known name: checked when the config was built
     params = {name: getattr(p, name) for name in partition.params}
-    tokenizer = load_tokenizer(ctx.run.checkpoint(0)) if partition.reads == "token_texts" else None
+    tokenizer = load_tokenizer(ctx.run.tokenizer()) if partition.reads == "token_texts" else None
     rows = []
     for r in rollouts:
         probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="prompts",
-    reads=lambda run, i: [run.checkpoint(0)],  # the tokenizer
+    reads=lambda run, i: [run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "prompts")],
     config=("task", "sample.questions_per_iteration", "sample.context_size"),
 )
@@ -32,7 +32,7 @@ def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
 def _prompts(ctx: StageContext):
     cfg = ctx.cfg
     task = load_task(cfg)
-    tokenizer = load_tokenizer(ctx.run.checkpoint(0))
+    tokenizer = load_tokenizer(ctx.run.tokenizer())
     pool = task.examples("train")
     rng = np.random.default_rng(derive_seed(cfg.seed, ctx.iteration, "prompts", "draw"))
     rows, too_long = [], 0

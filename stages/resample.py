@@ -17,7 +17,8 @@ from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy, load_task
+from stages.engines import load_policy
+from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
 

@@ -1,4 +1,5 @@
-"""What stages load besides artifacts: the task, the policy at a checkpoint, and atomic checkpoint writes."""
+"""What stages load besides artifacts (the task, a tokenizer) and atomic folder writes; engines are in
+stages/engines.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spo.config import RunConfig
-from spo.policy import Engine, make_engine
 from spo.tasks import TASKS, Task, make_task
 from stages.run_dir import REPO_ROOT
 
@@ -23,15 +23,6 @@ def load_task(cfg: RunConfig) -> Task:
     if folder is not None:
         options.setdefault("path", cfg.task.data_dir or str(SHARED_DATA / folder))
     return make_task(cfg.task.name, **options)
-
-
-
-
-def load_policy(path: Path, cfg: RunConfig, trainable: bool = False) -> Engine:
-    """The policy saved at `path`: in the configured sampling engine, or, `trainable`, in the transformers
-    engine whose torch module the trainer updates (vLLM only samples)."""
-    engine = "transformers" if trainable else cfg.model.engine
-    return make_engine(engine, path, dtype=cfg.model.dtype, device=cfg.model.device)
 
 
 def load_tokenizer(path: Path):

@@ -4,8 +4,10 @@
 data/runs/<run>/
   run.json                         resolved config, seed, package versions
   history/run-<time>.json          earlier configs of the same run, when it was changed
+  tokenizer/                       the tokenizer (with checkpoint 0), for stages that only tokenize
   checkpoints/0000/                Hugging Face format; checkpoint i is the policy of iteration i
-  checkpoints/0000.manifest.json   how it was made (inputs, config, code version, content hash)
+  checkpoints/0000.manifest.json   how it was made (inputs, config, code version, content hashes)
+  checkpoints/0001-optimizer/      AdamW state and global step that continue training from checkpoint 1
   iterations/0000/<artifact>.parquet  (+ <artifact>.parquet.manifest.json)
   iterations/0000/superseded/      outputs replaced by a rerun (never deleted silently)
 ```
@@ -57,15 +59,27 @@ class RunDir:
         return self.iteration_dir(iteration) / f"{name}.parquet"
 
     def checkpoint(self, index: int) -> Path:
-        """Checkpoint `index`: the policy that samples iteration `index`."""
+        """Checkpoint `index`: the policy that samples iteration `index` (weights, config, tokenizer)."""
         return self.root / "checkpoints" / f"{index:04d}"
 
+    def optimizer_state(self, index: int) -> Path:
+        """The AdamW state and global step that continue training from checkpoint `index` (index >= 1)."""
+        return self.root / "checkpoints" / f"{index:04d}-optimizer"
+
+    def tokenizer(self) -> Path:
+        """The run's tokenizer, written with checkpoint 0: stages that only tokenize read this, not weights."""
+        return self.root / "tokenizer"
+
     def checkpoints(self) -> list[int]:
-        """Indices of the finished checkpoints (those with a manifest), ascending."""
+        """Indices of the finished checkpoints (a manifest, not removed by retention), ascending."""
         folder = self.root / "checkpoints"
         if not folder.is_dir():
             return []
-        return sorted(int(p.name.split(".")[0]) for p in folder.glob("*.manifest.json"))
+        found = []
+        for manifest in folder.glob("[0-9][0-9][0-9][0-9].manifest.json"):
+            if "removed" not in json.loads(manifest.read_text()):
+                found.append(int(manifest.name[:4]))
+        return sorted(found)
 
 
 def package_versions() -> dict[str, str | None]:

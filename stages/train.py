@@ -1,8 +1,11 @@
 """Stage `train`: one iteration of PPO-clip updates; writes the next checkpoint and per-step metrics.
 
-Checkpoint i+1 holds the policy weights (Hugging Face format), the tokenizer, and the AdamW state with
-the global step (`optimizer.pt`, `trainer_state.json`), so iteration i+1, or a resumed run, continues
-the same optimizer and learning-rate schedule (docs/design.md#optimizer).
+Checkpoint i+1 holds the policy weights (Hugging Face format) and the tokenizer; beside it,
+`checkpoints/<i+1>-optimizer/` holds the AdamW state and the global step (`optimizer.pt`,
+`trainer_state.json`), so iteration i+1, or a resumed run, continues the same optimizer and
+learning-rate schedule (docs/design.md#optimizer). The two are separate artifacts so that sampling
+stages depend on the weights alone and retention can drop old optimizer states
+(docs/architecture.md#retention).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
-from stages.resources import load_policy, write_folder_atomic
+from spo.policy.transformers_engine import resolve_dtype
+from stages.engines import load_policy
+from stages.resources import write_folder_atomic
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="train",
-    reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(i), run.checkpoint(0)],
-    writes=lambda run, i: [run.checkpoint(i + 1), run.artifact(i, "train_metrics")],
+    reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(i), run.checkpoint(0),
+                          *([run.optimizer_state(i)] if i > 0 else [])],
+    writes=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1), run.artifact(i, "train_metrics")],
     config=("train", "sample.temperature", "iterations", "model"),
 )
 
@@ -45,7 +51,7 @@ def _train(ctx: StageContext):
     cfg, t = ctx.cfg, ctx.cfg.train
     temperature = cfg.sample.temperature
     rows = ctx.read("episodes").to_pylist()
-    policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, trainable=True)
+    policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, role="trainer")
     model = policy.model
     pad_id = policy.tokenizer.pad_token_id
     ref_logps = _reference_logps(ctx, rows, temperature) if t.kl_coef > 0 else [r["old_logp"] for r in rows]
@@ -59,8 +65,11 @@ def _train(ctx: StageContext):
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.adam_betas, eps=1e-8,
                                   weight_decay=t.weight_decay)
-    step = _load_optimizer(ctx.run.checkpoint(ctx.iteration), optimizer)
+    step = _load_optimizer(ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None, optimizer)
     model.train()
+    device = next(model.parameters()).device
+    # float32 master weights; compute in bfloat16 where the sampler samples in it (docs/design.md#optimizer)
+    low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
     metrics = []
     n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
     with progress_bar(n_steps, f"train {ctx.iteration:04d}") as bar:
@@ -73,19 +82,21 @@ def _train(ctx: StageContext):
                 lr = t.lr * warmup_linear_decay(min(step, total_steps - 1), total_steps, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                out = ppo_step(model, optimizer, chosen[start : start + t.batch_size], t.micro_batch_size,
-                               temperature, pad_id, t.clip, t.kl_coef, t.whiten, t.grad_clip)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                    out = ppo_step(model, optimizer, chosen[start : start + t.batch_size], t.micro_batch_size,
+                                   temperature, pad_id, t.clip, t.kl_coef, t.whiten, t.grad_clip)
                 step += 1
                 metrics.append({"step": step, "epoch": epoch, "lr": lr, **out})
                 bar.update(1)
     model.eval()
 
-    def write(folder: Path) -> None:
-        policy.save(folder)
+    def write_state(folder: Path) -> None:
+        folder.mkdir(parents=True)
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
 
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), write)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), policy.save)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"), write_state)
     table = pa.Table.from_pylist(metrics, schema=TRAIN_METRICS)
     last = metrics[-1] if metrics else {}
     return {"train_metrics": table}, {
@@ -98,15 +109,14 @@ def _train(ctx: StageContext):
 
 def _reference_logps(ctx: StageContext, rows: list[dict], temperature: float) -> list[list[float]]:
     """Log-probs of the frozen initial policy (checkpoint 0), temperature-scaled like the old ones."""
-    reference = load_policy(ctx.run.checkpoint(0), ctx.cfg, trainable=True)
+    reference = load_policy(ctx.run.checkpoint(0), ctx.cfg, role="reference")
     scores = reference.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], temperature)
     return [s.tolist() for s in scores]
 
 
-def _load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> int:
-    """Restore the AdamW state saved with a checkpoint; return the global step (0 for a fresh start)."""
-    state = checkpoint / "optimizer.pt"
-    if not state.is_file():
+def _load_optimizer(folder: Path | None, optimizer: torch.optim.Optimizer) -> int:
+    """Restore the AdamW state of a previous train stage; return the global step (0 for a fresh start)."""
+    if folder is None:
         return 0
-    optimizer.load_state_dict(torch.load(state, weights_only=True))
-    return json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    return json.loads((folder / "trainer_state.json").read_text())["step"]

@@ -22,7 +22,8 @@ import pyarrow as pa
 from schemas.tree_nodes import TREE_NODES
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_policy, load_task
+from stages.engines import load_policy
+from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
 

@@ -33,7 +33,7 @@ def spec(depth: int) -> StageSpec:
     """The tree-advantages stage of a tree of `depth` levels."""
     return StageSpec(
         name="tree-advantages",
-        reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(0),
+        reads=lambda run, i: [run.artifact(i, "prompts"), run.tokenizer(),
                               *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth + 1)),
                               *([run.artifact(i - 1, "replay")] if i > 0 else [])],
         writes=lambda run, i: [run.artifact(i, "episodes"), run.artifact(i, "replay")],
@@ -65,7 +65,7 @@ def _tree_advantages(ctx: StageContext):
     prompt_ids = {p["prompt_index"]: p["prompt_ids"] for p in prompts}
     levels = [ctx.read(f"tree_nodes-{d}").to_pylist() for d in range(1, len(tree.branching) + 1)]
     responses = tree_prefixes(prompts, levels)
-    eos = load_tokenizer(ctx.run.checkpoint(0)).eos_token_id
+    eos = load_tokenizer(ctx.run.tokenizer()).eos_token_id
     by_prompt = defaultdict(list)
     for node in (n for level in levels for n in level):
         by_prompt[node["prompt_index"]].append(node)

@@ -28,7 +28,8 @@ from spo.tasks import Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.evaluate import answer_rows
 from stages.progress import progress_bar
-from stages.resources import load_policy, load_task, write_folder_atomic
+from stages.engines import load_policy
+from stages.resources import load_task, write_folder_atomic
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 SPEC = StageSpec(
     name="warmstart",
     reads=lambda run, i: [],
-    writes=lambda run, i: [run.checkpoint(0), run.artifact(0, "warmstart")],
+    writes=lambda run, i: [run.checkpoint(0), run.tokenizer(), run.artifact(0, "warmstart")],
     config=("model", "task", "warmstart", "sample.max_new_tokens", "sample.context_size"),
 )
 WARMUP_STEPS = 50
@@ -50,7 +51,7 @@ def warmstart(run: Path, iteration: int = 0, force: bool = False) -> StageReport
 def initial_policy(cfg: RunConfig, task: Task, scratch: Path) -> Engine:
     """The configured model, or a tiny one built from the task's text in `scratch`."""
     if cfg.model.path:
-        return load_policy(Path(cfg.model.path), cfg, trainable=True)
+        return load_policy(Path(cfg.model.path), cfg, role="trainer")
     tiny = cfg.model.tiny
     texts = [*task.corpus("train"), *task.corpus("test")]
     create_tiny_checkpoint(scratch, texts, tokenizer_kind=tiny.tokenizer, bpe_vocab_size=tiny.bpe_vocab_size,
@@ -58,7 +59,7 @@ def initial_policy(cfg: RunConfig, task: Task, scratch: Path) -> Engine:
                            intermediate_size=tiny.intermediate_size,
                            max_position_embeddings=tiny.max_position_embeddings,
                            seed=derive_seed(cfg.seed, 0, "warmstart", "init") % 2**31)
-    return load_policy(scratch, cfg, trainable=True)
+    return load_policy(scratch, cfg, role="trainer")
 
 
 def _warmstart(ctx: StageContext):
@@ -70,6 +71,7 @@ def _warmstart(ctx: StageContext):
     if w.enabled:
         rows, counters = fine_tune(engine, task, cfg)
     write_folder_atomic(ctx.output("0000"), engine.save)
+    write_folder_atomic(ctx.output("tokenizer"), engine.tokenizer.save_pretrained)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"warmstart": pa.Table.from_pylist(rows, schema=WARMSTART_METRICS)}, counters
 

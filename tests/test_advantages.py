@@ -14,6 +14,7 @@ from spo.advantages import (
     chain_token_advantages,
     exact_mean,
     grpo_advantages,
+    loss_mask,
     population_std,
     rloo_advantages,
     segment_advantages,
@@ -302,3 +303,30 @@ def test_exact_mean_and_std_on_equal_members():
     rng = random.Random(0)
     random_group = [rng.random() for _ in range(5)]
     assert exact_mean(random_group) == pytest.approx(sum(random_group) / 5)
+
+
+# --- the loss mask (docs/design.md#threshold, #stop-token) -----------------------------------------
+
+
+def test_loss_mask_excludes_a_token_exactly_at_tau():
+    tau = 0.5
+    at, below = math.log(tau), math.log(math.nextafter(tau, 0.0))
+    assert math.exp(at) == tau and math.exp(below) < tau  # both round-trip through exp exactly
+    assert loss_mask([at, below, 0.0], [4, 5, 6], tau=tau) == [False, True, False]  # p < tau, strictly
+    assert loss_mask([at, below, 0.0], [4, 5, 6], tau=tau, prob_mask=False) == [True, True, True]
+
+
+def test_the_mask_is_exactly_the_cutpoints_and_the_nonzero_chain_advantages():
+    tau, probs = 0.5, [0.5, math.nextafter(0.5, 0.0), 0.9, 0.2]
+    mask = loss_mask([math.log(p) for p in probs], [1, 2, 3, 4], tau=tau)
+    cut = cutpoint_boundaries(probs, tau=tau, interval=1)
+    advantages = chain_token_advantages(probs, [0], [0.0], reward=1.0, tau=tau)
+    assert [i for i, m in enumerate(mask) if m] == cut == [i for i, a in enumerate(advantages) if a] == [1, 3]
+
+
+def test_loss_mask_drops_only_a_final_stop_token():
+    eos = 2
+    logp = [math.log(0.5)] * 3
+    assert loss_mask(logp, [7, 2, 2], train_on_eos=False, eos_id=eos) == [True, True, False]  # only the last
+    assert loss_mask(logp, [7, 8, 2], train_on_eos=True, eos_id=eos) == [True, True, True]
+    assert loss_mask(logp, [7, 8, 9], train_on_eos=False, eos_id=eos) == [True, True, True]  # cut, no EOS

@@ -61,3 +61,25 @@ def test_preflight_names_a_missing_data_folder(tmp_path):
 def test_debug_shows_the_traceback():
     result = spo("run", "--preset", "tiny", "--set", "sample.temperature=-1", "--debug")
     assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_disk_use_outside_the_run_stays_flat(tmp_path):
+    """Prefect's database and cached results of `spo run` live in the run folder: a longer run adds
+    nothing under PREFECT_HOME (docs/architecture.md#caching)."""
+    from tests.test_compare import SMALL
+
+    home, run = tmp_path / "prefect_home", tmp_path / "run"
+    sets = [a for s in SMALL for a in ("--set", s)]
+
+    def size() -> tuple[int, int]:
+        files = [p for p in home.rglob("*") if p.is_file()]
+        return len(files), sum(p.stat().st_size for p in files)
+
+    first = spo("run", "--preset", "tiny", "--run", str(run), *sets, "--set", "iterations=1",
+                env={"PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    assert first.returncode == 0, first.stderr[-3000:]
+    after_one = size()
+    longer = spo("run", "--run", str(run), "--set", "iterations=3", env={"PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert size() == after_one, "Prefect wrote outside the run folder"
+    assert (run / ".prefect" / "prefect.db").is_file() and list((run / ".prefect-results").iterdir())

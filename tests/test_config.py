@@ -22,7 +22,7 @@ BAD_VALUES = {
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
-    "warmstart.band": "[0.5, 0.2]", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
+    "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
 }
 """One value per field that the config must refuse."""
 CHECKED_AT_RUN_START = {"model.path", "task.data_dir"}

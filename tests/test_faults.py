@@ -293,3 +293,29 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
     run_plan(run)
     assert "left by an interrupted writer" in caplog.text
     assert_equal_to(reference, run)
+
+
+def flip_keeping_size_and_time(path: Path, at: float = 0.5) -> None:
+    """Change one byte in place and put the modification time back: what the cheap check cannot see."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_same_size_same_time_flip_is_caught_by_parquet_checksums_and_by_spo_verify(tmp_path, reference, capsys):
+    from flows.cli import main as spo
+
+    run = copy_of(reference, tmp_path)
+    values, weights = run.artifact(1, "values"), run.checkpoint(1) / "model.safetensors"
+    flip_keeping_size_and_time(values)
+    flip_keeping_size_and_time(weights, at=0.9)  # inside the tensor data, past the safetensors header
+    read_manifest(values)  # size and time still match: the cheap check passes ...
+    with pytest.raises(ArtifactError, match="values.parquet: unreadable although its size and time match"):
+        read_table(values)  # ... and Parquet's page checksums catch it on read
+    read_manifest(run.checkpoint(1))  # a checkpoint has no checksum of its own: only a full pass sees it
+    assert spo(["verify", str(run.root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{values}: content hash" in out and f"{run.checkpoint(1)}: content hash" in out
+    assert "model.safetensors differs from its manifest" in out and ": 2 differ from their manifests" in out

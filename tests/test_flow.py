@@ -54,7 +54,7 @@ def test_flow_runs_an_iteration_then_skips_everything(finished_run):
         frame = pl.read_parquet(path)
         schemas.validate(pq.read_schema(path), schemas.schema_for(path), path)
         assert frame.height == pq.read_metadata(path).num_rows
-    assert (run.checkpoint(1) / "model.safetensors").is_file() and (run.checkpoint(1) / "optimizer.pt").is_file()
+    assert (run.checkpoint(1) / "model.safetensors").is_file() and (run.optimizer_state(1) / "optimizer.pt").is_file()
 
     before = manifests(run.root)
     second = spo_run(str(run.root), return_state=True)

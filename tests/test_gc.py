@@ -1,7 +1,7 @@
-"""Retention (`stages/gc.py`): which checkpoints go, which stay and why, and the manifests stay consistent.
+"""Retention (`stages/gc.py`): which checkpoints go, which stay and why, tombstones, optimizer states.
 
 gc only reads the layout (checkpoint folders, manifests, eval files), so runs here are made of small
-checkpoint folders with real manifests (`stages.artifacts.content_hash`) instead of trained models.
+checkpoint folders with real manifests (`stages.checksums.file_records`) instead of trained models.
 """
 
 import json
@@ -15,10 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.cli import main as spo
-from stages.artifacts import ArtifactError, content_hash, manifest_path, read_manifest
-from stages.gc import gc
+from stages.artifacts import ArtifactError, manifest_path, read_manifest
+from stages.checksums import combined_hash, file_records
+from stages.gc import gc, retain
+from spo.config import RetentionConfig
 from stages.lock import RunLockedError, lock_path
 from stages.run_dir import RunDir, write_json_atomic
+
+
+def finish(folder: Path) -> None:
+    records = file_records(folder)
+    write_json_atomic(manifest_path(folder), {"sha256": combined_hash(records), "files": records, "key": "k",
+                                              "report": {}})
 
 
 def make_run(root: Path, checkpoints: list[int], evaluated: list[int]) -> RunDir:
@@ -27,7 +35,12 @@ def make_run(root: Path, checkpoints: list[int], evaluated: list[int]) -> RunDir
         folder = run.checkpoint(index)
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(bytes(1000 + index))
-        write_json_atomic(manifest_path(folder), {"sha256": content_hash(folder)})
+        finish(folder)
+        if index:
+            state = run.optimizer_state(index)
+            state.mkdir()
+            (state / "optimizer.pt").write_bytes(bytes(2000 + index))
+            finish(state)
     for index in evaluated:
         run.iteration_dir(index).mkdir(parents=True, exist_ok=True)
         run.artifact(index, "eval").write_bytes(b"eval table")
@@ -39,15 +52,19 @@ def test_gc_keeps_reference_newest_evaluated_and_last_n(tmp_path):
     report = gc(run.root, keep_last=2)
     # 0: KL reference; 2, 4: evaluated; 6: last 2; 7: newest (also last 2) -> 1, 3, 5 go
     assert report.removed == [1, 3, 5]
-    assert report.kept == {0: "KL reference and tokenizer", 2: "evaluated", 4: "evaluated",
+    assert report.kept == {0: "KL reference", 2: "evaluated", 4: "evaluated",
                            6: "one of the last 2", 7: "newest"}
-    assert report.freed_bytes == 1001 + 1003 + 1005
+    assert report.freed_bytes == 1001 + 1003 + 1005 + 2001 + 2003 + 2005  # and their optimizer states
     assert run.checkpoints() == [0, 2, 4, 6, 7]
-    assert sorted(p.name for p in (run.root / "checkpoints").iterdir()) == [
-        "0000", "0000.manifest.json", "0002", "0002.manifest.json", "0004", "0004.manifest.json",
-        "0006", "0006.manifest.json", "0007", "0007.manifest.json"]
+    assert sorted(p.name for p in (run.root / "checkpoints").iterdir() if p.is_dir()) == [
+        "0000", "0002", "0002-optimizer", "0004", "0004-optimizer", "0006", "0006-optimizer", "0007",
+        "0007-optimizer"]
     for index in run.checkpoints():
         read_manifest(run.checkpoint(index))  # still intact
+    for index in (1, 3, 5):  # a tombstone keeps the hash, so keys that read it stay computable
+        with pytest.raises(ArtifactError, match="removed by retention"):
+            read_manifest(run.checkpoint(index))
+        assert read_manifest(run.checkpoint(index), removed_ok=True)["sha256"]
     assert not lock_path(run.root).exists()
 
 
@@ -63,12 +80,14 @@ def test_keep_last_zero_and_dry_run(tmp_path):
 
 def test_an_interrupted_gc_leaves_an_unfinished_folder_that_the_next_gc_removes(tmp_path):
     run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3], evaluated=[])
-    manifest_path(run.checkpoint(1)).unlink()  # killed after the manifest went, before the folder did
+    manifest_path(run.checkpoint(1)).unlink()  # a write killed before its manifest
     with pytest.raises(ArtifactError, match="unfinished or missing"):
         read_manifest(run.checkpoint(1))  # never read as a checkpoint
+    tombstoned = json.loads(manifest_path(run.checkpoint(2)).read_text())  # a gc killed after the tombstone
+    write_json_atomic(manifest_path(run.checkpoint(2)), {**tombstoned, "removed": "test"})
     report = gc(run.root, keep_last=1)
-    assert report.unfinished == ["0001"] and report.removed == [2]
-    assert not run.checkpoint(1).exists() and run.checkpoints() == [0, 3]
+    assert report.unfinished == ["0001", "0002"] and report.removed == []
+    assert not run.checkpoint(1).exists() and not run.checkpoint(2).exists() and run.checkpoints() == [0, 3]
 
 
 def test_gc_refuses_while_another_process_writes(tmp_path):
@@ -102,5 +121,15 @@ def test_gc_properties(data):
         protected = {0, n - 1, *evaluated, *range(max(n - keep_last, 0), n)}
         assert set(left) == protected and sorted(report.removed) == sorted(set(range(n)) - protected)
         assert set(report.kept) == protected
-        for index in range(n):  # folder and manifest go together
-            assert run.checkpoint(index).exists() == manifest_path(run.checkpoint(index)).exists()
+        for index in range(n):  # a folder exactly where a live manifest is; a tombstone where it went
+            assert run.checkpoint(index).exists() == (index in left)
+            assert manifest_path(run.checkpoint(index)).exists()
+
+
+def test_a_run_keeps_the_newest_optimizer_states(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3, 4], evaluated=[])
+    report = retain(run, RetentionConfig(optimizer_states=2, checkpoints=0))
+    assert report.optimizer_states == [1, 2] and report.removed == []
+    assert [i for i in range(1, 5) if run.optimizer_state(i).exists()] == [3, 4]
+    assert run.checkpoints() == [0, 1, 2, 3, 4]
+    assert retain(run, RetentionConfig(optimizer_states=0, checkpoints=0)).optimizer_states == []  # 0 keeps all

@@ -73,3 +73,22 @@ def test_episodes_match_the_core_functions_on_the_stored_artifacts(gsm8k_run):
         expected = chain_token_advantages(probs.tolist(), bounds[r["rollout_id"]], vals, r["reward"], tau=tau)
         assert e["advantages"] == pytest.approx(expected, abs=1e-6)
         assert e["mask"] == (probs < tau).tolist() and e["old_logp"] == r["logp"]
+
+
+def test_mc_continuations_are_graded_on_the_whole_answer(gsm8k_run):
+    """docs/design.md#mc-rewards: the text graded is the rollout's prefix followed by the continuation."""
+    from stages.resources import load_task, load_tokenizer
+
+    cfg = gsm8k_run.config()
+    task, tokenizer = load_task(cfg), load_tokenizer(gsm8k_run.checkpoint(0))
+    rollouts = {r["rollout_id"]: r for r in read_table(gsm8k_run.artifact(0, "rollouts")).to_pylist()}
+    first = {}
+    for v in read_table(gsm8k_run.artifact(0, "values")).to_pylist():
+        first.setdefault(v["prefix_id"], v)
+    for sample in read_table(gsm8k_run.artifact(0, "mc_samples")).to_pylist():
+        v = first[sample["prefix_id"]]
+        rollout = rollouts[v["rollout_id"]]
+        head = rollout["response_ids"][: v["boundary"]]
+        assert sample["text"] == tokenizer.decode(head + sample["continuation_ids"], skip_special_tokens=True)
+        example = task.example(rollout["question_id"])
+        assert sample["reward"] == task.reward(sample["text"], example, finished=sample["finish_reason"] == "stop")

@@ -43,7 +43,13 @@ class FakeLLM:
     """Stands in for vllm.LLM: answers each prompt with tokens derived from its seed."""
 
     def __init__(self, path):
-        self.path, self.calls = path, []
+        self.path, self.calls, self.rpcs, self.cache_resets = path, [], [], 0
+
+    def collective_rpc(self, method, kwargs):
+        self.rpcs.append((method, kwargs))
+
+    def reset_prefix_cache(self):
+        self.cache_resets += 1
 
     def generate(self, prompts, sampling_params, use_tqdm):
         self.calls.append((prompts, sampling_params))
@@ -149,12 +155,13 @@ def test_score_delegates_to_the_torch_scorer(engine, scorer):
     np.testing.assert_array_equal(got[0], scorer.score([[1, 4]], [[5, 6, STOP]], temperature=0.6)[0])
 
 
-def test_reload_weights_builds_a_new_llm_and_save_copies(engine, tmp_path):
+def test_reload_loads_weights_in_place_and_save_copies(engine, tmp_path):
     first = engine.llm
     engine.save(tmp_path / "copy")
     assert (tmp_path / "copy" / "model.safetensors").is_file()
-    engine.reload_weights(tmp_path / "copy")
-    assert engine.llm is not first and engine.llm.path == str(tmp_path / "copy")
+    engine.reload(tmp_path / "copy")
+    assert engine.llm is first, "the running LLM is kept"
+    assert first.rpcs == [("reload_weights", {"weights_path": str(tmp_path / "copy")})] and first.cache_resets == 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

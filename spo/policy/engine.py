@@ -127,6 +127,13 @@ class Engine(ABC):
         """
 
     @abstractmethod
+    def reload(self, path: str | Path) -> None:
+        """Load the weights saved at `path` (same architecture and tokenizer) into this engine, in place."""
+
+    def close(self) -> None:
+        """Release what the engine holds beyond Python memory (a vLLM engine process); default nothing."""
+
+    @abstractmethod
     def save(self, path: str | Path) -> None:
         """Write the policy to `path` in Hugging Face format (safetensors, config, tokenizer)."""
 

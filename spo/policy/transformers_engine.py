@@ -112,6 +112,22 @@ class TransformersEngine(Engine):
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
+    def reload(self, path: str | Path) -> None:
+        """Copy the weights of the safetensors files at `path` into the live module (its dtype and device)."""
+        from safetensors.torch import load_file
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no *.safetensors weights to reload")
+        state = {}
+        for file in files:
+            state.update(load_file(file))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"{path}: weights do not fit the live model (missing {sorted(set(missing) - tied)}, "
+                             f"unexpected {sorted(unexpected)})")
+
     def sample(
         self, requests: Sequence[SampleRequest], progress: Callable[[int], None] | None = None
     ) -> list[list[Sample]]:

@@ -16,7 +16,8 @@ vLLM is imported only by `VLLMEngine.load`, so this module imports without it. H
 * `score` delegates to a `TransformersEngine` over the same checkpoint: vLLM's prompt_logprobs are
   raw (no temperature, per its docs), and docs/design.md#probabilities wants float32 teacher forcing at the sampling
   temperature anyway. The torch copy shares the GPU; leave room with `gpu_memory_utilization`.
-* New weights (`reload_weights`): a new `LLM` on the new checkpoint, the simplest documented way.
+* New weights (`reload`): vLLM's `collective_rpc("reload_weights", kwargs={"weights_path": ...})` loads a
+  checkpoint of the same architecture into the running engine, then `reset_prefix_cache()`.
 """
 
 import gc
@@ -151,15 +152,20 @@ class VLLMEngine(Engine):
 
         return cls(path, make_llm, make_scorer, vllm.SamplingParams, TokensPrompt)
 
-    def reload_weights(self, path: str | Path) -> None:
-        """Serve the checkpoint at `path` instead: a new LLM and a new scorer."""
+    def reload(self, path: str | Path) -> None:
+        """New weights in place: vLLM's `reload_weights` worker call and a fresh prefix cache (the cached
+        keys belong to the old weights); the scorer reloads its module too."""
+        self.path = Path(path)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.path)})
+        self.llm.reset_prefix_cache()
+        self.scorer.reload(self.path)
+
+    def close(self) -> None:
+        """Drop the LLM (its engine process and memory) and the scorer."""
         self.llm = self.scorer = None
-        gc.collect()  # the old LLM must release its GPU memory before the new one claims it
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        self.path = Path(path)
-        self.llm = self.make_llm(str(self.path))
-        self.scorer = self.make_scorer(str(self.path))
 
     def sample(
         self, requests: Sequence[SampleRequest], progress: Callable[[int], None] | None = None

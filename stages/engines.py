@@ -1,0 +1,105 @@
+"""The policy a stage samples or trains with: loaded fresh, or taken from the live engines of a flow run.
+
+Loading a model costs seconds to minutes at real size, and a policy iteration samples with the same
+engine three times (generate, resample, evaluate) and trains against a frozen reference that never
+changes. A flow run therefore opens an `engine_pool()`: within it, each role keeps one live engine,
+and a stage that needs another checkpoint reloads the weights in place instead of building a new
+engine. The pool is scoped to the `with` block (a context variable the flow sets and resets), never
+a module global; a stage run alone (`spo stage`) loads fresh, with the same result
+(docs/architecture.md#engines). The seconds spent loading are reported by every stage
+(`engine/load_seconds`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+from spo.config import RunConfig
+from spo.policy import Engine, make_engine
+
+ROLES = ("sampler", "trainer", "reference")
+"""sampler: `model.engine`, samples and scores; trainer: the transformers module the train stage updates;
+reference: the frozen initial policy of the KL term."""
+
+
+class EnginePool:
+    """One live engine per role; `get` reloads another checkpoint's weights into it in place."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, tuple[Engine, Path]] = {}
+        self.builds: dict[str, int] = dict.fromkeys(ROLES, 0)
+        """Engines built per role (each built once per pool; later checkpoints are reloaded in place)."""
+
+    def get(self, role: str, path: Path, build) -> tuple[Engine, bool]:
+        """The role's engine holding the weights at `path`, and whether it was built or reloaded (True)
+        rather than reused as it was."""
+        if role in self._live:
+            engine, loaded = self._live[role]
+            if loaded == path and role != "trainer":  # the trainer's weights change while it trains
+                return engine, False
+            engine.reload(path)
+        else:
+            engine = build()
+            self.builds[role] += 1
+        self._live[role] = (engine, path)
+        return engine, True
+
+    def close(self) -> None:
+        for engine, _ in self._live.values():
+            engine.close()
+        self._live.clear()
+
+
+_POOL: ContextVar[EnginePool | None] = ContextVar("spo_engine_pool", default=None)
+_LOAD_SECONDS: ContextVar[list[float] | None] = ContextVar("spo_engine_load_seconds", default=None)
+
+
+@contextmanager
+def engine_pool() -> Iterator[EnginePool]:
+    """Share live engines between the stages run inside the block; close them at its end."""
+    pool = EnginePool()
+    token = _POOL.set(pool)
+    try:
+        yield pool
+    finally:
+        _POOL.reset(token)
+        pool.close()
+
+
+@contextmanager
+def load_timer() -> Iterator[list[float]]:
+    """Collect the seconds `load_policy` spends inside the block (a stage's `engine/load_seconds`)."""
+    seconds: list[float] = []
+    token = _LOAD_SECONDS.set(seconds)
+    try:
+        yield seconds
+    finally:
+        _LOAD_SECONDS.reset(token)
+
+
+def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
+    """The policy saved at `path` in the engine of `role` (`ROLES`): from the open pool, or built fresh.
+
+    The sampler uses `model.engine` in `model.dtype`; the trainer and the reference use the transformers
+    engine, whose torch module the trainer updates (vLLM only samples), with float32 weights: AdamW steps
+    of lr 1e-6 are below bfloat16's resolution and would round away (the train stage computes in
+    bfloat16 under autocast where the sampler does, docs/design.md#optimizer).
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown engine role {role!r}; choose one of {list(ROLES)}")
+    kind, dtype = (cfg.model.engine, cfg.model.dtype) if role == "sampler" else ("transformers", "float32")
+
+    def build() -> Engine:
+        return make_engine(kind, path, dtype=dtype, device=cfg.model.device)
+
+    start = time.perf_counter()
+    pool = _POOL.get()
+    engine = build() if pool is None else pool.get(role, Path(path), build)[0]
+    timer = _LOAD_SECONDS.get()
+    if timer is not None:
+        timer.append(time.perf_counter() - start)
+    return engine
