@@ -6,6 +6,8 @@ from schemas.boundaries import BOUNDARIES
 from schemas.compare import COMPARE
 from schemas.contract import SchemaError, describe, validate
 from schemas.credit import CREDIT
+from schemas.critic_metrics import CRITIC_METRICS
+from schemas.critic_values import CRITIC_VALUES
 from schemas.episodes import EPISODES
 from schemas.eval_results import EVAL_RESULTS
 from schemas.mc_samples import MC_SAMPLES
@@ -20,7 +22,8 @@ from schemas.warmstart_metrics import WARMSTART_METRICS
 ARTIFACTS = {
     s.metadata[b"artifact"].decode(): s
     for s in (PROMPTS, ROLLOUTS, BOUNDARIES, MC_SAMPLES, VALUES, EPISODES, TRAIN_METRICS, EVAL_RESULTS,
-              WARMSTART_METRICS, TREE_NODES, REPLAY, CREDIT, COMPARE)
+              WARMSTART_METRICS, TREE_NODES, REPLAY, CREDIT, COMPARE,
+              CRITIC_VALUES, CRITIC_METRICS)
 }
 """Artifact name -> schema; the file of artifact `x` is `x.parquet` (or `x-<n>.parquet` for a numbered part)."""
 

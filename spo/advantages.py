@@ -109,6 +109,34 @@ def chain_token_advantages(
     return advantages.tolist()
 
 
+def gae_advantages(values: Sequence[float], reward: float, gamma: float = 1.0, lam: float = 1.0) -> list[float]:
+    """Return generalised advantage estimates of one response's tokens (PPO with a critic).
+
+    Token t is taken in state s_t (the prompt and the first t response tokens), whose value is
+    ``values[t]``; the only reward comes with the last token and the state after it is terminal
+    (value 0). ``delta_t = r_t + gamma V(s_t+1) - V(s_t)`` and ``A_t = delta_t + gamma lam A_t+1``.
+    With gamma = lam = 1 (the reference's PPO) this telescopes to ``reward - values[t]``.
+
+    Args:
+        values: (T,) the critic's value of the state before each response token.
+        reward: the response's reward, given with its last token.
+        gamma: discount; lam: the GAE lambda.
+
+    >>> gae_advantages([0.5, 0.25, 0.75], reward=1.0)  # reward - V(s_t)
+    [0.5, 0.75, 0.25]
+    >>> [round(a, 4) for a in gae_advantages([0.5, 0.25, 0.75], reward=1.0, lam=0.0)]  # one-step TD errors
+    [-0.25, 0.5, 0.25]
+    """
+    _check_finite("values", [*values, reward])
+    advantages, running = [0.0] * len(values), 0.0
+    for t in reversed(range(len(values))):
+        last = t == len(values) - 1
+        delta = (reward if last else 0.0) + (0.0 if last else gamma * values[t + 1]) - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+    return advantages
+
+
 def grpo_advantages(rewards: Sequence[float]) -> list[float]:
     """Return ``(s - mean) / (population std + 1e-8)`` for each member of one group (docs/design.md#baselines).
 
@@ -233,22 +261,29 @@ class ChainRollout(NamedTuple):
 
     probs: Sequence[float]
     """(T,) token probabilities p."""
-    boundaries: Sequence[int]
-    """(S,) boundaries (prefix lengths)."""
-    values: Sequence[float]
-    """(S,) V at each boundary."""
     reward: float
+    boundaries: Sequence[int] = ()
+    """(S,) boundaries (prefix lengths), for methods that read values at boundaries."""
+    values: Sequence[float] = ()
+    """(S,) V at each boundary."""
+    token_values: Sequence[float] = ()
+    """(T,) a critic's value of the state before each token, for methods that read a critic."""
 
 
-def segment_group(group: Sequence[ChainRollout], tau: float, prob_mask: bool) -> list[list[float]]:
+def segment_group(group: Sequence[ChainRollout], *, tau: float, prob_mask: bool, **_) -> list[list[float]]:
     """SPO-chain: each rollout's segment advantages on its tokens (`chain_token_advantages`)."""
     return [chain_token_advantages(r.probs, r.boundaries, r.values, r.reward, tau, prob_mask) for r in group]
+
+
+def gae_group(group: Sequence[ChainRollout], *, gamma: float, lam: float, **_) -> list[list[float]]:
+    """PPO: each rollout's GAE from its critic values (`gae_advantages`)."""
+    return [gae_advantages(r.token_values, r.reward, gamma, lam) for r in group]
 
 
 def constant_group(per_rollout: Callable[[Sequence[float]], list[float]]):
     """A baseline that gives every token of a rollout one advantage, from its group's rewards."""
 
-    def group_advantages(group: Sequence[ChainRollout], tau: float, prob_mask: bool) -> list[list[float]]:
+    def group_advantages(group: Sequence[ChainRollout], **_) -> list[list[float]]:
         if not group:
             raise ValueError("expected a non-empty group of rollouts, got none (spo/advantages.py)")
         rewards = [r.reward for r in group]
@@ -274,23 +309,28 @@ class AdvantageMethod:
 
     algorithm: str
     """The sampling it works on: "spo-chain" (rollouts) or "spo-tree" (tree edges)."""
-    uses_values: bool
-    """Reads the MC values at boundaries, so the partition must cut the rollouts (not "none")."""
-    chain: Callable[[Sequence[ChainRollout], float, bool], list[list[float]]] | None = None
-    """spo-chain: (one question's rollouts, tau, prob_mask) -> each rollout's per-token advantages."""
+    uses_values: bool = False
+    """Reads MC values at boundaries, so the partition must cut the rollouts (not "none")."""
+    uses_critic: bool = False
+    """Reads a learned critic's value of every token's state (PPO)."""
+    chain: Callable[..., list[list[float]]] | None = None
+    """spo-chain: (one question's rollouts, keyword tau, prob_mask, gamma, lam) -> each rollout's per-token
+    advantages."""
     edge: Callable[[float, float, float], float] | None = None
     """spo-tree: (V(node), V(parent), std of the parent's children values) -> the edge's advantage."""
 
 
 ADVANTAGES: dict[str, AdvantageMethod] = {
-    "segment": AdvantageMethod("spo-chain", True, chain=segment_group),
-    "grpo": AdvantageMethod("spo-chain", False, chain=constant_group(grpo_advantages)),
-    "rloo": AdvantageMethod("spo-chain", False, chain=constant_group(rloo_advantages)),
-    "tree": AdvantageMethod("spo-tree", False, edge=value_difference),
-    "tree-normalized": AdvantageMethod("spo-tree", False, edge=normalized_value_difference),
+    "segment": AdvantageMethod("spo-chain", uses_values=True, chain=segment_group),
+    "grpo": AdvantageMethod("spo-chain", chain=constant_group(grpo_advantages)),
+    "rloo": AdvantageMethod("spo-chain", chain=constant_group(rloo_advantages)),
+    "gae": AdvantageMethod("spo-chain", uses_critic=True, chain=gae_group),
+    "tree": AdvantageMethod("spo-tree", edge=value_difference),
+    "tree-normalized": AdvantageMethod("spo-tree", edge=normalized_value_difference),
 }
 """Advantage methods by config name. "tree" is the reference's tree "rloo" and "tree-normalized" its tree
-"grpo" (neither is leave-one-out; docs/design.md#tree-values)."""
+"grpo" (neither is leave-one-out; docs/design.md#tree-values); "gae" is PPO's, from a learned critic
+(docs/design.md#baselines)."""
 
 
 def advantage_method(name: str, algorithm: str) -> AdvantageMethod:

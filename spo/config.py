@@ -185,8 +185,8 @@ class PartitionConfig(_Checked):
 
     _section: ClassVar[str] = "partition."
     method: str = field(default="cutpoint", metadata=one_of(_partitions))
-    """"cutpoint" (SPO-chain), "fixed_count", "fixed_length" (also SPO-tree's levels), "newline", or "none"
-    (GRPO/RLOO)."""
+    """"cutpoint" (SPO-chain), "fixed_count", "fixed_length" (also SPO-tree's levels), "steps" (VinePPO), or
+    "none" (GRPO, RLOO, PPO)."""
     tau: float = field(default=0.9, metadata=within(0, 1, open_low=True))
     """Probability threshold: a token with p < tau is a cutpoint and inside the probability mask."""
     interval: int = field(default=5, metadata=at_least(1))
@@ -197,6 +197,10 @@ class PartitionConfig(_Checked):
     """Tokens per segment of "fixed_length": M, the length of every SPO-tree level but the last."""
     max_boundaries: int = field(default=0, metadata=at_least(0))
     """Most MC boundaries per rollout; 0 means unlimited, as the reference (docs/design.md#mc-budget)."""
+    step_marker: str = field(default="\n", metadata=_rule(bool, "a non-empty string"))
+    """What ends a reasoning step for "steps": a newline (GSM8K, MATH); ";" for the arith task's chain."""
+    prompt_boundary: bool = False
+    """Also cut at 0 (the bare prompt), so the first segment is valued from the prompt (VinePPO)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,9 @@ class ResampleConfig(_Checked):
     _section: ClassVar[str] = "resample."
     k: int = field(default=9, metadata=at_least(1))
     """Continuations K sampled from each unique boundary prefix."""
+    max_estimated: int = field(default=0, metadata=at_least(0))
+    """Boundaries per rollout whose value is estimated, the earliest first; later ones take the rollout's
+    reward, so their segments get advantage 0 (VinePPO's cap, 25); 0 estimates all."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,10 @@ class AdvantageConfig(_Checked):
     """Give advantage and loss only to tokens with p < tau (the probability mask)."""
     train_on_eos: bool = True
     """Train on a final EOS token (docs/design.md#stop-token); false reproduces the reference, which never does."""
+    gamma: float = field(default=1.0, metadata=within(0, 1))
+    """"gae": discount of the reward to earlier tokens (reference PPO: 1)."""
+    lam: float = field(default=1.0, metadata=within(0, 1))
+    """"gae": the GAE lambda (reference PPO: 1, i.e. reward minus value)."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +286,17 @@ class TrainConfig(_Checked):
             raise ConfigError(f"train.batch_size = {self.batch_size}: expected a multiple of "
                               f"train.micro_batch_size = {self.micro_batch_size} (gradient accumulation needs "
                               f"whole micro-batches)")
+
+
+@dataclass(frozen=True)
+class CriticConfig(_Checked):
+    """PPO's learned critic (`advantage.method = "gae"`), trained alongside the policy on the same episodes."""
+
+    _section: ClassVar[str] = "critic."
+    lr: float = field(default=1e-6, metadata=above(0))
+    """Peak AdamW learning rate of the critic (same schedule and batches as the policy)."""
+    value_clip: float = field(default=0.2, metadata=above(0))
+    """How far an update may move a value before its clipped loss stops pulling (reference: 0.2)."""
 
 
 @dataclass(frozen=True)
@@ -354,6 +376,7 @@ class RunConfig(_Checked):
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     tree: TreeConfig = field(default_factory=TreeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)

@@ -150,6 +150,29 @@ def policy_loss(
     return PolicyLossOutput(total, policy, kl, ratio_mean, clip_fraction, approx_kl, skipped)
 
 
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.2) -> torch.Tensor:
+    """Return PPO's clipped value loss, ``0.5 * masked_mean(max((V - R)^2, (V_old + clip(V - V_old) - R)^2))``.
+
+    The clip keeps one update from moving a value more than `clip` away from the value that made the
+    advantages (reference PPO critic, docs/design.md#baselines).
+
+    Args:
+        values: (B, T) the critic's values being trained (with grad).
+        old_values: (B, T) the values the advantages were computed from.
+        returns: (B, T) the targets, advantage + old value.
+        mask: (B, T) the tokens that count.
+        clip: how far a value may move per update before its loss stops pulling.
+
+    >>> v, old, r = torch.tensor([[0.5, 1.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    >>> value_loss(v, old, r, torch.ones(1, 2))  # token 0: max(0.25, (0.2 - 1)^2 = 0.64); 0.5 * 0.64 / 2
+    tensor(0.1600)
+    """
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    worst = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)  # (B, T)
+    return 0.5 * masked_mean(worst, mask)
+
+
 def warmup_linear_decay(step: int, total_steps: int, warmup_steps: int) -> float:
     """Return the LR multiplier at optimizer ``step``: linear warm-up, then linear decay to 0.
 

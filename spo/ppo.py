@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from spo.advantages import WHITEN_SCOPES
-from spo.losses import masked_whiten, policy_loss
+from spo.losses import masked_whiten, policy_loss, value_loss
+from spo.policy.critic import state_values
 from spo.policy.logprobs import response_logprobs
 
 
@@ -115,3 +116,44 @@ def ppo_step(
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return {**sums, "grad_norm": float(grad_norm), "sequences": len(batch), "tokens": tokens}
+
+
+@dataclass(frozen=True)
+class CriticEpisode:
+    """One critic training sample: a response, the values its advantages came from, its returns, its mask."""
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+    old_values: Sequence[float]
+    returns: Sequence[float]
+    mask: Sequence[bool]
+
+
+def critic_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Sequence[CriticEpisode],
+    micro_batch_size: int,
+    pad_id: int,
+    clip: float,
+    grad_clip: float,
+) -> dict[str, float]:
+    """One optimizer step of the critic on the clipped value loss, accumulated over micro-batches."""
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    total, tokens = 0.0, 0
+    for start in range(0, len(batch), micro_batch_size):
+        micro = batch[start : start + micro_batch_size]
+        values, real = state_values(model, [e.prompt_ids for e in micro], [e.response_ids for e in micro], pad_id)
+        width = values.shape[1]
+        old = pad_rows([e.old_values for e in micro], width, 0.0, torch.float32).to(device)
+        returns = pad_rows([e.returns for e in micro], width, 0.0, torch.float32).to(device)
+        mask = pad_rows([e.mask for e in micro], width, False, torch.bool).to(device) & real
+        loss = value_loss(values, old, returns, mask, clip)
+        share = len(micro) / len(batch)
+        (loss * share).backward()
+        total += float(loss.detach()) * share
+        tokens += int(mask.sum())
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return {"loss": total, "grad_norm": float(grad_norm), "sequences": len(batch), "tokens": tokens}

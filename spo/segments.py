@@ -121,30 +121,35 @@ def fixed_length_boundaries(length: int, segment_tokens: int) -> list[int]:
     return list(range(segment_tokens, length, segment_tokens))
 
 
-def newline_boundaries(token_texts: Sequence[str]) -> list[int]:
-    """Return a boundary after every token that ends a line (VinePPO-style reasoning steps).
+def step_boundaries(token_texts: Sequence[str], step_marker: str = "\n") -> list[int]:
+    """Return a boundary after every token that ends a reasoning step (VinePPO's steps: lines).
 
-    A token ends a line when its text contains ``"\\n"`` anywhere, not only at its end: a token
-    such as ``".\\n\\nThe"`` belongs to the step in which it starts (VinePPO maps characters to
-    tokens by token start offsets), so the boundary goes after it. A run of blank lines is one
-    step end: no boundary before a whitespace-only token that itself contains ``"\\n"``.
-    Never at 0 or at the response length.
+    A token ends a step when its text contains ``step_marker`` anywhere, not only at its end: a
+    token such as ``".\\n\\nThe"`` belongs to the step in which it starts (VinePPO maps characters
+    to tokens by token start offsets), so the boundary goes after it. A run of blank steps is one
+    step end: no boundary before a whitespace-only token that itself contains the marker. Never at 0
+    or at the response length.
 
     Args:
         token_texts: (T,) decoded text of each response token.
+        step_marker: what ends a step: a newline (GSM8K, MATH), or ";" for the arith task's chain.
 
-    >>> newline_boundaries(["a", "=1", "\\n", "b", ".\\n\\nSo", " c", "\\n"])
+    >>> step_boundaries(["a", "=1", "\\n", "b", ".\\n\\nSo", " c", "\\n"])
     [3, 5]
-    >>> newline_boundaries(["x", "\\n", "\\n\\n", "y"])  # blank lines join the step before
+    >>> step_boundaries(["x", "\\n", "\\n\\n", "y"])  # blank lines join the step before
     [3]
+    >>> step_boundaries(list(" 1+2=3; 3+4=7. #### 7"), step_marker=";")  # after the ";" at index 6
+    [7]
     """
+    if not step_marker:
+        raise ValueError("step_marker: expected a non-empty string, got '' (spo/segments.py)")
     length = len(token_texts)
     return [
         i + 1
         for i, text in enumerate(token_texts)
-        if "\n" in text
+        if step_marker in text
         and i + 1 < length
-        and not (token_texts[i + 1].strip() == "" and "\n" in token_texts[i + 1])
+        and not (token_texts[i + 1].strip() == "" and step_marker in token_texts[i + 1])
     ]
 
 
@@ -198,7 +203,7 @@ PARTITIONS: dict[str, Partition] = {
     "cutpoint": Partition(cutpoint_boundaries, "probs", ("tau", "interval", "max_boundaries")),
     "fixed_count": Partition(fixed_count_boundaries, "length", ("n_segments",)),
     "fixed_length": Partition(fixed_length_boundaries, "length", ("segment_tokens",)),
-    "newline": Partition(newline_boundaries, "token_texts"),
+    "steps": Partition(step_boundaries, "token_texts", ("step_marker",)),
     "none": Partition(no_boundaries, "length"),
 }
 """Partitions by config name (docs/design.md#baselines): SPO's cutpoints and the baselines' cuts."""
@@ -210,6 +215,7 @@ def partition_boundaries(
     probs: Sequence[float] | None = None,
     token_texts: Sequence[str] | None = None,
     length: int | None = None,
+    prompt_boundary: bool = False,
     **params,
 ) -> list[int]:
     """Return the boundaries of partition ``name`` for one response.
@@ -221,16 +227,20 @@ def partition_boundaries(
     Args:
         name: one of ``PARTITIONS``.
         probs: (T,) token probabilities (needed by "cutpoint").
-        token_texts: (T,) decoded token texts (needed by "newline").
+        token_texts: (T,) decoded token texts (needed by "steps").
         length: T (needed by "fixed_count" and "fixed_length" unless probs or token_texts is given).
+        prompt_boundary: also cut at 0 (the bare prompt), so the first segment is valued from the prompt
+            rather than given 0 (VinePPO values the query too).
         **params: keyword arguments of the partition function.
 
     >>> partition_boundaries("fixed_count", probs=[0.5] * 8, n_segments=4)
     [2, 4, 6]
+    >>> partition_boundaries("fixed_count", length=8, n_segments=4, prompt_boundary=True)
+    [0, 2, 4, 6]
     >>> partition_boundaries("cutpoints", length=3)
     Traceback (most recent call last):
     ...
-    ValueError: unknown partition 'cutpoints'; choose one of ['cutpoint', 'fixed_count', 'fixed_length', 'newline', 'none']
+    ValueError: unknown partition 'cutpoints'; choose one of ['cutpoint', 'fixed_count', 'fixed_length', 'none', 'steps']
     """
     if name not in PARTITIONS:
         raise ValueError(f"unknown partition {name!r}; choose one of {sorted(PARTITIONS)}")
@@ -243,4 +253,5 @@ def partition_boundaries(
     partition = PARTITIONS[name]
     if inputs[partition.reads] is None:
         raise ValueError(f"partition {name!r} needs {partition.reads!r}, got None (spo/segments.py)")
-    return partition.boundaries(inputs[partition.reads], **params)
+    boundaries = partition.boundaries(inputs[partition.reads], **params)
+    return [0, *boundaries] if prompt_boundary and boundaries[:1] != [0] else boundaries

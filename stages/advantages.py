@@ -15,15 +15,22 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.episodes import EPISODES
-from spo.advantages import ChainRollout, advantage_method, loss_mask
+from spo.advantages import ADVANTAGES, ChainRollout, advantage_method, loss_mask
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 
+def _reads(run: RunDir, i: int) -> list[Path]:
+    """Rollouts and the tokenizer (its EOS id), plus boundary values or critic values if the method reads them."""
+    method = ADVANTAGES[run.config().advantage.method]
+    return [run.artifact(i, "rollouts"), run.tokenizer(),
+            *([run.artifact(i, "boundaries"), run.artifact(i, "values")] if method.uses_values else []),
+            *([run.artifact(i, "critic_values")] if method.uses_critic else [])]
+
+
 SPEC = StageSpec(
     name="advantages",
-    reads=lambda run, i: [run.artifact(i, "rollouts"), run.artifact(i, "boundaries"), run.artifact(i, "values"),
-                          run.tokenizer()],  # its EOS id
+    reads=_reads,
     writes=lambda run, i: [run.artifact(i, "episodes")],
     config=("advantage", "partition.tau"),
 )
@@ -38,19 +45,24 @@ def _advantages(ctx: StageContext):
     a, tau = ctx.cfg.advantage, ctx.cfg.partition.tau
     method = advantage_method(a.method, "spo-chain")
     rollouts = ctx.read("rollouts").to_pylist()
-    boundaries = {b["rollout_id"]: b["boundaries"] for b in ctx.read("boundaries").to_pylist()}
-    values = defaultdict(dict)
-    for v in ctx.read("values").to_pylist():
-        values[v["rollout_id"]][v["boundary_index"]] = v["value"]
+    boundaries, values, critic = defaultdict(list), defaultdict(dict), defaultdict(list)
+    if method.uses_values:
+        boundaries.update((b["rollout_id"], b["boundaries"]) for b in ctx.read("boundaries").to_pylist())
+        for v in ctx.read("values").to_pylist():
+            values[v["rollout_id"]][v["boundary_index"]] = v["value"]
+    if method.uses_critic:
+        critic.update((c["rollout_id"], c["values"]) for c in ctx.read("critic_values").to_pylist())
     groups = defaultdict(list)
     for r in rollouts:
         groups[r["prompt_index"]].append(r)
     token_adv = {}
     for group in groups.values():
-        inputs = [ChainRollout(np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist(), boundaries[r["rollout_id"]],
+        inputs = [ChainRollout(np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist(), r["reward"],
+                               boundaries[r["rollout_id"]],
                                [values[r["rollout_id"]][i] for i in range(len(boundaries[r["rollout_id"]]))],
-                               r["reward"]) for r in group]
-        for r, adv in zip(group, method.chain(inputs, tau, a.prob_mask)):
+                               critic[r["rollout_id"]])
+                  for r in group]
+        for r, adv in zip(group, method.chain(inputs, tau=tau, prob_mask=a.prob_mask, gamma=a.gamma, lam=a.lam)):
             token_adv[r["rollout_id"]] = adv
     eos = load_tokenizer(ctx.run.tokenizer()).eos_token_id
     rows, masked = [], 0

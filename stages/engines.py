@@ -27,10 +27,16 @@ reference: the frozen initial policy of the KL term."""
 
 
 class EnginePool:
-    """One live engine per role; `get` reloads another checkpoint's weights into it in place."""
+    """One live engine per role; `get` reloads another checkpoint's weights into it in place.
+
+    The trainer's weights change while it trains: `get` forgets which checkpoint they were, and the train
+    stage tells the pool (`saved`) which checkpoint they became, with the optimizer that trained them, so
+    the next iteration continues from memory instead of reading both back from disk.
+    """
 
     def __init__(self) -> None:
-        self._live: dict[str, tuple[Engine, Path]] = {}
+        self._live: dict[str, tuple[Engine, Path | None]] = {}
+        self._optimizers: dict[str, tuple[object, Path]] = {}
         self.builds: dict[str, int] = dict.fromkeys(ROLES, 0)
         """Engines built per role (each built once per pool; later checkpoints are reloaded in place)."""
 
@@ -39,19 +45,34 @@ class EnginePool:
         rather than reused as it was."""
         if role in self._live:
             engine, loaded = self._live[role]
-            if loaded == path and role != "trainer":  # the trainer's weights change while it trains
+            if loaded == path:
+                self._live[role] = (engine, None if role == "trainer" else path)  # about to change
                 return engine, False
             engine.reload(path)
         else:
             engine = build()
             self.builds[role] += 1
-        self._live[role] = (engine, path)
+        self._live[role] = (engine, None if role == "trainer" else path)
+        self._optimizers.pop(role, None)
         return engine, True
+
+    def saved(self, role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
+        """The role's live engine now holds the weights saved at `path` (and `optimizer` the state at `state`)."""
+        if self._live.get(role, (None,))[0] is engine:
+            self._live[role] = (engine, path)
+            if optimizer is not None:
+                self._optimizers[role] = (optimizer, state)
+
+    def optimizer(self, role: str, state: Path):
+        """The live optimizer whose state was saved at `state`, if the pool holds it (else None)."""
+        optimizer, saved = self._optimizers.pop(role, (None, None))
+        return optimizer if saved == state else None
 
     def close(self) -> None:
         for engine, _ in self._live.values():
             engine.close()
         self._live.clear()
+        self._optimizers.clear()
 
 
 _POOL: ContextVar[EnginePool | None] = ContextVar("spo_engine_pool", default=None)
@@ -103,3 +124,16 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     if timer is not None:
         timer.append(time.perf_counter() - start)
     return engine
+
+
+def saved(role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
+    """Tell the open pool (if any) that `engine` now holds the weights saved at `path` (see `EnginePool`)."""
+    pool = _POOL.get()
+    if pool is not None:
+        pool.saved(role, engine, Path(path), optimizer, None if state is None else Path(state))
+
+
+def live_optimizer(role: str, state: Path | None):
+    """The open pool's optimizer of `role` whose state was saved at `state` (None: build and load one)."""
+    pool = _POOL.get()
+    return None if pool is None or state is None else pool.optimizer(role, Path(state))

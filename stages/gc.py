@@ -100,7 +100,7 @@ def _prune(run: RunDir, keep_checkpoints: int | None, keep_states: int | None, d
         report.freed_bytes += _remove(run.optimizer_state(index), "optimizer-state retention", dry_run)
     folders = run.root / "checkpoints"
     for folder in sorted(folders.iterdir()) if folders.is_dir() else []:
-        if folder.is_dir() and re.fullmatch(r"\d{4}(-optimizer)?", folder.name) and _orphan(folder, checkpoints):
+        if folder.is_dir() and re.fullmatch(r"\d{4}(-critic)?(-optimizer)?", folder.name) and _orphan(folder, checkpoints):
             report.unfinished.append(folder.name)
             report.freed_bytes += _size(folder)
             if not dry_run:

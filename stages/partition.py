@@ -15,7 +15,7 @@ from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="partition",
-    reads=lambda run, i: [run.artifact(i, "rollouts"), run.tokenizer()],  # for "newline"
+    reads=lambda run, i: [run.artifact(i, "rollouts"), run.tokenizer()],  # for "steps"
     writes=lambda run, i: [run.artifact(i, "boundaries")],
     config=("partition",),
 )
@@ -36,7 +36,8 @@ def _partition(ctx: StageContext):
     for r in rollouts:
         probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()
         texts = [tokenizer.decode([t]) for t in r["response_ids"]] if tokenizer is not None else None
-        bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, **params)
+        bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, prompt_boundary=p.prompt_boundary,
+                                      **params)
         rows.append({"rollout_id": r["rollout_id"], "method": p.method, "boundaries": bounds,
                      "n_cutpoints": sum(q < p.tau for q in probs),
                      "n_segments": len(bounds) + (0 if bounds and bounds[0] == 0 else 1)})

@@ -1,6 +1,6 @@
 """Which stages make a run: name -> (function, spec), per algorithm, chosen once from `RunConfig.algorithm`.
 
-SPO-chain and its baselines (GRPO, RLOO, fixed chunks, newline steps) share one chain and differ only
+SPO-chain and its baselines (GRPO, RLOO, PPO, fixed chunks, VinePPO steps) share one chain and differ only
 in the partition and advantage config; SPO-tree grows one artifact per tree depth.
 """
 
@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spo.config import RunConfig
+from spo.advantages import ADVANTAGES
 from spo.tasks import TASKS
 from stages import (
     advantages,
     credit,
+    critic,
     evaluate,
     generate,
     partition,
@@ -42,9 +44,18 @@ def probe_stages(cfg: RunConfig) -> dict[str, Stage]:
 
 
 def chain_stages(cfg: RunConfig) -> dict[str, Stage]:
-    return {**{m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC)
-               for m in (prompts, generate, partition, resample, advantages)},
-            **probe_stages(cfg), "train": (train.train, train.SPEC)}
+    """SPO-chain and its baselines: the partition and MC values only where the advantage method reads values,
+    PPO's critic only where it reads a critic."""
+    method = ADVANTAGES[cfg.advantage.method]
+    valued = [partition, resample] if method.uses_values else []
+    stages = {m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC) for m in (prompts, generate, *valued)}
+    if method.uses_critic:
+        stages["critic-values"] = (critic.critic_values, critic.VALUES)
+    stages.update({"advantages": (advantages.advantages, advantages.SPEC), **probe_stages(cfg),
+                   "train": (train.train, train.SPEC)})
+    if method.uses_critic:
+        stages["critic-train"] = (critic.critic_train, critic.TRAIN)
+    return stages
 
 
 def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
@@ -63,9 +74,17 @@ def iteration_stages(cfg: RunConfig) -> dict[str, Stage]:
     return PIPELINES[cfg.algorithm](cfg)
 
 
+def start_stages(cfg: RunConfig) -> dict[str, Stage]:
+    """The stages that make checkpoint 0 (and PPO's initial critic), before the first iteration."""
+    initial = {"warmstart": COMMON["warmstart"]}
+    if ADVANTAGES[cfg.advantage.method].uses_critic:
+        initial["critic-init"] = (critic.critic_init, critic.INIT)
+    return initial
+
+
 def find_stage(name: str, cfg: RunConfig) -> Stage:
     """A stage of this run by name; an unknown name lists the valid ones."""
-    stages = {**COMMON, **iteration_stages(cfg)}
+    stages = {**COMMON, **start_stages(cfg), **iteration_stages(cfg)}
     if name not in stages:
         raise ValueError(f"unknown stage {name!r} for algorithm {cfg.algorithm!r}; choose one of {sorted(stages)}")
     return stages[name]
@@ -95,7 +114,7 @@ def flow_plan(cfg: RunConfig, iterations: range) -> list[list[tuple[str, int]]]:
     """The (stage, iteration) pairs the run flow runs, in order, one list per logged step: the warm start
     with the evaluation of checkpoint 0, then each iteration's stages with the evaluation of the checkpoint
     it makes every `eval.every` iterations and after the last."""
-    plan = [[("warmstart", 0), ("evaluate", 0)]]
+    plan = [[*((name, 0) for name in start_stages(cfg)), ("evaluate", 0)]]
     for i in iterations:
         step = [(name, i) for name in iteration_stages(cfg)]
         if (i + 1) % cfg.eval.every == 0 or i + 1 == iterations.stop:

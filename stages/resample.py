@@ -1,10 +1,10 @@
 """Stage `resample`: K Monte-Carlo continuations from each unique boundary prefix, and the values.
 
-Prefixes are token ids (docs/design.md#token-ids): prompt ids + the first b response ids. Identical prefixes, within a
-rollout or across rollouts, are sampled once and shared (docs/design.md#mc-budget). A prefix that already fills the
-context gets no continuation (docs/design.md#context-guard). Continuations are graded on response prefix + continuation
-(docs/design.md#mc-rewards).
-"""
+Prefixes are token ids (docs/design.md#token-ids): prompt ids + the first b response ids. Identical
+prefixes, within a rollout or across rollouts, are sampled once and shared (docs/design.md#mc-budget).
+A prefix that already fills the context gets no continuation (docs/design.md#context-guard).
+Continuations are graded on response prefix + continuation (docs/design.md#mc-rewards). Boundaries
+past `resample.max_estimated` are not sampled: their value is the rollout's reward (VinePPO's cap)."""
 
 from __future__ import annotations
 
@@ -44,16 +44,22 @@ def _resample(ctx: StageContext):
     prefix_ids: dict[tuple[int, ...], int] = {}  # unique prefix -> prefix_id
     first_use: dict[int, tuple[int, int]] = {}  # prefix_id -> (rollout_id, b) that defines its grading
     value_rows = []
+    cap = cfg.resample.max_estimated or None
     for row in boundaries:
         rollout = rollouts[row["rollout_id"]]
         for index, b in enumerate(row["boundaries"]):
+            if cap is not None and index >= cap:  # VinePPO's cap: no sample, the reward (filled backwards)
+                value_rows.append({"rollout_id": row["rollout_id"], "boundary_index": index, "boundary": b,
+                                   "prefix_id": -1, "shared": False, "context_guarded": False, "filled": True,
+                                   "value": rollout["reward"], "value_std": 0.0, "n_samples": 0})
+                continue
             prefix = tuple(rollout["prompt_ids"]) + tuple(rollout["response_ids"][:b])
             shared = prefix in prefix_ids
             pid = prefix_ids.setdefault(prefix, len(prefix_ids))
             first_use.setdefault(pid, (row["rollout_id"], b))
             value_rows.append({"rollout_id": row["rollout_id"], "boundary_index": index, "boundary": b,
                                "prefix_id": pid, "shared": shared,
-                               "context_guarded": len(prefix) >= s.context_size})
+                               "context_guarded": len(prefix) >= s.context_size, "filled": False})
 
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     sampled = [(prefix, pid) for prefix, pid in prefix_ids.items() if len(prefix) < s.context_size]
@@ -79,6 +85,8 @@ def _resample(ctx: StageContext):
         rewards_of[pid] = rewards
 
     for row in value_rows:
+        if row["filled"]:
+            continue
         rewards = rewards_of.get(row["prefix_id"])
         if rewards is None:  # context-guarded (docs/design.md#context-guard): the rollout's reward if it ended here
             rollout = rollouts[row["rollout_id"]]
@@ -90,6 +98,7 @@ def _resample(ctx: StageContext):
         "mc/prefixes": len(prefix_ids), "mc/boundaries": len(value_rows),
         "mc/shared_boundaries": sum(r["shared"] for r in value_rows),
         "mc/context_guarded": sum(r["context_guarded"] for r in value_rows),
+        "mc/filled": sum(r["filled"] for r in value_rows),
         "mc/continuations": len(mc_rows), **sampling,
     }
     return {"mc_samples": pa.Table.from_pylist(mc_rows, schema=MC_SAMPLES),

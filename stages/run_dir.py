@@ -66,6 +66,14 @@ class RunDir:
         """The AdamW state and global step that continue training from checkpoint `index` (index >= 1)."""
         return self.root / "checkpoints" / f"{index:04d}-optimizer"
 
+    def critic(self, index: int) -> Path:
+        """PPO's critic after `index` iterations (Hugging Face format with its value head)."""
+        return self.root / "checkpoints" / f"{index:04d}-critic"
+
+    def critic_optimizer_state(self, index: int) -> Path:
+        """The critic's AdamW state and global step after `index` iterations (index >= 1)."""
+        return self.root / "checkpoints" / f"{index:04d}-critic-optimizer"
+
     def tokenizer(self) -> Path:
         """The run's tokenizer, written with checkpoint 0: stages that only tokenize read this, not weights."""
         return self.root / "tokenizer"
@@ -94,7 +102,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def load_preset(name: str) -> RunConfig:
-    """The named preset: `data/presets/<name>.toml` applied over the defaults."""
+    """The named preset: `data/presets/<name>.toml` applied over the defaults, or over the preset it names as
+    `base` (a preset then says only how it differs)."""
     import tomllib
 
     path = PRESETS_DIR / f"{name}.toml"
@@ -102,7 +111,22 @@ def load_preset(name: str) -> RunConfig:
         known = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
         raise ValueError(f"unknown preset {name!r}; choose one of {known} (files in {PRESETS_DIR})")
     with path.open("rb") as handle:
-        return RunConfig.from_dict(tomllib.load(handle), where=str(path))
+        data = tomllib.load(handle)
+    base = data.pop("base", None)
+    if base is None:
+        return RunConfig.from_dict(data, where=str(path))
+    if base == name:
+        raise ValueError(f"{path}: base = {base!r} names the preset itself")
+    return RunConfig.from_dict(_merged(load_preset(base).to_dict(), data), where=str(path))
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied section by section (a table in `changes` updates, not replaces, its own)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) and \
+            key != "options" else value
+    return out
 
 
 def load_comparison(name_or_path: str) -> ComparisonConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.progress import progress_bar
 from spo.policy.transformers_engine import resolve_dtype
-from stages.engines import load_policy
+from stages.engines import live_optimizer, load_policy, saved
 from stages.resources import write_folder_atomic
 from stages.run_dir import RunDir
 
@@ -52,59 +53,82 @@ def _train(ctx: StageContext):
     temperature = cfg.sample.temperature
     rows = ctx.read("episodes").to_pylist()
     policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, role="trainer")
-    model = policy.model
     pad_id = policy.tokenizer.pad_token_id
     ref_logps = _reference_logps(ctx, rows, temperature) if t.kl_coef > 0 else [r["old_logp"] for r in rows]
     episodes = [Episode(r["prompt_ids"], r["response_ids"], r["advantages"], r["mask"], r["old_logp"], ref)
                 for r, ref in zip(rows, ref_logps)]
-    rng = random.Random(derive_seed(cfg.seed, ctx.iteration, "train", "order"))
-    wanted = t.episodes_per_iteration
-    total_steps = cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs)
-    total_steps = max(total_steps, 1)
-    warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.adam_betas, eps=1e-8,
-                                  weight_decay=t.weight_decay)
-    step = _load_optimizer(ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None, optimizer)
-    model.train()
-    device = next(model.parameters()).device
+    device = next(policy.model.parameters()).device
     # float32 master weights; compute in bfloat16 where the sampler samples in it (docs/design.md#optimizer)
     low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
-    metrics = []
-    n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
-    with progress_bar(n_steps, f"train {ctx.iteration:04d}") as bar:
-        for epoch in range(t.epochs):
-            chosen = [episodes[i] for i in episode_order(len(episodes), wanted, rng)]
-            if t.whiten == "batch" and chosen:
-                chosen = [Episode(e.prompt_ids, e.response_ids, adv, e.mask, e.old_logp, e.ref_logp)
-                          for e, adv in zip(chosen, batch_whitened(chosen))]
-            for start in range(0, len(chosen), t.batch_size):
-                lr = t.lr * warmup_linear_decay(min(step, total_steps - 1), total_steps, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-                    out = ppo_step(model, optimizer, chosen[start : start + t.batch_size], t.micro_batch_size,
-                                   temperature, pad_id, t.clip, t.kl_coef, t.whiten, t.grad_clip)
-                step += 1
-                metrics.append({"step": step, "epoch": epoch, "lr": lr, **out})
-                bar.update(1)
-    model.eval()
 
-    def write_state(folder: Path) -> None:
-        folder.mkdir(parents=True)
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    def whiten_batch(chosen: list[Episode]) -> list[Episode]:
+        if t.whiten != "batch" or not chosen:
+            return chosen
+        return [Episode(e.prompt_ids, e.response_ids, adv, e.mask, e.old_logp, e.ref_logp)
+                for e, adv in zip(chosen, batch_whitened(chosen))]
 
+    def step(optimizer, batch: list[Episode]) -> dict:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+            return ppo_step(policy.model, optimizer, batch, t.micro_batch_size, temperature, pad_id, t.clip,
+                            t.kl_coef, t.whiten, t.grad_clip)
+
+    state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
+    metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, whiten_batch)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), policy.save)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"), write_state)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
+                        lambda folder: save_optimizer_state(folder, optimizer, global_step))
+    saved("trainer", policy, ctx.run.checkpoint(ctx.iteration + 1), optimizer, ctx.run.optimizer_state(ctx.iteration + 1))
     table = pa.Table.from_pylist(metrics, schema=TRAIN_METRICS)
     last = metrics[-1] if metrics else {}
     return {"train_metrics": table}, {
-        "train/steps": len(metrics), "train/global_step": step, "train/episodes": len(episodes),
+        "train/steps": len(metrics), "train/global_step": global_step, "train/episodes": len(episodes),
         "train/tokens": sum(m["tokens"] for m in metrics),
         "loss/total": last.get("loss", 0.0), "stats/clipfrac": last.get("clipfrac", 0.0),
         "stats/approx_kl": last.get("approx_kl", 0.0),
     }
+
+
+def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: float, ctx: StageContext, name: str,
+             step: Callable, prepare: Callable = lambda chosen: chosen) -> tuple[list[dict], torch.optim.Optimizer, int]:
+    """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
+    `train.episodes_per_iteration`), `step(optimizer, batch)` per batch under the warm-up + linear-decay
+    schedule of peak `lr`, AdamW continued from `state`. Returns the per-step metrics, the optimizer and the
+    global step. The policy (`name` "train") and PPO's critic ("critic-train") train this way."""
+    cfg, t = ctx.cfg, ctx.cfg.train
+    rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
+    wanted = t.episodes_per_iteration
+    total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
+    warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
+    optimizer = live_optimizer("trainer", state) if name == "train" else None
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
+                                      weight_decay=t.weight_decay)
+        global_step = _load_optimizer(state, optimizer)
+    else:  # the optimizer that saved `state`, still in memory (stages/engines.py)
+        global_step = json.loads((state / "trainer_state.json").read_text())["step"]
+    model.train()
+    metrics = []
+    n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
+    with progress_bar(n_steps, f"{name} {ctx.iteration:04d}") as bar:
+        for epoch in range(t.epochs):
+            chosen = prepare([episodes[i] for i in episode_order(len(episodes), wanted, rng)])
+            for start in range(0, len(chosen), t.batch_size):
+                step_lr = lr * warmup_linear_decay(min(global_step, total_steps - 1), total_steps, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
+                out = step(optimizer, chosen[start : start + t.batch_size])
+                global_step += 1
+                metrics.append({"step": global_step, "epoch": epoch, "lr": step_lr, **out})
+                bar.update(1)
+    model.eval()
+    return metrics, optimizer, global_step
+
+
+def save_optimizer_state(folder: Path, optimizer: torch.optim.Optimizer, global_step: int) -> None:
+    """Write the AdamW state and the global step that the next iteration continues from."""
+    folder.mkdir(parents=True)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"step": global_step}))
 
 
 def _reference_logps(ctx: StageContext, rows: list[dict], temperature: float) -> list[list[float]]:

@@ -13,6 +13,7 @@ from spo.advantages import (
     advantage_method,
     chain_token_advantages,
     exact_mean,
+    gae_advantages,
     grpo_advantages,
     loss_mask,
     population_std,
@@ -169,24 +170,24 @@ def test_all_equal_groups_give_exactly_zero(method, group):
 
 
 def rollouts(rewards, length=3):
-    return [ChainRollout([0.5] * length, [], [], r) for r in rewards]
+    return [ChainRollout([0.5] * length, r) for r in rewards]
 
 
 def test_group_methods_put_one_advantage_on_every_token():
-    advantages = ADVANTAGES["rloo"].chain(rollouts([1.0, 0.0], length=2), 0.9, False)
+    advantages = ADVANTAGES["rloo"].chain(rollouts([1.0, 0.0], length=2), tau=0.9, prob_mask=False)
     assert advantages == [[1.0, 1.0], [-1.0, -1.0]]
 
 
 def test_group_errors():
-    with pytest.raises(ValueError, match=r"unknown advantage method 'ppo'; choose one of \['grpo', 'rloo', "
+    with pytest.raises(ValueError, match=r"unknown advantage method 'ppo'; choose one of \['gae', 'grpo', 'rloo', "
                                          r"'segment', 'tree', 'tree-normalized'\]"):
         advantage_method("ppo", "spo-chain")
     with pytest.raises(ValueError, match="works on spo-tree samples, not spo-chain"):
         advantage_method("tree", "spo-chain")
     with pytest.raises(ValueError, match="non-empty group"):
-        ADVANTAGES["grpo"].chain([], 0.9, False)
+        ADVANTAGES["grpo"].chain([], tau=0.9, prob_mask=False)
     with pytest.raises(ValueError, match="rewards: expected finite"):
-        ADVANTAGES["rloo"].chain(rollouts([1.0, math.inf]), 0.9, False)
+        ADVANTAGES["rloo"].chain(rollouts([1.0, math.inf]), tau=0.9, prob_mask=False)
 
 
 @given(st.lists(unit_values, min_size=2, max_size=16))
@@ -330,3 +331,37 @@ def test_loss_mask_drops_only_a_final_stop_token():
     assert loss_mask(logp, [7, 2, 2], train_on_eos=False, eos_id=eos) == [True, True, False]  # only the last
     assert loss_mask(logp, [7, 8, 2], train_on_eos=True, eos_id=eos) == [True, True, True]
     assert loss_mask(logp, [7, 8, 9], train_on_eos=False, eos_id=eos) == [True, True, True]  # cut, no EOS
+
+
+
+# --- GAE (PPO with a critic) -------------------------------------------------------------------------
+
+
+def gae_loop(values, reward, gamma, lam):
+    """The textbook double sum: A_t = sum_k (gamma lam)^k delta_t+k, rewards only at the end, terminal 0."""
+    T = len(values)
+    rewards = [0.0] * (T - 1) + [reward]
+    nxt = [*values[1:], 0.0]
+    deltas = [rewards[t] + gamma * nxt[t] - values[t] for t in range(T)]
+    return [sum((gamma * lam) ** k * deltas[t + k] for k in range(T - t)) for t in range(T)]
+
+
+@given(st.lists(unit_values, min_size=1, max_size=30), reward_values, st.floats(0, 1), st.floats(0, 1))
+def test_gae_matches_the_double_sum(values, reward, gamma, lam):
+    assert gae_advantages(values, reward, gamma, lam) == pytest.approx(gae_loop(values, reward, gamma, lam), abs=1e-9)
+
+
+@given(st.lists(unit_values, min_size=1, max_size=30), reward_values)
+def test_gae_with_gamma_and_lambda_one_is_reward_minus_value(values, reward):
+    assert gae_advantages(values, reward) == pytest.approx([reward - v for v in values], abs=1e-12)
+
+
+def test_gae_hand_case_and_errors():
+    # V = 0.2, 0.6; reward 1; gamma 0.5, lam 0.5: delta_1 = 1 - 0.6 = 0.4, delta_0 = 0.5 * 0.6 - 0.2 = 0.1;
+    # A_1 = 0.4, A_0 = 0.1 + 0.25 * 0.4 = 0.2
+    assert gae_advantages([0.2, 0.6], 1.0, gamma=0.5, lam=0.5) == pytest.approx([0.2, 0.4])
+    assert gae_advantages([], 1.0) == []
+    with pytest.raises(ValueError, match="values: expected finite"):
+        gae_advantages([math.nan], 1.0)
+    assert ADVANTAGES["gae"].chain([ChainRollout([0.5, 0.5], 1.0, token_values=[0.25, 0.5])], gamma=1.0, lam=1.0,
+                                   tau=0.9, prob_mask=True) == [[0.75, 0.5]]

@@ -15,6 +15,8 @@ BAD_VALUES = {
     "partition.method": "random", "partition.tau": "0", "partition.interval": "0", "partition.n_segments": "0",
     "partition.segment_tokens": "0", "partition.max_boundaries": "-1", "resample.k": "0",
     "advantage.method": "ppo", "advantage.prob_mask": "maybe", "advantage.train_on_eos": "maybe",
+    "advantage.gamma": "1.5", "advantage.lam": "-0.1", "critic.lr": "0", "critic.value_clip": "0",
+    "partition.step_marker": "", "partition.prompt_boundary": "maybe", "resample.max_estimated": "-1",
     "tree.branching": "[]", "tree.replay_max_age": "0", "tree.replay_per_question": "0",
     "train.lr": "0", "train.warmup_ratio": "1", "train.weight_decay": "-0.1", "train.adam_betas": "[0.9]",
     "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",

@@ -15,7 +15,7 @@ from spo.segments import (
     cutpoint_boundaries,
     fixed_count_boundaries,
     fixed_length_boundaries,
-    newline_boundaries,
+    step_boundaries,
     partition_boundaries,
     segments,
     validate_boundaries,
@@ -136,17 +136,17 @@ def test_fixed_length_segments_are_full_except_the_last(length, m):
     assert all(s == m for s in sizes[:-1]) and (not sizes or 1 <= sizes[-1] <= m)
 
 
-# --- newline partition ----------------------------------------------------------------------------
+# --- steps partition ----------------------------------------------------------------------------
 
 
-def test_newline_hand_cases():
+def test_step_hand_cases():
     # boundary after "\n" (index 2 -> 3) and after ".\n\nSo" (index 4 -> 5, mid-token newline:
     # the token starts in the first step); the final "\n" is at the length: no boundary.
-    assert newline_boundaries(["a", "=1", "\n", "b", ".\n\nSo", " c", "\n"]) == [3, 5]
+    assert step_boundaries(["a", "=1", "\n", "b", ".\n\nSo", " c", "\n"]) == [3, 5]
     # a run of blank-line tokens is one step end: after "\n\n" (index 2), not after "\n" (index 1)
-    assert newline_boundaries(["x", "\n", "\n\n", "y"]) == [3]
-    assert newline_boundaries(["\n", "y"]) == [1]  # a leading newline ends an (empty) first line
-    assert newline_boundaries([]) == []
+    assert step_boundaries(["x", "\n", "\n\n", "y"]) == [3]
+    assert step_boundaries(["\n", "y"]) == [1]  # a leading newline ends an (empty) first line
+    assert step_boundaries([]) == []
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def gsm8k_answers(shared_data):
         return [json.loads(next(f))["answer"] for _ in range(200)]
 
 
-def test_newline_steps_of_real_gsm8k_answers(gsm8k_answers):
+def test_steps_of_real_gsm8k_answers(gsm8k_answers):
     # A real byte-level BPE tokenizer trained on the answers themselves; token texts are the
     # character spans of the encoding, so joining them gives back the answer (ASCII answers only:
     # a multi-byte character is split over byte tokens that share one character span).
@@ -167,7 +167,7 @@ def test_newline_steps_of_real_gsm8k_answers(gsm8k_answers):
     for answer in [a for a in gsm8k_answers if a.isascii()][:50]:
         texts = [answer[a:b] for a, b in tokenizer.encode(answer).offsets]
         assert "".join(texts) == answer
-        steps = ["".join(texts[a:b]) for a, b in segments(newline_boundaries(texts), len(texts))]
+        steps = ["".join(texts[a:b]) for a, b in segments(step_boundaries(texts), len(texts))]
         assert steps == [line + "\n" for line in answer.split("\n")[:-1]] + [answer.split("\n")[-1]]
 
 
@@ -198,14 +198,14 @@ def test_segments_partition_the_response_exactly(length_and_boundaries):
 
 
 def test_registry_names_and_dispatch():
-    assert sorted(PARTITIONS) == ["cutpoint", "fixed_count", "fixed_length", "newline", "none"]
+    assert sorted(PARTITIONS) == ["cutpoint", "fixed_count", "fixed_length", "none", "steps"]
     for name, partition in PARTITIONS.items():  # every parameter is a config field of the same name
         assert set(partition.params) <= {f.name for f in dataclasses.fields(PartitionConfig)}, name
     probs, texts = [0.95, 0.5, 0.99, 0.2], ["a", "\n", "b", "c"]
     assert partition_boundaries("cutpoint", probs=probs, token_texts=texts, interval=1) == [1, 3]
     assert partition_boundaries("fixed_count", probs=probs, n_segments=2) == [2]
     assert partition_boundaries("fixed_length", length=4, segment_tokens=3) == [3]
-    assert partition_boundaries("newline", token_texts=texts, length=4) == [2]
+    assert partition_boundaries("steps", token_texts=texts, length=4) == [2]
     assert partition_boundaries("none", probs=probs) == []  # GRPO / RLOO: one segment
 
 

@@ -1,0 +1,214 @@
+"""What a policy iteration costs besides its computation, at 0.5B: keys, checks, loads, saves, Parquet, Prefect.
+
+    python benchmarks/orchestration.py                     # Qwen2.5-0.5B shape, random float32 weights
+    python benchmarks/orchestration.py --model tiny        # the same on the demo's tiny model (seconds)
+
+Builds a run whose checkpoint 0 is a Qwen2.5-0.5B-shaped model with random weights (about 2 GB in float32;
+AdamW adds twice that), with the least sampling work that runs every stage (one question, two samples,
+four new tokens, K = 1, two evaluation questions), and runs warm start, evaluation and two iterations through
+the Prefect flow. For each stage of the second iteration (the first one that loads an optimizer state, as
+every later one does) it prints the wall time the flow spent on it and, of that, the stage's own
+computation (sampling, scoring, the optimizer step: its reported seconds minus model loads and saves),
+then the line
+
+    orchestration: X.X s per iteration at 0.5B (Y.Y GB checkpoint), Z checkpoint hashes
+
+where X is the second iteration's wall time minus its own computation and Z counts the times a file of a
+checkpoint or optimizer state was hashed during it. Model loads, saves and hashes are timed by wrapping
+the library calls that do them (this script only observes; nothing in the pipeline knows about it).
+Benchmarks never assert on time.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("SPO_PROGRESS", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+TIMES: dict[str, float] = defaultdict(float)
+
+
+def timed(owner, name: str, label: str, counted=None):
+    """Wrap owner.name so that its seconds add to TIMES[label]; `counted(args)` sees every call."""
+    real = getattr(owner, name)
+    descriptor = owner.__dict__.get(name)
+    is_class = isinstance(descriptor, classmethod)
+    function = descriptor.__func__ if is_class else real
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            TIMES[label] += time.perf_counter() - start
+            if counted is not None:
+                counted(args)
+
+    setattr(owner, name, classmethod(wrapper) if is_class else wrapper)
+
+
+HASHED: list[tuple[int, str]] = []
+"""(checkpoint index, file) of every hash of a checkpoint's or optimizer state's file, in order."""
+
+
+def in_checkpoint(args) -> bool:
+    """Record a hash of a checkpoint's file (or, for older code, of a whole checkpoint folder)."""
+    for arg in args:
+        if not isinstance(arg, (str, Path)):
+            continue
+        parts = Path(str(arg)).parts
+        if "checkpoints" in parts:
+            folder = parts[parts.index("checkpoints") + 1]
+            HASHED.append((int(folder[:4]), str(Path(*parts[parts.index("checkpoints") + 2:]))))
+            return True
+    return False
+
+
+def checkpoint_hashes(calls: list[tuple[int, str]]) -> int:
+    """Passes over a checkpoint: per index, the most times any one of its files was hashed, summed."""
+    per_file: dict[tuple[int, str], int] = defaultdict(int)
+    for call in calls:
+        per_file[call] += 1
+    passes: dict[int, int] = defaultdict(int)
+    for (index, _), count in per_file.items():
+        passes[index] = max(passes[index], count)
+    return sum(passes.values())
+
+
+def instrument() -> None:
+    """Time model loads and saves and count checkpoint hashes, for this code and for older versions."""
+    import stages.artifacts
+    from spo.policy.transformers_engine import TransformersEngine
+
+    timed(TransformersEngine, "load", "load")
+    timed(TransformersEngine, "save", "save")
+    if hasattr(TransformersEngine, "reload"):
+        timed(TransformersEngine, "reload", "load")
+    if hasattr(stages.artifacts, "check_records"):  # hashes recorded per file (stages/checksums.py)
+        import stages.checksums
+
+        timed(stages.checksums, "file_sha256", "hash", counted=in_checkpoint)
+    else:  # older code: one content hash of a whole artifact at every read
+        timed(stages.artifacts, "content_hash", "hash", counted=in_checkpoint)
+    import torch
+
+    timed(torch, "save", "save")
+    timed(torch, "load", "load")
+
+
+def build_model(kind: str, folder: Path) -> float:
+    """Write the starting model to `folder`; return its size in GB."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from engine import QWEN25_05B, synthetic_corpus
+    from spo.policy.tiny import build_bpe_tokenizer, build_tiny_model
+
+    tokenizer = build_bpe_tokenizer(synthetic_corpus(2000, 0), vocab_size=512)
+    if kind == "tiny":
+        model = build_tiny_model(tokenizer, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
+                                 max_position_embeddings=256)
+    else:
+        torch.manual_seed(0)
+        config = Qwen2Config(**{**QWEN25_05B, "max_position_embeddings": 512}, torch_dtype="float32",
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["qwen2.5-0.5b-config", "tiny"], default="qwen2.5-0.5b-config")
+    parser.add_argument("--root", default="/tmp/spo-orchestration")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root)
+    shutil.rmtree(root, ignore_errors=True)
+    gigabytes = build_model(args.model, root / "model")
+    instrument()
+    from flows.processes import prefect_api
+    from flows.spo_run import spo_run
+    from stages.run_dir import create_run, load_preset
+
+    cfg = load_preset("tiny").with_overrides([
+        "name=orchestration", f"model.path={root / 'model'}", "warmstart.enabled=false", "iterations=2",
+        "eval.every=1", "eval.questions=2", "eval.samples_per_question=0", "sample.questions_per_iteration=1",
+        "sample.samples_per_question=2", "sample.max_new_tokens=4", "sample.context_size=64", "resample.k=1",
+        "partition.interval=1", "train.episodes_per_iteration=2", "train.batch_size=2", "train.micro_batch_size=2",
+        'task.options={"n_operands": 3, "digits": 2, "operators": "+"}',
+    ])
+    run = create_run(root / "run", cfg)
+    with prefect_api(run.root) if "folder" in prefect_api.__code__.co_varnames else prefect_api():
+        walls = run_flow(spo_run, run)
+    report(run, walls, gigabytes, args.model)
+
+
+def run_flow(spo_run, run) -> dict[str, float]:
+    """Run the flow with every stage timed from the flow's side: (stage-iteration) -> wall seconds."""
+    import flows.spo_run
+
+    walls: dict[str, float] = {}
+    real = flows.spo_run.run_stage
+    snapshots: dict[str, tuple] = {}
+
+    def run_stage(name, run_dir, iteration):
+        before = (dict(TIMES), len(HASHED))
+        start = time.perf_counter()
+        result = real(name, run_dir, iteration)
+        walls[f"{name}-{iteration}"] = time.perf_counter() - start
+        snapshots[f"{name}-{iteration}"] = (before, (dict(TIMES), len(HASHED)))
+        return result
+
+    flows.spo_run.run_stage = run_stage
+    spo_run(str(run.root))
+    walls["_snapshots"] = snapshots
+    return walls
+
+
+def report(run, walls: dict, gigabytes: float, model: str) -> None:
+    snapshots = walls.pop("_snapshots")
+    reports = {}
+    for manifest in run.root.rglob("*.manifest.json"):
+        data = json.loads(manifest.read_text())
+        if "report" in data:
+            r = data["report"]
+            reports[f"{r['stage']}-{r['iteration']}"] = r
+    print(f"| stage (iteration 1) | wall s | own computation s | loads s | saves s | hashes s | overhead s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    total_overhead, calls = 0.0, []
+    for key in [k for k in walls if (k.endswith("-1") and k != "evaluate-1") or k == "evaluate-2"]:
+        (t0, h0), (t1, h1) = snapshots[key]
+        load = t1.get("load", 0) - t0.get("load", 0)
+        save = t1.get("save", 0) - t0.get("save", 0)
+        hashing = t1.get("hash", 0) - t0.get("hash", 0)
+        calls += HASHED[h0:h1]
+        own = max(reports[key]["seconds"] - load - save, 0.0) if key in reports else 0.0
+        overhead = walls[key] - own
+        total_overhead += overhead
+        print(f"| {key} | {walls[key]:.2f} | {own:.2f} | {load:.2f} | {save:.2f} | {hashing:.2f} | {overhead:.2f} |")
+    size = "0.5B" if model != "tiny" else "tiny"
+    print(f"\norchestration: {total_overhead:.1f} s per iteration at {size} ({gigabytes:.1f} GB checkpoint), "
+          f"{checkpoint_hashes(calls)} checkpoint hashes")
+
+
+if __name__ == "__main__":
+    main()
