@@ -8,13 +8,15 @@ times and nothing is concatenated per step, so the per-step memory traffic is G 
 than B * (P + t) key/value vectors: this is where prefix sharing beats naive sampling on a CPU.
 
 The decode step re-runs the decoder layers' own modules (norms, projections, MLP, rotary
-embedding) with this two-part attention; it supports the Llama and Qwen2 layouts (`SUPPORTED`).
+embedding) with this two-part attention; it supports the Llama and Qwen2 layouts (`SUPPORTED`). The
+prefill runs the decoder's own forward and keeps what its key and value projections output (forward
+hooks), rotating the keys as the layers do: nothing depends on how a transformers version lays out
+its KV cache.
 """
 
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 SUPPORTED = ("llama", "qwen2")
 """config.model_type values whose decoder layers `decode_step` re-runs."""
@@ -100,15 +102,32 @@ def prefill(
     input_ids = torch.full((len(prompts), int(lengths.max())), pad_id, dtype=torch.long)  # (G, P)
     for g, prompt in enumerate(prompts):
         input_ids[g, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
-    cache = DynamicCache(config=model.config)
-    hidden = model.get_decoder()(
-        input_ids=input_ids.to(device), cache=cache, use_cache=True
-    ).last_hidden_state
+    decoder, captured = model.get_decoder(), {}
+
+    def keep(name: str, index: int):
+        def hook(module, args, output):
+            captured[name, index] = output
+        return hook
+
+    hooks = [layer.self_attn.k_proj.register_forward_hook(keep("k", i)) for i, layer in enumerate(decoder.layers)]
+    hooks += [layer.self_attn.v_proj.register_forward_hook(keep("v", i)) for i, layer in enumerate(decoder.layers)]
+    try:  # the decoder's own forward; its projections' outputs are the prompt's keys and values
+        hidden = decoder(input_ids=input_ids.to(device), use_cache=False).last_hidden_state  # (G, P, H)
+    finally:
+        for hook in hooks:
+            hook.remove()
     last = hidden[torch.arange(len(prompts), device=device), lengths - 1]  # (G, H)
     logits = model.get_output_embeddings()(last)  # (G, V)
     key_mask = torch.arange(input_ids.shape[1], device=device)[None, :] < lengths[:, None]  # (G, P)
-    keys = [layer.keys for layer in cache.layers]
-    values = [layer.values for layer in cache.layers]
+    groups, width = input_ids.shape
+    positions = torch.arange(width, device=device)[None, :].expand(groups, width)
+    cos, sin = decoder.rotary_emb(hidden, positions)  # (G, P, d), as the layers rotate their keys
+    keys, values = [], []
+    for index, layer in enumerate(decoder.layers):
+        dim = layer.self_attn.head_dim
+        key = captured["k", index].view(groups, width, -1, dim).transpose(1, 2)  # (G, kvh, P, d)
+        keys.append(_rotate(key, cos[:, None], sin[:, None]))
+        values.append(captured["v", index].view(groups, width, -1, dim).transpose(1, 2))
     return PrefixCache(keys, values, key_mask, lengths), logits
 
 
