@@ -20,7 +20,6 @@ from pathlib import Path
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.processes import die_with_parent
 from stages.compare import (
     ArmRun,
     comparison_dir,
@@ -31,6 +30,7 @@ from stages.compare import (
     warm_start_finished,
     warm_start_groups,
 )
+from stages.launch import die_with_parent
 from stages.registry import unfinished_stages
 from stages.run_dir import REPO_ROOT, load_comparison
 

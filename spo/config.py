@@ -281,6 +281,11 @@ class TrainConfig(_Checked):
     """Weight of the k3 KL to the initial policy, in the loss."""
     whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
+    world_size: int = field(default=1, metadata=at_least(1))
+    """Data-parallel processes of the train stage (torch.distributed.run); 1 trains in the flow's process."""
+    sharding: str = field(default="ddp", metadata=one_of(lambda: ("ddp", "fsdp")))
+    """With world_size > 1: "ddp" (a full copy per process, gradients summed) or "fsdp" (FSDP2, parameters,
+    gradients and optimizer state sharded per decoder layer, for a model that does not fit one device)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -288,6 +293,14 @@ class TrainConfig(_Checked):
             raise ConfigError(f"train.batch_size = {self.batch_size}: expected a multiple of "
                               f"train.micro_batch_size = {self.micro_batch_size} (gradient accumulation needs "
                               f"whole micro-batches)")
+        if self.world_size > 1 and (self.batch_size // self.micro_batch_size) % self.world_size:
+            raise ConfigError(f"train.world_size = {self.world_size}: expected to divide the "
+                              f"{self.batch_size // self.micro_batch_size} micro-batches of a batch "
+                              f"(train.batch_size / train.micro_batch_size), so every process takes as many")
+        if self.world_size > 1 and (not self.episodes_per_iteration or self.episodes_per_iteration % self.batch_size):
+            raise ConfigError(f"train.world_size = {self.world_size} needs train.episodes_per_iteration, now "
+                              f"{self.episodes_per_iteration}, to be a positive multiple of train.batch_size = "
+                              f"{self.batch_size}: every step must give each process the same work")
 
 
 @dataclass(frozen=True)
@@ -347,6 +360,24 @@ class WarmstartConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class LaunchConfig(_Checked):
+    """Where the work runs (docs/architecture.md#scale-out). No stage key reads it: a result does not depend
+    on how many machines computed it."""
+
+    _section: ClassVar[str] = "launch."
+    torchrun_args: tuple[str, ...] = ()
+    """Extra arguments of torch.distributed.run for train.world_size > 1 over several nodes (--nnodes,
+    --node-rank, --rdzv-backend, --rdzv-endpoint); empty runs on this machine (--standalone)."""
+    dask_scheduler: str = ""
+    """Address of a Dask scheduler (tcp://host:8786) whose workers sample; empty samples in this process."""
+    dask_workers: int = field(default=0, metadata=at_least(0))
+    """Without a scheduler address: start a local Dask cluster of this many workers (127.0.0.1) to sample;
+    0 samples in this process."""
+    dask_threads: int = field(default=1, metadata=at_least(1))
+    """torch threads of each local Dask worker."""
+
+
+@dataclass(frozen=True)
 class RetentionConfig(_Checked):
     """What a run keeps on disk as it goes (docs/architecture.md#retention)."""
 
@@ -382,6 +413,7 @@ class RunConfig(_Checked):
     eval: EvalConfig = field(default_factory=EvalConfig)
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -76,11 +76,19 @@ def ppo_step(
     kl_coef: float,
     whiten: str,
     grad_clip: float,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Accumulate the loss of each micro-batch (each weighted by its share of the batch), clip, step.
 
+    With `world` > 1 (data parallel, torch.distributed initialised), this process takes micro-batches
+    rank, rank + world, ...; the gradients and the metrics are then summed over the processes, so the
+    step is the single-process one up to the order of the additions. A model sharded with FSDP2 reduces
+    its own gradients on the last local micro-batch, as an average, so its loss is scaled by `world`; a
+    replicated one all-reduces them here.
+
     Args:
-        batch: the episodes of one optimizer step.
+        batch: the episodes of one optimizer step (the same on every process).
         whiten: "micro_batch" standardises advantages inside each micro-batch (reference); "batch" and
             "none" expect the caller to have prepared them (see `batch_whitened`).
 
@@ -90,11 +98,15 @@ def ppo_step(
     if whiten not in WHITEN_SCOPES:
         raise ValueError(f"unknown whiten scope {whiten!r}; choose one of {list(WHITEN_SCOPES)}")
     device = next(model.parameters()).device
-    sums = {"loss": 0.0, "loss_policy": 0.0, "loss_kl": 0.0, "ratio_mean": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
-    tokens = 0
+    names = ("loss", "loss_policy", "loss_kl", "ratio_mean", "clipfrac", "approx_kl", "tokens")
+    sums = dict.fromkeys(names, 0.0)
+    sharded = hasattr(model, "set_requires_gradient_sync")  # an FSDP2 module
+    micro_batches = [batch[start : start + micro_batch_size] for start in range(0, len(batch), micro_batch_size)]
+    mine = micro_batches[rank::world]
     optimizer.zero_grad(set_to_none=True)
-    for start in range(0, len(batch), micro_batch_size):
-        micro = batch[start : start + micro_batch_size]
+    for k, micro in enumerate(mine):
+        if sharded:
+            model.set_requires_gradient_sync(k == len(mine) - 1)
         logp, real = response_logprobs(
             model, [e.prompt_ids for e in micro], [e.response_ids for e in micro], temperature, pad_id
         )  # (B, T), (B, T)
@@ -107,15 +119,32 @@ def ppo_step(
         ref = pad_rows([e.ref_logp for e in micro], width, 0.0, torch.float32).to(device)
         out = policy_loss(logp, old, ref, adv, mask, clip=clip, kl_coef=kl_coef)
         share = len(micro) / len(batch)
-        (out.total * share).backward()
+        (out.total * share * (world if sharded else 1)).backward()
         for name, value in (("loss", out.total), ("loss_policy", out.policy), ("loss_kl", out.kl),
                             ("ratio_mean", out.ratio_mean), ("clipfrac", out.clip_fraction),
                             ("approx_kl", out.approx_kl)):
             sums[name] += float(value.detach()) * share
-        tokens += int(mask.sum())
+        sums["tokens"] += int(mask.sum())
+    if world > 1:
+        sums = _summed_over_processes(model, sums, device, gradients=not sharded)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return {**sums, "grad_norm": float(grad_norm), "sequences": len(batch), "tokens": tokens}
+    return {**sums, "tokens": int(sums["tokens"]), "grad_norm": float(grad_norm), "sequences": len(batch)}
+
+
+def _summed_over_processes(model: torch.nn.Module, sums: dict[str, float], device: torch.device,
+                           gradients: bool) -> dict[str, float]:
+    """Sum the metrics (and, for a replicated model, every gradient) over the data-parallel processes."""
+    import torch.distributed as dist
+
+    if gradients:
+        for parameter in model.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+    values = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return dict(zip(sums, values.tolist()))
 
 
 @dataclass(frozen=True)

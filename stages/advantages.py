@@ -20,6 +20,7 @@ from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.resources import load_tokenizer
 from stages.run_dir import RunDir
 
+
 def _reads(run: RunDir, i: int) -> list[Path]:
     """Rollouts and the tokenizer (its EOS id), plus boundary values or critic values if the method reads them."""
     method = ADVANTAGES[run.config().advantage.method]

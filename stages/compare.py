@@ -21,8 +21,8 @@ from schemas.compare import COMPARE
 from spo.config import ComparisonConfig
 from spo.stats import paired_interval, summarize
 from stages.artifacts import cache_key, is_finished, supersede, write_table
-from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
 from stages.registry import unfinished_stages
+from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
 from stages.share import share_outputs, share_run
 from stages.summary import CREDIT_KEYS, iteration_summary
 

@@ -97,6 +97,6 @@ def _train(ctx: StageContext):
     metrics, optimizer, global_step = optimize(model, state, episodes, cfg.critic.lr, ctx, "critic-train", step)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic-optimizer"),
-                        lambda folder: save_optimizer_state(folder, optimizer, global_step))
+                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
     return {"critic_metrics": pa.Table.from_pylist(metrics, schema=CRITIC_METRICS)}, {
         "critic/steps": len(metrics), "loss/value": metrics[-1]["loss"] if metrics else 0.0}

@@ -17,6 +17,7 @@ from stages.engines import load_policy
 from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
+from stages.shards import sharding
 
 SPEC = StageSpec(
     name="evaluate",
@@ -32,7 +33,7 @@ def evaluate(run: Path, checkpoint: int, force: bool = False) -> StageReport:
 
 
 def answer_rows(engine: Engine, task: Task, examples: Sequence[Example], mode: str, n: int, temperature: float,
-                max_new_tokens: int, context_size: int, seed: int, desc: str) -> list[dict]:
+                max_new_tokens: int, context_size: int, seed: int, desc: str, shards=None) -> list[dict]:
     """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
     tokenizer = engine.tokenizer
     prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in examples]
@@ -41,7 +42,7 @@ def answer_rows(engine: Engine, task: Task, examples: Sequence[Example], mode: s
     requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
                                derive_seed(seed, 0, f"evaluate-{mode}", e.id), tokenizer.eos_token_id)
                 for p, e in zip(prompts, examples)]
-    results, _ = sample_continuations(engine, requests, [[]] * len(requests), desc, "eval")
+    results, _ = sample_continuations(engine, requests, [[]] * len(requests), desc, "eval", shards)
     rows = []
     for example, samples in zip(examples, results):
         for j, sample in enumerate(samples):
@@ -60,13 +61,15 @@ def _evaluate(ctx: StageContext):
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     limits = (cfg.sample.max_new_tokens, cfg.sample.context_size, cfg.seed)
     rows, counters = [], {"eval/questions": len(examples)}
+    ids = [x.id for x in examples]
     if e.greedy:
-        greedy = answer_rows(engine, task, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}")
+        greedy = answer_rows(engine, task, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}",
+                             sharding(ctx, ctx.iteration, ids))
         counters["eval/accuracy_greedy"] = float(np.mean([r["correct"] for r in greedy]))
         rows += greedy
     if e.samples_per_question:
         sampled = answer_rows(engine, task, examples, "sample", e.samples_per_question, e.temperature, *limits,
-                              f"eval-sample {ctx.iteration:04d}")
+                              f"eval-sample {ctx.iteration:04d}", sharding(ctx, ctx.iteration, ids))
         counters["eval/accuracy_sample"] = float(np.mean([r["correct"] for r in sampled]))
         counters["eval/reward_sample"] = float(np.mean([r["reward"] for r in sampled]))
         rows += sampled

@@ -13,8 +13,9 @@ from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.engines import load_policy
 from stages.resources import load_task
-from stages.sampling import fitted_request, sample_continuations
 from stages.run_dir import RunDir
+from stages.sampling import fitted_request, sample_continuations
+from stages.shards import sharding
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def _generate(ctx: StageContext):
                        engine.tokenizer.eos_token_id)
         for p in prompts
     ]
+    shards = sharding(ctx, ctx.iteration, [p["question_id"] for p in prompts])
     results, counters = sample_continuations(engine, requests, [[]] * len(requests),
-                                             f"generate {ctx.iteration:04d}", "sample")
+                                             f"generate {ctx.iteration:04d}", "sample", shards)
     rows = []
     for p, request, samples in zip(prompts, requests, results):
         example = task.example(p["question_id"])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spo.config import RunConfig
 from spo.advantages import ADVANTAGES
+from spo.config import RunConfig
 from spo.tasks import TASKS
 from stages import (
     advantages,

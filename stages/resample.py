@@ -21,6 +21,7 @@ from stages.engines import load_policy
 from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
+from stages.shards import sharding
 
 SPEC = StageSpec(
     name="resample",
@@ -70,7 +71,8 @@ def _resample(ctx: StageContext):
         for prefix, _ in sampled
     ]
     heads = [rollouts[first_use[pid][0]]["response_ids"][: first_use[pid][1]] for _, pid in sampled]
-    results, sampling = sample_continuations(engine, requests, heads, f"resample {ctx.iteration:04d}", "mc")
+    shards = sharding(ctx, ctx.iteration, [rollouts[first_use[pid][0]]["question_id"] for _, pid in sampled])
+    results, sampling = sample_continuations(engine, requests, heads, f"resample {ctx.iteration:04d}", "mc", shards)
 
     mc_rows, rewards_of = [], {}
     for (_, pid), request, samples in zip(sampled, requests, results):

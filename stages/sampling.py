@@ -12,6 +12,7 @@ from spo.policy import Engine, SampleRequest
 from spo.policy.engine import EngineStats
 from spo.tasks import Example, Task
 from stages.progress import progress_bar
+from stages.shards import Sharding
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,24 @@ def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[
 
 
 def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], heads: Sequence[Sequence[int]],
-                         desc: str, prefix: str) -> tuple[list[list[Continuation]], dict[str, float]]:
-    """Sample every request, decode each continuation after its request's head (the response tokens before
-    it: none for a fresh response, the prefix's for an MC continuation or a tree level), and count.
+                         desc: str, prefix: str, shards: Sharding | None = None
+                         ) -> tuple[list[list[Continuation]], dict[str, float]]:
+    """Sample every request (on a Dask cluster with `shards`, stages/shards.py), decode each continuation
+    after its request's head (the response tokens before it: none for a fresh response, the prefix's for
+    an MC continuation or a tree level), and count.
 
     Returns:
         result[i][j], the j-th continuation of requests[i]; counters `<prefix>/tokens`, `/prefill_tokens`,
-        `/shared_prefix_tokens` and `/seconds`.
+        `/shared_prefix_tokens` (0 when sharded: the workers' engines count them) and `/seconds`.
     """
     before = dataclasses.replace(engine.stats)
     start = time.perf_counter()
+    extra = {}
     with progress_bar(sum(r.n for r in requests), desc) as bar:
-        results = engine.sample(requests, progress=bar.update)
+        if shards is None:
+            results = engine.sample(requests, progress=bar.update)
+        else:
+            results, extra = shards.sample(requests, bar.update)
     seconds = time.perf_counter() - start
     decode = engine.tokenizer.decode
     continuations = [
@@ -70,4 +77,6 @@ def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], head
                       None if s.logprobs is None else list(s.logprobs)) for s in samples]
         for head, samples in zip(heads, results, strict=True)
     ]
-    return continuations, {**sampling_counters(engine, before, prefix), f"{prefix}/seconds": round(seconds, 3)}
+    counters = {**sampling_counters(engine, before, prefix), f"{prefix}/seconds": round(seconds, 3), **extra}
+    counters[f"{prefix}/tokens"] = sum(len(c.token_ids) for row in continuations for c in row)
+    return continuations, counters

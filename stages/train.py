@@ -12,21 +12,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from schemas.train_metrics import TRAIN_METRICS
 from spo.losses import warmup_linear_decay
+from spo.policy.transformers_engine import resolve_dtype
 from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.progress import progress_bar
-from spo.policy.transformers_engine import resolve_dtype
 from stages.engines import live_optimizer, load_policy, saved
+from stages.launch import die_with_parent
+from stages.progress import progress_bar
 from stages.resources import write_folder_atomic
 from stages.run_dir import RunDir
 
@@ -49,19 +56,46 @@ def steps_per_iteration(episodes: int, batch_size: int, epochs: int) -> int:
 
 
 def _train(ctx: StageContext):
+    if ctx.cfg.train.world_size > 1:
+        return _train_distributed(ctx)
     cfg, t = ctx.cfg, ctx.cfg.train
-    temperature = cfg.sample.temperature
     rows = ctx.read("episodes").to_pylist()
     policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, role="trainer")
-    pad_id = policy.tokenizer.pad_token_id
-    ref_logps = _reference_logps(ctx, rows, temperature) if t.kl_coef > 0 else [r["old_logp"] for r in rows]
+    ref_logps = _reference_logps(ctx, rows, cfg.sample.temperature) if t.kl_coef > 0 else None
+    episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
+    state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
+    metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, prepare)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), policy.save)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
+                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
+    saved("trainer", policy, ctx.run.checkpoint(ctx.iteration + 1), optimizer, ctx.run.optimizer_state(ctx.iteration + 1))
+    return _outputs(metrics, global_step, len(episodes))
+
+
+def _outputs(metrics: list[dict], global_step: int, episodes: int):
+    last = metrics[-1] if metrics else {}
+    return {"train_metrics": pa.Table.from_pylist(metrics, schema=TRAIN_METRICS)}, {
+        "train/steps": len(metrics), "train/global_step": global_step, "train/episodes": episodes,
+        "train/tokens": sum(m["tokens"] for m in metrics),
+        "loss/total": last.get("loss", 0.0), "stats/clipfrac": last.get("clipfrac", 0.0),
+        "stats/approx_kl": last.get("approx_kl", 0.0),
+    }
+
+
+def episodes_and_steps(ctx: StageContext, rows: list[dict], ref_logps: list | None, model: torch.nn.Module,
+                       pad_id: int, rank: int = 0, world: int = 1) -> tuple[list[Episode], Callable, Callable]:
+    """The iteration's episodes, the PPO step on a batch (this process's share of it) and the batch
+    preparation (whitening over the epoch when `train.whiten = "batch"`)."""
+    cfg, t = ctx.cfg, ctx.cfg.train
+    temperature = cfg.sample.temperature
+    refs = ref_logps if ref_logps is not None else [r["old_logp"] for r in rows]
     episodes = [Episode(r["prompt_ids"], r["response_ids"], r["advantages"], r["mask"], r["old_logp"], ref)
-                for r, ref in zip(rows, ref_logps)]
-    device = next(policy.model.parameters()).device
+                for r, ref in zip(rows, refs)]
+    device = next(model.parameters()).device
     # float32 master weights; compute in bfloat16 where the sampler samples in it (docs/design.md#optimizer)
     low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
 
-    def whiten_batch(chosen: list[Episode]) -> list[Episode]:
+    def prepare(chosen: list[Episode]) -> list[Episode]:
         if t.whiten != "batch" or not chosen:
             return chosen
         return [Episode(e.prompt_ids, e.response_ids, adv, e.mask, e.old_logp, e.ref_logp)
@@ -69,31 +103,46 @@ def _train(ctx: StageContext):
 
     def step(optimizer, batch: list[Episode]) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-            return ppo_step(policy.model, optimizer, batch, t.micro_batch_size, temperature, pad_id, t.clip,
-                            t.kl_coef, t.whiten, t.grad_clip)
+            return ppo_step(model, optimizer, batch, t.micro_batch_size, temperature, pad_id, t.clip,
+                            t.kl_coef, t.whiten, t.grad_clip, rank=rank, world=world)
 
-    state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
-    metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, whiten_batch)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), policy.save)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
-                        lambda folder: save_optimizer_state(folder, optimizer, global_step))
-    saved("trainer", policy, ctx.run.checkpoint(ctx.iteration + 1), optimizer, ctx.run.optimizer_state(ctx.iteration + 1))
-    table = pa.Table.from_pylist(metrics, schema=TRAIN_METRICS)
-    last = metrics[-1] if metrics else {}
-    return {"train_metrics": table}, {
-        "train/steps": len(metrics), "train/global_step": global_step, "train/episodes": len(episodes),
-        "train/tokens": sum(m["tokens"] for m in metrics),
-        "loss/total": last.get("loss", 0.0), "stats/clipfrac": last.get("clipfrac", 0.0),
-        "stats/approx_kl": last.get("approx_kl", 0.0),
-    }
+    return episodes, step, prepare
+
+
+def _train_distributed(ctx: StageContext):
+    """`train.world_size` ranks via torch.distributed.run (stages/train_rank.py); their output moves into place."""
+    t, out = ctx.cfg.train, ctx.run.iteration_dir(ctx.iteration) / f".train-ranks-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    launcher = list(ctx.cfg.launch.torchrun_args) or ["--standalone"]
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={t.world_size}",
+               "-m", "stages.train_rank", str(ctx.run.root), str(ctx.iteration), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
+        if result.returncode or not (out / "done.json").is_file():
+            first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", result.stderr, re.DOTALL)  # torchrun's summary
+            tail = "\n".join(result.stderr.strip().splitlines()[-12:])
+            raise RuntimeError(f"train {ctx.iteration:04d}: torch.distributed.run exited with {result.returncode}"
+                               f"{f'; rank {first[1]} failed first' if first else ''}; nothing was written. Its "
+                               f"output ends:\n{tail}")
+        metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
+        write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp))
+        write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
+                            lambda tmp: shutil.move(out / "optimizer", tmp))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return _outputs(metrics, metrics[-1]["step"] if metrics else 0, len(ctx.read("episodes")))
 
 
 def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: float, ctx: StageContext, name: str,
-             step: Callable, prepare: Callable = lambda chosen: chosen) -> tuple[list[dict], torch.optim.Optimizer, int]:
+             step: Callable, prepare: Callable = lambda chosen: chosen,
+             load_state: Callable | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
     """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
     `train.episodes_per_iteration`), `step(optimizer, batch)` per batch under the warm-up + linear-decay
-    schedule of peak `lr`, AdamW continued from `state`. Returns the per-step metrics, the optimizer and the
-    global step. The policy (`name` "train") and PPO's critic ("critic-train") train this way."""
+    schedule of peak `lr`, AdamW continued from `state` (through `load_state(state, model, optimizer)`
+    where given). Returns the per-step metrics, the optimizer and the global step. The policy (`name`
+    "train", also each rank of a distributed one) and PPO's critic ("critic-train") train this way."""
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
@@ -103,7 +152,12 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
                                       weight_decay=t.weight_decay)
-        global_step = _load_optimizer(state, optimizer)
+        if state is None:
+            global_step = 0
+        elif load_state is not None:
+            global_step = load_state(state, model, optimizer)
+        else:
+            global_step = _load_optimizer(state, optimizer)
     else:  # the optimizer that saved `state`, still in memory (stages/engines.py)
         global_step = json.loads((state / "trainer_state.json").read_text())["step"]
     model.train()
@@ -124,10 +178,10 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     return metrics, optimizer, global_step
 
 
-def save_optimizer_state(folder: Path, optimizer: torch.optim.Optimizer, global_step: int) -> None:
-    """Write the AdamW state and the global step that the next iteration continues from."""
+def save_optimizer_state(folder: Path, state: dict, global_step: int) -> None:
+    """Write the AdamW state (an `optimizer.state_dict()`) and the global step the next iteration continues from."""
     folder.mkdir(parents=True)
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(state, folder / "optimizer.pt")
     (folder / "trainer_state.json").write_text(json.dumps({"step": global_step}))
 
 

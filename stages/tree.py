@@ -26,6 +26,7 @@ from stages.engines import load_policy
 from stages.resources import load_task
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
+from stages.shards import sharding
 
 
 def level_spec(depth: int) -> StageSpec:
@@ -79,8 +80,9 @@ def _grow(ctx: StageContext, depth: int):
                                s.context_size, s.temperature, s.top_p,
                                derive_seed(cfg.seed, ctx.iteration, f"tree-{depth}", pid), engine.tokenizer.eos_token_id)
                 for pid, prompt in parents]
+    shards = sharding(ctx, ctx.iteration, [prompt["question_id"] for _, prompt in parents])
     results, counters = sample_continuations(engine, requests, [responses[pid] for pid, _ in parents],
-                                             f"tree depth {depth} {ctx.iteration:04d}", "sample")
+                                             f"tree depth {depth} {ctx.iteration:04d}", "sample", shards)
     rows = []
     for (pid, prompt), request, samples in zip(parents, requests, results):
         example = task.example(prompt["question_id"])

@@ -26,9 +26,9 @@ from spo.seeds import derive_seed
 from spo.sft import sft_step
 from spo.tasks import Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.engines import load_policy
 from stages.evaluate import answer_rows
 from stages.progress import progress_bar
-from stages.engines import load_policy
 from stages.resources import load_task, write_folder_atomic
 from stages.run_dir import RunDir
 

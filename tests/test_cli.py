@@ -83,3 +83,12 @@ def test_disk_use_outside_the_run_stays_flat(tmp_path):
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert size() == after_one, "Prefect wrote outside the run folder"
     assert (run / ".prefect" / "prefect.db").is_file() and list((run / ".prefect-results").iterdir())
+
+
+def test_preflight_names_a_bad_dask_address():
+    from spo.config import ConfigError
+    from stages.preflight import preflight
+    from stages.run_dir import load_preset
+
+    with pytest.raises(ConfigError, match="launch.dask_scheduler = 'localhost:8786': expected a Dask address"):
+        preflight(load_preset("tiny").with_overrides(["launch.dask_scheduler=localhost:8786"]))

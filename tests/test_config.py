@@ -24,11 +24,14 @@ BAD_VALUES = {
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
-    "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
+    "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1",
+    "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
+    "launch.dask_threads": "0", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
 }
 """One value per field that the config must refuse."""
-CHECKED_AT_RUN_START = {"model.path", "task.data_dir"}
-"""Fields whose bad values are files that do not exist: checked when a run starts (stages/preflight.py)."""
+CHECKED_AT_RUN_START = {"model.path", "task.data_dir", "launch.dask_scheduler"}
+"""Fields whose bad values are files or addresses that do not exist: checked when a run starts
+(stages/preflight.py)."""
 
 
 def test_every_field_has_a_bad_value_here():
@@ -71,6 +74,9 @@ def test_bad_overrides_name_the_field(assignment, message):
     (["algorithm=spo-tree", "advantage.method=tree"], "partition.method must be 'fixed_length'"),
     (["sample.context_size=200"], "exceeds the tiny model's model.tiny.max_position_embeddings = 128"),
     (["eval.greedy=false", "eval.samples_per_question=0"], "nothing to decode"),
+    (["train.world_size=3"], "train.world_size = 3: expected to divide the 1 micro-batches"),
+    (["train.world_size=2", "train.micro_batch_size=32", "train.episodes_per_iteration=0"],
+     "needs train.episodes_per_iteration"),
 ])
 def test_combinations_that_make_no_sense_are_refused(assignments, message):
     with pytest.raises(ConfigError, match=message):

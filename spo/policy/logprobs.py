@@ -56,12 +56,16 @@ def response_logprobs(
         targets[b, : len(response)] = torch.tensor(response, dtype=torch.long)
     input_ids, targets = input_ids.to(device), targets.to(device)
 
-    hidden = model.get_decoder()(input_ids=input_ids).last_hidden_state  # (B, L, H)
     # Token i of a response is predicted at position prompt_length - 1 + i.
     offsets = torch.arange(steps, device=device)
     mask = offsets[None, :] < response_lengths[:, None]  # (B, T)
     positions = (prompt_lengths[:, None] - 1 + offsets[None, :]).clamp(max=longest - 1)  # (B, T)
-    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, T, H)
-    logits = model.get_output_embeddings()(hidden).float() / temperature  # (B, T, V)
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: parameters gather in the root's forward
+        logits = model(input_ids=input_ids).logits  # (B, L, V)
+        logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+    else:  # the output layer only where a response token is predicted
+        hidden = model.get_decoder()(input_ids=input_ids).last_hidden_state  # (B, L, H)
+        hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, T, H)
+        logits = model.get_output_embeddings()(hidden).float() / temperature  # (B, T, V)
     logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (B, T)
     return logprobs.masked_fill(~mask, 0.0), mask
