@@ -8,7 +8,6 @@ seed by seed; see docs/design.md#comparisons for the statistics.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import math
@@ -90,8 +89,8 @@ def reuse_finished(runs: list[ArmRun], root: Path) -> dict[str, int]:
     return reused
 
 
-def _without_name(cfg):
-    return dataclasses.replace(cfg, name="")
+def _without_name(cfg) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k != "name"}
 
 
 def warm_start_finished(run: RunDir) -> bool:
