@@ -43,6 +43,8 @@ def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: in
         return False
     if finished_report(spec, source, iteration, key) is None:
         return False
+    if not all(p.exists() for p in spec.writes(source, iteration)):  # finished, but retention removed some
+        return False
     with run_lock(target.root, f"share {spec.name} {iteration:04d}"):
         if finished_report(spec, target, iteration, key) is not None:
             return True
