@@ -43,8 +43,6 @@ def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: in
         return False
     if finished_report(spec, source, iteration, key) is None:
         return False
-    if not all(p.exists() for p in spec.writes(source, iteration)):  # finished, but retention removed some
-        return False
     with run_lock(target.root, f"share {spec.name} {iteration:04d}"):
         if finished_report(spec, target, iteration, key) is not None:
             return True
@@ -54,7 +52,8 @@ def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: in
             if path.exists() or manifest_path(path).exists():
                 raise FileExistsError(f"{path}: exists under another key; run the stage there instead of sharing")
         for src, dst in zip(spec.writes(source, iteration), outputs):
-            _link(src, dst)
+            if src.exists():  # one that retention removed goes over as its tombstone manifest only
+                _link(src, dst)
         for src, dst in zip(spec.writes(source, iteration), outputs):  # manifests last
             write_json_atomic(manifest_path(dst), json.loads(manifest_path(src).read_text()))
     log.info("%s %04d: shared from %s (key %s)", spec.name, iteration, source.root, key)
