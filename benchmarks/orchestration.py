@@ -110,9 +110,9 @@ def instrument() -> None:
 def build_model(kind: str, folder: Path) -> float:
     """Write the starting model to `folder`; return its size in GB."""
     import torch
+    from engine import QWEN25_05B, synthetic_corpus
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from engine import QWEN25_05B, synthetic_corpus
     from spo.policy.tiny import build_bpe_tokenizer, build_tiny_model
 
     tokenizer = build_bpe_tokenizer(synthetic_corpus(2000, 0), vocab_size=512)
@@ -192,7 +192,7 @@ def report(run, walls: dict, gigabytes: float, model: str) -> None:
         if "report" in data:
             r = data["report"]
             reports[f"{r['stage']}-{r['iteration']}"] = r
-    print(f"| stage (iteration 1) | wall s | own computation s | loads s | saves s | hashes s | overhead s |")
+    print("| stage (iteration 1) | wall s | own computation s | loads s | saves s | hashes s | overhead s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     total_overhead, calls = 0.0, []
     for key in [k for k in walls if (k.endswith("-1") and k != "evaluate-1") or k == "evaluate-2"]:

@@ -143,7 +143,7 @@ def cmd_serve(args) -> int:
     if args.run_cron is not None or args.run_interval is not None:
         schedules.append(Schedule("run", cron=args.run_cron, interval=args.run_interval, more=args.more))
     elif args.more is not None:
-        raise SystemExit("--more needs a training schedule: --run-cron or --run-interval")
+        raise ValueError("--more needs a training schedule: --run-cron or --run-interval")
     if args.eval_cron is not None or args.eval_interval is not None:
         schedules.append(Schedule("eval", cron=args.eval_cron, interval=args.eval_interval))
     serve(Path(args.dir), schedules)

@@ -68,7 +68,7 @@ def serve(run: Path, schedules: list[Schedule], limit: int = 1) -> None:
     if not schedules:
         raise ValueError("nothing to serve: give a schedule for the run flow, the eval flow or both")
     if not get_current_settings().api.url:
-        raise RuntimeError("PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
+        raise ValueError("PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
                            "`spo server --port 4200`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
     if not RunDir(Path(run)).config_path.is_file():
         raise FileNotFoundError(f"{RunDir(Path(run)).config_path}: no run here; create it first with `spo run`")

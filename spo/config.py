@@ -16,8 +16,8 @@ import hashlib
 import json
 import re
 import typing
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -368,7 +368,8 @@ class LaunchConfig(_Checked):
     torchrun_args: tuple[str, ...] = ()
     """Extra arguments of torch.distributed.run for train.world_size > 1 over several nodes (--nnodes,
     --node-rank, --rdzv-backend, --rdzv-endpoint); empty runs on this machine (--standalone)."""
-    dask_scheduler: str = ""
+    dask_scheduler: str = field(default="", metadata=_rule(lambda v: not v or re.fullmatch(
+        r"(tcp|tls|ucx|inproc)://\S+", v), "a Dask address such as 'tcp://10.0.0.5:8786'"))
     """Address of a Dask scheduler (tcp://host:8786) whose workers sample; empty samples in this process."""
     dask_workers: int = field(default=0, metadata=at_least(0))
     """Without a scheduler address: start a local Dask cluster of this many workers (127.0.0.1) to sample;

@@ -96,12 +96,13 @@ def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".manifest.json")
 
 
-def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False) -> dict:
+def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False, full: bool = False) -> dict:
     """The manifest of a finished artifact.
 
     Args:
         verify: check the files against the manifest's record (size and time; a file that no longer
             fits is re-hashed, stages/checksums.py).
+        full: with `verify`, re-hash every file (`spo verify`).
         removed_ok: accept an artifact that retention removed (its manifest keeps the hash, so keys
             that read it stay computable); anything that needs its bytes must not pass this.
     """
@@ -119,7 +120,7 @@ def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False) -> 
                             f"rerun the stage that makes it with --force")
     if verify:
         try:
-            check_records(path, manifest["files"])
+            check_records(path, manifest["files"], full=full)
         except ChecksumError as error:
             raise ArtifactError(str(error)) from None
     return manifest
@@ -224,8 +225,9 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         if stored is not None:
             log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
             return stored
-    for path in spec.reads(run, iteration):  # fail before any work when an input is gone or damaged
-        read_manifest(path)
+    # fail before any work when an input is gone (stage_key has checked the files of the others)
+    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False)["sha256"]
+              for p in spec.reads(run, iteration)}
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -244,8 +246,6 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
             write_table(path, tables[path.stem])
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
-    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False, removed_ok=True)["sha256"]
-              for p in spec.reads(run, iteration)}
     for path in outputs:  # manifests last: an output without one is unfinished
         records = file_records(path)  # the one hash of each file, as it is written
         write_json_atomic(manifest_path(path), {

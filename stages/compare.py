@@ -23,7 +23,7 @@ from stages.artifacts import cache_key, is_finished, supersede, write_table
 from stages.registry import unfinished_stages
 from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
 from stages.share import share_outputs, share_run
-from stages.summary import CREDIT_KEYS, iteration_summary
+from stages.summary import CREDIT_KEYS, iteration_summary, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +262,8 @@ def plot_comparison(rows: list[dict], arms: list[str], folder: Path, title: str)
         ax.set_title(f"{title}: mean over seeds, band = min-max")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
         path = folder / f"accuracy_vs_{x_key}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        tmp.replace(path)
+        save_figure(fig, path)
         paths.append(path)
     return paths
 

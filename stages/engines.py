@@ -12,6 +12,7 @@ a module global; a stage run alone (`spo stage`) loads fresh, with the same resu
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,18 +44,17 @@ class EnginePool:
     def get(self, role: str, path: Path, build) -> tuple[Engine, bool]:
         """The role's engine holding the weights at `path`, and whether it was built or reloaded (True)
         rather than reused as it was."""
-        if role in self._live:
-            engine, loaded = self._live[role]
-            if loaded == path:
-                self._live[role] = (engine, None if role == "trainer" else path)  # about to change
-                return engine, False
-            engine.reload(path)
-        else:
+        engine, loaded = self._live.get(role, (None, None))
+        changed = engine is None or loaded != path
+        if engine is None:
             engine = build()
             self.builds[role] += 1
-        self._live[role] = (engine, None if role == "trainer" else path)
-        self._optimizers.pop(role, None)
-        return engine, True
+        elif changed:
+            engine.reload(path)
+        if changed:
+            self._optimizers.pop(role, None)
+        self._live[role] = (engine, None if role == "trainer" else path)  # the trainer's are about to change
+        return engine, changed
 
     def saved(self, role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
         """The role's live engine now holds the weights saved at `path` (and `optimizer` the state at `state`).
@@ -119,21 +119,23 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     of lr 1e-6 are below bfloat16's resolution and would round away (the train stage computes in
     bfloat16 under autocast where the sampler does, docs/design.md#optimizer).
     """
-    if role not in ROLES:
-        raise ValueError(f"unknown engine role {role!r}; choose one of {list(ROLES)}")
-    kind, dtype = (cfg.model.engine, cfg.model.dtype) if role == "sampler" else ("transformers", "float32")
-
-    def build() -> Engine:
-        options = cfg.model.vllm_options if kind == "vllm" else {}
-        return make_engine(kind, path, dtype=dtype, device=cfg.model.device, **options)
-
     start = time.perf_counter()
     pool = _POOL.get()
+    build = functools.partial(build_engine, path, cfg, role)
     engine = build() if pool is None else pool.get(role, Path(path), build)[0]
     timer = _LOAD_SECONDS.get()
     if timer is not None:
         timer.append(time.perf_counter() - start)
     return engine
+
+
+def build_engine(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
+    """A new engine of `role` (`ROLES`) holding the policy saved at `path` (`load_policy` says which)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown engine role {role!r}; choose one of {list(ROLES)}")
+    kind, dtype = (cfg.model.engine, cfg.model.dtype) if role == "sampler" else ("transformers", "float32")
+    options = cfg.model.vllm_options if kind == "vllm" else {}
+    return make_engine(kind, path, dtype=dtype, device=cfg.model.device, **options)
 
 
 def saved(role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:

@@ -61,15 +61,15 @@ def _evaluate(ctx: StageContext):
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     limits = (cfg.sample.max_new_tokens, cfg.sample.context_size, cfg.seed)
     rows, counters = [], {"eval/questions": len(examples)}
-    ids = [x.id for x in examples]
+    shards = sharding(ctx, [x.id for x in examples])
     if e.greedy:
         greedy = answer_rows(engine, task, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}",
-                             sharding(ctx, ctx.iteration, ids))
+                             shards)
         counters["eval/accuracy_greedy"] = float(np.mean([r["correct"] for r in greedy]))
         rows += greedy
     if e.samples_per_question:
         sampled = answer_rows(engine, task, examples, "sample", e.samples_per_question, e.temperature, *limits,
-                              f"eval-sample {ctx.iteration:04d}", sharding(ctx, ctx.iteration, ids))
+                              f"eval-sample {ctx.iteration:04d}", shards)
         counters["eval/accuracy_sample"] = float(np.mean([r["correct"] for r in sampled]))
         counters["eval/reward_sample"] = float(np.mean([r["reward"] for r in sampled]))
         rows += sampled

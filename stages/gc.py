@@ -3,8 +3,10 @@
 `spo gc DIR --keep-last N` removes old checkpoints, never one still needed: checkpoint 0 (the frozen KL
 reference policy), the newest (the next iteration trains from it), and every checkpoint with an
 evaluation (`iterations/<NNNN>/eval.parquet`), so reported accuracies keep their weights. Of the rest,
-the newest `keep_last` stay. A run prunes as it goes with the `retention` config: the optimizer states
-of all but the newest iterations (only a resume reads them), and optionally checkpoints as gc does.
+the newest `keep_last` stay; PPO's critic and the optimizer states of a removed checkpoint go with it.
+A run prunes as it goes with the `retention` config: the optimizer states (the policy's and the
+critic's) of all but the newest iterations (only a resume reads them), and optionally checkpoints as
+gc does.
 
 A removed artifact keeps its manifest as a tombstone: the content hash it had, and why and when it went.
 Stage keys that read it stay computable and the stages that made it or read it stay finished, so a
@@ -38,7 +40,7 @@ class GcReport:
     removed: list[int] = field(default_factory=list)
     """Checkpoints removed (their files; the manifest stays as a tombstone)."""
     optimizer_states: list[int] = field(default_factory=list)
-    """Optimizer states removed."""
+    """Optimizer states removed (the policy's; PPO's critic's go with them, their bytes counted below)."""
     unfinished: list[str] = field(default_factory=list)
     """Folders without a live manifest (left by an interrupted write or gc), removed."""
     kept: dict[int, str] = field(default_factory=dict)
@@ -91,13 +93,16 @@ def _prune(run: RunDir, keep_checkpoints: int | None, keep_states: int | None, d
         for index in checkpoints:
             if index not in report.kept:
                 report.removed.append(index)
-                report.freed_bytes += _remove(run.checkpoint(index), "checkpoint retention", dry_run)
-                if _live(run.optimizer_state(index)):
-                    report.freed_bytes += _remove(run.optimizer_state(index), "checkpoint retention", dry_run)
-    states = sorted(i for i in range(1, (checkpoints[-1] if checkpoints else 0) + 1) if _live(run.optimizer_state(i)))
-    for index in states[:-keep_states] if keep_states is not None else []:
-        report.optimizer_states.append(index)
-        report.freed_bytes += _remove(run.optimizer_state(index), "optimizer-state retention", dry_run)
+                for path in _of_iteration(run, index):
+                    if _live(path):
+                        report.freed_bytes += _remove(path, "checkpoint retention", dry_run)
+    newest = checkpoints[-1] if checkpoints else 0
+    for state_of in (run.optimizer_state, run.critic_optimizer_state):
+        states = sorted(i for i in range(1, newest + 1) if _live(state_of(i)))
+        for index in states[:-keep_states] if keep_states is not None else []:
+            if state_of == run.optimizer_state:
+                report.optimizer_states.append(index)
+            report.freed_bytes += _remove(state_of(index), "optimizer-state retention", dry_run)
     folders = run.root / "checkpoints"
     for folder in sorted(folders.iterdir()) if folders.is_dir() else []:
         if folder.is_dir() and re.fullmatch(r"\d{4}(-critic)?(-optimizer)?", folder.name) and _orphan(folder, checkpoints):
@@ -106,6 +111,12 @@ def _prune(run: RunDir, keep_checkpoints: int | None, keep_states: int | None, d
             if not dry_run:
                 shutil.rmtree(folder)
     return report
+
+
+def _of_iteration(run: RunDir, index: int) -> list[Path]:
+    """What goes with checkpoint `index`: the policy, its optimizer state, PPO's critic and its state."""
+    return [run.checkpoint(index), run.optimizer_state(index), run.critic(index),
+            run.critic_optimizer_state(index)]
 
 
 def _live(path: Path) -> bool:

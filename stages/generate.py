@@ -43,7 +43,7 @@ def _generate(ctx: StageContext):
                        engine.tokenizer.eos_token_id)
         for p in prompts
     ]
-    shards = sharding(ctx, ctx.iteration, [p["question_id"] for p in prompts])
+    shards = sharding(ctx, [p["question_id"] for p in prompts])
     results, counters = sample_continuations(engine, requests, [[]] * len(requests),
                                              f"generate {ctx.iteration:04d}", "sample", shards)
     rows = []

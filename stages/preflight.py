@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from pathlib import Path
 
 from spo.config import ConfigError, RunConfig
@@ -26,9 +25,6 @@ def preflight(cfg: RunConfig) -> None:
     if (launch.dask_scheduler or launch.dask_workers) and importlib.util.find_spec("distributed") is None:
         raise ConfigError("launch.dask_scheduler / launch.dask_workers sample on Dask, but the distributed package "
                           "is not installed; install the project's distributed extra")
-    if launch.dask_scheduler and not re.fullmatch(r"(tcp|tls|ucx|inproc)://\S+", launch.dask_scheduler):
-        raise ConfigError(f"launch.dask_scheduler = {launch.dask_scheduler!r}: expected a Dask address such as "
-                          f"'tcp://10.0.0.5:8786'")
     task = load_task(cfg)
     for split in ("train", "test"):
         try:

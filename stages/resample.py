@@ -71,7 +71,7 @@ def _resample(ctx: StageContext):
         for prefix, _ in sampled
     ]
     heads = [rollouts[first_use[pid][0]]["response_ids"][: first_use[pid][1]] for _, pid in sampled]
-    shards = sharding(ctx, ctx.iteration, [rollouts[first_use[pid][0]]["question_id"] for _, pid in sampled])
+    shards = sharding(ctx, [rollouts[first_use[pid][0]]["question_id"] for _, pid in sampled])
     results, sampling = sample_continuations(engine, requests, heads, f"resample {ctx.iteration:04d}", "mc", shards)
 
     mc_rows, rewards_of = [], {}
@@ -79,7 +79,7 @@ def _resample(ctx: StageContext):
         example = task.example(rollouts[first_use[pid][0]]["question_id"])
         rewards = []
         for j, sample in enumerate(samples):
-            reward, _ = sample.grade(task, example)
+            reward = sample.reward(task, example)
             rewards.append(reward)
             mc_rows.append({"prefix_id": pid, "sample_index": j, "seed": request.seed,
                             "continuation_ids": sample.token_ids, "text": sample.text,

@@ -101,7 +101,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def load_preset(name: str) -> RunConfig:
+def load_preset(name: str, _within: tuple[str, ...] = ()) -> RunConfig:
     """The named preset: `data/presets/<name>.toml` applied over the defaults, or over the preset it names as
     `base` (a preset then says only how it differs)."""
     import tomllib
@@ -115,9 +115,9 @@ def load_preset(name: str) -> RunConfig:
     base = data.pop("base", None)
     if base is None:
         return RunConfig.from_dict(data, where=str(path))
-    if base == name:
-        raise ValueError(f"{path}: base = {base!r} names the preset itself")
-    return RunConfig.from_dict(_merged(load_preset(base).to_dict(), data), where=str(path))
+    if base in (*_within, name):
+        raise ValueError(f"{path}: base = {base!r} makes a loop ({' -> '.join((*_within, name, base))})")
+    return RunConfig.from_dict(_merged(load_preset(base, (*_within, name)).to_dict(), data), where=str(path))
 
 
 def _merged(base: dict, changes: dict) -> dict:

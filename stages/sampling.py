@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spo.policy import Engine, SampleRequest
-from spo.policy.engine import EngineStats
 from spo.tasks import Example, Task
 from stages.progress import progress_bar
 from stages.shards import Sharding
@@ -32,6 +31,10 @@ class Continuation:
         """(reward, correct) of the whole response (docs/design.md#rewards, #mc-rewards)."""
         return task.grade(self.text, example, finished=self.finish_reason == "stop")
 
+    def reward(self, task: Task, example: Example) -> float:
+        """The reward alone (`Task.reward`: no answer comparison where the reward does not need one)."""
+        return task.reward(self.text, example, finished=self.finish_reason == "stop")
+
 
 def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperature: float, top_p: float,
                    seed: int, eos_id: int) -> SampleRequest:
@@ -40,15 +43,6 @@ def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperatu
     prompt_ids = tuple(prompt_ids)
     return SampleRequest(prompt_ids=prompt_ids, n=n, max_new_tokens=min(budget, context_size - len(prompt_ids)),
                          temperature=temperature, top_p=top_p, seed=seed, stop_token_ids=(eos_id,))
-
-
-def sampling_counters(engine: Engine, before: EngineStats, prefix: str) -> dict[str, int]:
-    """What the engine sampled since `before` (a copy of its stats): tokens sampled, prefilled and shared
-    (docs/design.md#mc-budget)."""
-    now = engine.stats
-    return {f"{prefix}/tokens": now.sampled_tokens - before.sampled_tokens,
-            f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
-            f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens}
 
 
 def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], heads: Sequence[Sequence[int]],
@@ -77,6 +71,9 @@ def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], head
                       None if s.logprobs is None else list(s.logprobs)) for s in samples]
         for head, samples in zip(heads, results, strict=True)
     ]
-    counters = {**sampling_counters(engine, before, prefix), f"{prefix}/seconds": round(seconds, 3), **extra}
-    counters[f"{prefix}/tokens"] = sum(len(c.token_ids) for row in continuations for c in row)
+    now = engine.stats  # what this engine prefilled and shared since `before` (docs/design.md#mc-budget)
+    counters = {f"{prefix}/tokens": sum(len(c.token_ids) for row in continuations for c in row),
+                f"{prefix}/prefill_tokens": now.prefill_tokens - before.prefill_tokens,
+                f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens,
+                f"{prefix}/seconds": round(seconds, 3), **extra}
     return continuations, counters

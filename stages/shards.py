@@ -55,15 +55,15 @@ class Sharding:
         return results, counters
 
 
-def sharding(ctx, checkpoint: int, keys: Sequence[str]) -> Sharding | None:
-    """The Dask plan of a sampling stage (`ctx`, a StageContext) sampling checkpoint `checkpoint`, or None to
-    sample in this process."""
+def sharding(ctx, keys: Sequence[str]) -> Sharding | None:
+    """The Dask plan of a sampling stage (`ctx`, a StageContext) sampling its iteration's checkpoint, or None
+    to sample in this process."""
     from stages.artifacts import read_manifest
 
     cfg = ctx.cfg
     if not (cfg.launch.dask_scheduler or cfg.launch.dask_workers):
         return None
-    path = ctx.run.checkpoint(checkpoint)
+    path = ctx.run.checkpoint(ctx.iteration)
     parts = ctx.run.iteration_dir(ctx.iteration) / PARTS / ctx.spec.name
     return Sharding(cfg, path, read_manifest(path)["sha256"], keys, parts)
 
@@ -110,9 +110,8 @@ def sample_on_cluster(cfg: RunConfig, checkpoint: Path, checkpoint_hash: str, re
                 reused += 1
                 done_workers |= _merge(pq.read_table(path), results, progress)
                 continue
-            future = client.submit(sample_shard, str(checkpoint), cfg.model.engine, cfg.model.dtype, cfg.model.device,
-                                   cfg.model.vllm_options, cfg.launch.dask_threads,
-                                   [(i, requests[i]) for i in shard], pure=False, retries=2)
+            future = client.submit(sample_shard, cfg, checkpoint, [(i, requests[i]) for i in shard], pure=False,
+                                   retries=2)
             futures[future] = path
         for future in as_completed(futures):
             table = future.result()
@@ -145,27 +144,19 @@ def _merge(table: pa.Table, results: list[list], progress: Callable[[int], None]
     return workers
 
 
-def sample_shard(checkpoint: str, engine_kind: str, dtype: str, device: str, vllm_options: dict, threads: int,
-                 shard: list[tuple[int, SampleRequest]]) -> pa.Table:
-    """On a worker: sample one shard with the worker's engine (built once, weights reloaded for a new
-    checkpoint); a table of its samples."""
+def sample_shard(cfg: RunConfig, checkpoint: Path, shard: list[tuple[int, SampleRequest]]) -> pa.Table:
+    """On a worker: sample one shard with the worker's sampler (built once, weights reloaded in place for
+    a new checkpoint: stages/engines.py); a table of its samples."""
     import torch
     from distributed import get_worker
 
-    from spo.policy import make_engine
+    from stages.engines import EnginePool, build_engine
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.launch.dask_threads)
     worker = get_worker()
-    held = getattr(worker, "spo_engine", None)  # (engine, checkpoint): this worker's one engine
-    if held is None or held[1] != checkpoint:
-        if held is None:
-            options = vllm_options if engine_kind == "vllm" else {}
-            engine = make_engine(engine_kind, checkpoint, dtype=dtype, device=device, **options)
-        else:
-            engine = held[0]
-            engine.reload(checkpoint)
-        worker.spo_engine = (engine, checkpoint)
-    engine = worker.spo_engine[0]
+    if not hasattr(worker, "spo_pool"):
+        worker.spo_pool = EnginePool()
+    engine, _ = worker.spo_pool.get("sampler", checkpoint, lambda: build_engine(checkpoint, cfg))
     samples = engine.sample([r for _, r in shard])
     rows = [{"request": i, "sample": j, "token_ids": list(s.token_ids), "finish_reason": s.finish_reason,
              "logprobs": None if s.logprobs is None else list(s.logprobs), "worker": worker.address}

@@ -51,11 +51,12 @@ def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: in
         for path in outputs:
             if path.exists() or manifest_path(path).exists():
                 raise FileExistsError(f"{path}: exists under another key; run the stage there instead of sharing")
-        for src, dst in zip(spec.writes(source, iteration), outputs):
-            if src.exists():  # one that retention removed goes over as its tombstone manifest only
+        manifests = [json.loads(manifest_path(src).read_text()) for src in spec.writes(source, iteration)]
+        for src, dst, manifest in zip(spec.writes(source, iteration), outputs, manifests):
+            if "removed" not in manifest:  # one that retention removed goes over as its tombstone only
                 _link(src, dst)
-        for src, dst in zip(spec.writes(source, iteration), outputs):  # manifests last
-            write_json_atomic(manifest_path(dst), json.loads(manifest_path(src).read_text()))
+        for dst, manifest in zip(outputs, manifests):  # manifests last
+            write_json_atomic(manifest_path(dst), manifest)
     log.info("%s %04d: shared from %s (key %s)", spec.name, iteration, source.root, key)
     return True
 

@@ -101,9 +101,16 @@ def plot_run(run: RunDir, path: Path) -> Path:
     ax.set_title(f"{run.config().name}: {run.config().algorithm}")
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+    return path
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure atomically (a temporary name, then renamed) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
-    return path

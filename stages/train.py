@@ -61,7 +61,8 @@ def _train(ctx: StageContext):
     cfg, t = ctx.cfg, ctx.cfg.train
     rows = ctx.read("episodes").to_pylist()
     policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, role="trainer")
-    ref_logps = _reference_logps(ctx, rows, cfg.sample.temperature) if t.kl_coef > 0 else None
+    ref_logps = (reference_logps(load_policy(ctx.run.checkpoint(0), cfg, role="reference"), rows,
+                                 cfg.sample.temperature) if t.kl_coef > 0 else None)
     episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
     state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
     metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, prepare)
@@ -127,12 +128,13 @@ def _train_distributed(ctx: StageContext):
                                f"{f'; rank {first[1]} failed first' if first else ''}; nothing was written. Its "
                                f"output ends:\n{tail}")
         metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
+        done = json.loads((out / "done.json").read_text())
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp))
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
                             lambda tmp: shutil.move(out / "optimizer", tmp))
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return _outputs(metrics, metrics[-1]["step"] if metrics else 0, len(ctx.read("episodes")))
+    return _outputs(metrics, done["global_step"], done["episodes"])
 
 
 def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: float, ctx: StageContext, name: str,
@@ -149,17 +151,12 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
     warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
     optimizer = live_optimizer("trainer", state) if name == "train" else None
-    if optimizer is None:
+    if optimizer is not None:  # the optimizer that saved `state`, still in memory (stages/engines.py)
+        global_step = saved_step(state)
+    else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
                                       weight_decay=t.weight_decay)
-        if state is None:
-            global_step = 0
-        elif load_state is not None:
-            global_step = load_state(state, model, optimizer)
-        else:
-            global_step = _load_optimizer(state, optimizer)
-    else:  # the optimizer that saved `state`, still in memory (stages/engines.py)
-        global_step = json.loads((state / "trainer_state.json").read_text())["step"]
+        global_step = 0 if state is None else (load_state or load_optimizer_state)(state, model, optimizer)
     model.train()
     metrics = []
     n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
@@ -185,16 +182,19 @@ def save_optimizer_state(folder: Path, state: dict, global_step: int) -> None:
     (folder / "trainer_state.json").write_text(json.dumps({"step": global_step}))
 
 
-def _reference_logps(ctx: StageContext, rows: list[dict], temperature: float) -> list[list[float]]:
-    """Log-probs of the frozen initial policy (checkpoint 0), temperature-scaled like the old ones."""
-    reference = load_policy(ctx.run.checkpoint(0), ctx.cfg, role="reference")
+def reference_logps(reference, rows: list[dict], temperature: float) -> list[list[float]]:
+    """Log-probs of the frozen initial policy (`reference`, the engine of checkpoint 0), temperature-scaled
+    like the old ones."""
     scores = reference.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], temperature)
     return [s.tolist() for s in scores]
 
 
-def _load_optimizer(folder: Path | None, optimizer: torch.optim.Optimizer) -> int:
-    """Restore the AdamW state of a previous train stage; return the global step (0 for a fresh start)."""
-    if folder is None:
-        return 0
+def load_optimizer_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore the AdamW state of a previous train stage; return the global step it continues from."""
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    return saved_step(folder)
+
+
+def saved_step(folder: Path) -> int:
+    """The global step an optimizer state was saved at."""
     return json.loads((folder / "trainer_state.json").read_text())["step"]

@@ -23,14 +23,21 @@ import torch
 import torch.distributed as dist
 
 from schemas.train_metrics import TRAIN_METRICS
-from stages.artifacts import StageContext, read_table
+from spo.policy import make_engine
+from stages.artifacts import StageContext
 from stages.run_dir import RunDir
+from stages.train import (
+    SPEC,
+    episodes_and_steps,
+    load_optimizer_state,
+    optimize,
+    reference_logps,
+    save_optimizer_state,
+    saved_step,
+)
 
 
 def main(run: Path, iteration: int, out: Path) -> None:
-    from spo.policy import make_engine
-    from stages.train import SPEC, episodes_and_steps, optimize, save_optimizer_state
-
     device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if torch.cuda.is_available() else torch.device("cpu")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -38,9 +45,12 @@ def main(run: Path, iteration: int, out: Path) -> None:
     cfg = root.config()
     ctx = StageContext(root, iteration, cfg, SPEC)
     policy = make_engine("transformers", root.checkpoint(iteration), dtype="float32", device=str(device))
-    reference = make_engine("transformers", root.checkpoint(0), dtype="float32", device=str(device))
-    rows = read_table(root.artifact(iteration, "episodes")).to_pylist()
-    mine = _reference_logps(reference, rows[rank::world], cfg.sample.temperature) if cfg.train.kl_coef > 0 else None
+    rows = ctx.read("episodes").to_pylist()
+    mine = None
+    if cfg.train.kl_coef > 0:
+        reference = make_engine("transformers", root.checkpoint(0), dtype="float32", device=str(device))
+        mine = reference_logps(reference, rows[rank::world], cfg.sample.temperature)
+        del reference
     shares = [None] * world
     dist.all_gather_object(shares, mine)
     ref_logps = None if mine is None else [shares[i % world][i // world] for i in range(len(rows))]
@@ -63,14 +73,10 @@ def main(run: Path, iteration: int, out: Path) -> None:
         policy.tokenizer.save_pretrained(out / "checkpoint")
         save_optimizer_state(out / "optimizer", optimizer_state, global_step)
         pq.write_table(pa.Table.from_pylist(metrics, schema=TRAIN_METRICS), out / "train_metrics.parquet")
-        (out / "done.json").write_text(json.dumps({"world": world, "sharding": cfg.train.sharding}))
+        (out / "done.json").write_text(json.dumps({"world": world, "sharding": cfg.train.sharding,
+                                                   "global_step": global_step, "episodes": len(episodes)}))
     dist.barrier()
     dist.destroy_process_group()
-
-
-def _reference_logps(reference, rows: list[dict], temperature: float) -> list[list[float]]:
-    scores = reference.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], temperature)
-    return [s.tolist() for s in scores]
 
 
 def _names(model: torch.nn.Module) -> list[str]:
@@ -79,17 +85,13 @@ def _names(model: torch.nn.Module) -> list[str]:
 
 def _load_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Load a saved (single-process format) optimizer state into this rank's optimizer; return the step."""
-    saved = torch.load(folder / "optimizer.pt", weights_only=True)
     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: by parameter name, each rank its shard
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        names = _names(model)
-        by_name = {"state": {names[i]: s for i, s in saved["state"].items()},
-                   "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
+        by_name = _renumbered(torch.load(folder / "optimizer.pt", weights_only=True), _names(model))
         set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(saved)
-    return json.loads((folder / "trainer_state.json").read_text())["step"]
+        return saved_step(folder)
+    return load_optimizer_state(folder, model, optimizer)
 
 
 def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -108,10 +110,13 @@ def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tup
     by_name = get_optimizer_state_dict(model, optimizer, options=options)
     if not by_name:  # every rank but 0
         return weights, {}
-    index = {name: i for i, name in enumerate(_names(model))}
-    state = {"state": {index[n]: s for n, s in by_name["state"].items()},
-             "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]]}
-    return weights, state
+    return weights, _renumbered(by_name, {name: i for i, name in enumerate(_names(model))})
+
+
+def _renumbered(state: dict, key) -> dict:
+    """An optimizer state dict with its parameters relabelled through `key` (index to name or back)."""
+    return {"state": {key[p]: s for p, s in state["state"].items()},
+            "param_groups": [{**g, "params": [key[p] for p in g["params"]]} for g in state["param_groups"]]}
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _grow(ctx: StageContext, depth: int):
                                s.context_size, s.temperature, s.top_p,
                                derive_seed(cfg.seed, ctx.iteration, f"tree-{depth}", pid), engine.tokenizer.eos_token_id)
                 for pid, prompt in parents]
-    shards = sharding(ctx, ctx.iteration, [prompt["question_id"] for _, prompt in parents])
+    shards = sharding(ctx, [prompt["question_id"] for _, prompt in parents])
     results, counters = sample_continuations(engine, requests, [responses[pid] for pid, _ in parents],
                                              f"tree depth {depth} {ctx.iteration:04d}", "sample", shards)
     rows = []

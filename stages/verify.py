@@ -7,28 +7,23 @@ checksums when read, and anywhere by this full pass (docs/architecture.md#keys).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from stages.checksums import ChecksumError, check_records
+from stages.artifacts import ArtifactError, read_manifest
 
 
 def verify_run(root: Path) -> tuple[int, list[str]]:
-    """(artifacts checked, one line per artifact whose files differ from its manifest)."""
+    """(artifacts checked, one line per artifact whose files differ from its manifest); tombstones of
+    artifacts that retention removed are skipped."""
     checked, problems = 0, []
     for mpath in sorted(Path(root).rglob("*.manifest.json")):
-        if "superseded" in mpath.parts or mpath.name.startswith("."):
-            continue
-        manifest = json.loads(mpath.read_text())
-        if "removed" in manifest:
-            continue
-        path = mpath.with_name(mpath.name.removesuffix(".manifest.json"))
-        checked += 1
-        if "files" not in manifest:
-            problems.append(f"{path}: its manifest has no per-file record (written by an older spo)")
+        if "superseded" in mpath.parts:
             continue
         try:
-            check_records(path, manifest["files"], full=True)
-        except ChecksumError as error:
+            manifest = read_manifest(mpath.with_name(mpath.name.removesuffix(".manifest.json")), removed_ok=True,
+                                     full=True)
+        except ArtifactError as error:
             problems.append(str(error))
+            manifest = {}
+        checked += "removed" not in manifest
     return checked, problems

@@ -85,10 +85,9 @@ def test_disk_use_outside_the_run_stays_flat(tmp_path):
     assert (run / ".prefect" / "prefect.db").is_file() and list((run / ".prefect-results").iterdir())
 
 
-def test_preflight_names_a_bad_dask_address():
+def test_a_bad_dask_address_is_named():
     from spo.config import ConfigError
-    from stages.preflight import preflight
     from stages.run_dir import load_preset
 
     with pytest.raises(ConfigError, match="launch.dask_scheduler = 'localhost:8786': expected a Dask address"):
-        preflight(load_preset("tiny").with_overrides(["launch.dask_scheduler=localhost:8786"]))
+        load_preset("tiny").with_overrides(["launch.dask_scheduler=localhost:8786"])

@@ -26,12 +26,12 @@ BAD_VALUES = {
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
     "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1",
     "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
-    "launch.dask_threads": "0", "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
+    "launch.dask_threads": "0", "launch.dask_scheduler": "localhost:8786",
+    "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
 }
 """One value per field that the config must refuse."""
-CHECKED_AT_RUN_START = {"model.path", "task.data_dir", "launch.dask_scheduler"}
-"""Fields whose bad values are files or addresses that do not exist: checked when a run starts
-(stages/preflight.py)."""
+CHECKED_AT_RUN_START = {"model.path", "task.data_dir"}
+"""Fields whose bad values are files that do not exist: checked when a run starts (stages/preflight.py)."""
 
 
 def test_every_field_has_a_bad_value_here():
@@ -101,3 +101,13 @@ def test_presets_load(name):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="choose one of .*'tiny'"):
         load_preset("nope")
+
+
+def test_a_loop_of_base_presets_is_named(tmp_path, monkeypatch):
+    import stages.run_dir
+
+    (tmp_path / "a.toml").write_text('base = "b"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('base = "a"\nname = "b"\n')
+    monkeypatch.setattr(stages.run_dir, "PRESETS_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"b.toml: base = 'a' makes a loop \(a -> b -> a\)"):
+        load_preset("a")

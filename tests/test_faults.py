@@ -23,9 +23,9 @@ import safetensors.torch
 import torch
 
 import stages.train
+from stages import registry
 from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
 from stages.lock import lock_path, read_holder
-from stages import registry
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
 
@@ -295,11 +295,18 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
     assert_equal_to(reference, run)
 
 
-def flip_keeping_size_and_time(path: Path, at: float = 0.5) -> None:
-    """Change one byte in place and put the modification time back: what the cheap check cannot see."""
+def flip_keeping_size_and_time(path: Path, at: float | None = None) -> None:
+    """Change one byte in place and put the modification time back: what the cheap check cannot see. The
+    byte is at fraction `at` of the file, or by default the last of a Parquet file's first column chunk
+    (page data: a byte of a page header or of the footer may decode to something else that still reads)."""
     stat = path.stat()
     data = bytearray(path.read_bytes())
-    data[int(len(data) * at)] ^= 0xFF
+    if at is None:
+        chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+        start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+        data[start + chunk.total_compressed_size - 1] ^= 0xFF
+    else:
+        data[int(len(data) * at)] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 

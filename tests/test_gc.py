@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.cli import main as spo
+from spo.config import RetentionConfig
 from stages.artifacts import ArtifactError, manifest_path, read_manifest
 from stages.checksums import combined_hash, file_records
 from stages.gc import gc, retain
-from spo.config import RetentionConfig
 from stages.lock import RunLockedError, lock_path
 from stages.run_dir import RunDir, write_json_atomic
 
@@ -29,17 +29,19 @@ def finish(folder: Path) -> None:
                                               "report": {}})
 
 
-def make_run(root: Path, checkpoints: list[int], evaluated: list[int]) -> RunDir:
+def make_run(root: Path, checkpoints: list[int], evaluated: list[int], critic: bool = False) -> RunDir:
     run = RunDir(root)
     for index in checkpoints:
         folder = run.checkpoint(index)
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(bytes(1000 + index))
         finish(folder)
-        if index:
-            state = run.optimizer_state(index)
+        states = [(run.optimizer_state(index), 2000)] if index else []
+        if critic:  # PPO: a critic per checkpoint and its optimizer state
+            states += [(run.critic(index), 3000)] + ([(run.critic_optimizer_state(index), 4000)] if index else [])
+        for state, size in states:
             state.mkdir()
-            (state / "optimizer.pt").write_bytes(bytes(2000 + index))
+            (state / "optimizer.pt").write_bytes(bytes(size + index))
             finish(state)
     for index in evaluated:
         run.iteration_dir(index).mkdir(parents=True, exist_ok=True)
@@ -133,3 +135,17 @@ def test_a_run_keeps_the_newest_optimizer_states(tmp_path):
     assert [i for i in range(1, 5) if run.optimizer_state(i).exists()] == [3, 4]
     assert run.checkpoints() == [0, 1, 2, 3, 4]
     assert retain(run, RetentionConfig(optimizer_states=0, checkpoints=0)).optimizer_states == []  # 0 keeps all
+
+
+def test_the_critic_and_its_optimizer_states_go_with_the_policy_s(tmp_path):
+    run = make_run(tmp_path / "run", checkpoints=[0, 1, 2, 3], evaluated=[], critic=True)
+    report = retain(run, RetentionConfig(optimizer_states=1, checkpoints=1))
+    assert report.removed == [1, 2] and report.optimizer_states == []  # 1, 2 went with their checkpoints
+    assert report.freed_bytes == sum(size + i for i in (1, 2) for size in (1000, 2000, 3000, 4000))
+    left = sorted(p.name for p in (run.root / "checkpoints").iterdir() if p.is_dir())
+    assert left == ["0000", "0000-critic", "0003", "0003-critic", "0003-critic-optimizer", "0003-optimizer"]
+    run = make_run(tmp_path / "states", checkpoints=[0, 1, 2, 3], evaluated=[], critic=True)
+    report = retain(run, RetentionConfig(optimizer_states=1, checkpoints=0))
+    assert report.optimizer_states == [1, 2] and report.removed == []
+    assert [i for i in range(1, 4) if run.critic_optimizer_state(i).exists()] == [3]
+    assert all(run.critic(i).exists() for i in range(4))

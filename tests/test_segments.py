@@ -15,9 +15,9 @@ from spo.segments import (
     cutpoint_boundaries,
     fixed_count_boundaries,
     fixed_length_boundaries,
-    step_boundaries,
     partition_boundaries,
     segments,
+    step_boundaries,
     validate_boundaries,
 )
 

@@ -68,8 +68,9 @@ def test_more_continues_after_the_trained_iterations_even_after_gc(tmp_path, tin
     rows = spo_run(str(run.root), more=5)  # capped at the 4 configured iterations
     assert run.checkpoints() == [0, 2, 3, 4] and [r["iteration"] for r in rows] == [0, 1, 2, 3, 4]
     assert spo_run(str(run.root), more=1) and run.checkpoints() == [0, 2, 3, 4]  # nothing left: no-op
-    with pytest.raises(SystemExit, match="--more continues an existing run"):
-        spo(["run", "--run", str(tmp_path / "missing"), "--more", "1"])
+    capsys.readouterr()
+    assert spo(["run", "--run", str(tmp_path / "missing"), "--more", "1"]) == 2
+    assert "spo: error: --more continues an existing run" in capsys.readouterr().err
 
 
 def test_schedules_are_checked_and_serve_needs_a_server(tmp_path, tiny_config, monkeypatch):
@@ -86,8 +87,18 @@ def test_schedules_are_checked_and_serve_needs_a_server(tmp_path, tiny_config, m
     assert made.schedules[0].schedule.cron == "0 */4 * * *"
     monkeypatch.setattr(prefect, "serve", lambda *args, **kwargs: pytest.fail("served without a server"))
     with temporary_settings(restore_defaults={PREFECT_API_URL}), \
-            pytest.raises(RuntimeError, match="PREFECT_API_URL is not set.*spo server --port 4200"):
+            pytest.raises(ValueError, match="PREFECT_API_URL is not set.*spo server --port 4200"):
         serve(run.root, [Schedule("eval", interval=60)])
+
+
+def test_serve_errors_are_one_line(tmp_path, tiny_config, capsys):
+
+    run = create_run(tmp_path / "run", tiny_config)
+    assert spo(["serve", str(run.root), "--more", "5"]) == 2
+    assert capsys.readouterr().err == "spo: error: --more needs a training schedule: --run-cron or --run-interval\n"
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert spo(["serve", str(run.root), "--eval-interval", "60"]) == 2
+    assert capsys.readouterr().err.startswith("spo: error: PREFECT_API_URL is not set")
 
 
 def free_port() -> int:

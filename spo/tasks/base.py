@@ -114,17 +114,26 @@ class Task(ABC):
         """
         pred = self.extract_answer(response)
         correct = pred is not None and self.answers_equal(pred, example.answer)
-        if not finished:
-            return self.unfinished_penalty, correct
-        if response.count(self.answer_marker) > 1:
-            return self.multiple_answer_penalty, correct
-        if pred is None:
-            return self.unfinished_penalty, correct
-        return (1.0 if correct else 0.0), correct
+        penalty = self._penalty(response, pred, finished)
+        return (float(correct) if penalty is None else penalty), correct
 
     def reward(self, response: str, example: Example, finished: bool = True) -> float:
-        """The scalar reward of one response (`grade`)."""
-        return self.grade(response, example, finished)[0]
+        """The scalar reward of one response (`grade`), comparing answers only when the reward depends on
+        it: MC continuations are graded by the thousand, and a MATH comparison can take seconds."""
+        pred = self.extract_answer(response)
+        penalty = self._penalty(response, pred, finished)
+        return float(self.answers_equal(pred, example.answer)) if penalty is None else penalty
+
+    def _penalty(self, response: str, pred: str | None, finished: bool) -> float | None:
+        """The reward of a response whose answer is not compared: cut at the length limit, with more than
+        one answer marker, or with no answer; None when the comparison decides."""
+        if not finished:
+            return self.unfinished_penalty
+        if response.count(self.answer_marker) > 1:
+            return self.multiple_answer_penalty
+        if pred is None:
+            return self.unfinished_penalty
+        return None
 
     def corpus(self, split: str) -> Iterator[str]:
         """Prompt + target texts of a split (for building tokenizers)."""
