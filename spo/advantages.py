@@ -345,10 +345,14 @@ def advantage_method(name: str, algorithm: str) -> AdvantageMethod:
         raise ValueError(f"unknown advantage method {name!r}; choose one of {sorted(ADVANTAGES)}")
     method = ADVANTAGES[name]
     if method.algorithm != algorithm:
-        fitting = sorted(n for n, m in ADVANTAGES.items() if m.algorithm == algorithm)
         raise ValueError(f"advantage method {name!r} works on {method.algorithm} samples, not {algorithm}; "
-                         f"for {algorithm} choose one of {fitting}")
+                         f"for {algorithm} choose one of {methods_for(algorithm)}")
     return method
+
+
+def methods_for(algorithm: str) -> list[str]:
+    """The registered advantage methods that work on `algorithm`'s samples, by name."""
+    return sorted(n for n, m in ADVANTAGES.items() if m.algorithm == algorithm)
 
 
 def loss_mask(

@@ -474,15 +474,14 @@ ALGORITHMS = ("spo-chain", "spo-tree")
 
 def _cross_field_problems(cfg: RunConfig) -> list[str]:
     """Combinations of fields that cannot run, or would run without doing what they say."""
-    from spo.advantages import ADVANTAGES
+    from spo.advantages import ADVANTAGES, methods_for
     from spo.tasks import make_task
 
     problems = []
     method = ADVANTAGES[cfg.advantage.method]
     if method.algorithm != cfg.algorithm:
-        fitting = sorted(n for n, m in ADVANTAGES.items() if m.algorithm == cfg.algorithm)
         problems.append(f"advantage.method = {cfg.advantage.method!r} works on {method.algorithm} samples, but "
-                        f"algorithm = {cfg.algorithm!r}; choose one of {fitting}")
+                        f"algorithm = {cfg.algorithm!r}; choose one of {methods_for(cfg.algorithm)}")
     elif cfg.algorithm == "spo-chain" and method.uses_values and cfg.partition.method == "none":
         problems.append(f"advantage.method = {cfg.advantage.method!r} needs boundary values, but partition.method "
                         f"= 'none' cuts nothing: every advantage would be 0; choose a partition")
@@ -566,11 +565,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: unknown field(s) {unknown} in {cls.__name__}; known: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _coerce(value, kind, f"{where}.{name}")
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
     return cls(**kwargs)
 
 

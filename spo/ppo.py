@@ -16,7 +16,7 @@ import torch
 from spo.advantages import WHITEN_SCOPES
 from spo.losses import masked_whiten, policy_loss, value_loss
 from spo.policy.critic import state_values
-from spo.policy.logprobs import response_logprobs
+from spo.policy.logprobs import is_fsdp, response_logprobs
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def ppo_step(
     device = next(model.parameters()).device
     names = ("loss", "loss_policy", "loss_kl", "ratio_mean", "clipfrac", "approx_kl", "tokens")
     sums = dict.fromkeys(names, 0.0)
-    sharded = hasattr(model, "set_requires_gradient_sync")  # an FSDP2 module
+    sharded = is_fsdp(model)
     micro_batches = [batch[start : start + micro_batch_size] for start in range(0, len(batch), micro_batch_size)]
     mine = micro_batches[rank::world]
     optimizer.zero_grad(set_to_none=True)
@@ -132,19 +132,44 @@ def ppo_step(
     return {**sums, "tokens": int(sums["tokens"]), "grad_norm": float(grad_norm), "sequences": len(batch)}
 
 
+GRADIENT_BUCKET = 1 << 24
+"""Values per gradient all-reduce (64 MB of float32), as DDP's buckets: few collectives, bounded extra memory."""
+
+
 def _summed_over_processes(model: torch.nn.Module, sums: dict[str, float], device: torch.device,
                            gradients: bool) -> dict[str, float]:
-    """Sum the metrics (and, for a replicated model, every gradient) over the data-parallel processes."""
+    """Sum the metrics (and, for a replicated model, every gradient) over the data-parallel processes; the
+    gradients go in flat buckets of up to GRADIENT_BUCKET values, one collective each, not one per tensor."""
     import torch.distributed as dist
 
     if gradients:
         for parameter in model.parameters():
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        for bucket in _buckets([p.grad for p in model.parameters()], GRADIENT_BUCKET):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+                g.copy_(part.view_as(g))
     values = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return dict(zip(sums, values.tolist()))
+
+
+def _buckets(tensors: list[torch.Tensor], limit: int):
+    """Consecutive runs of tensors of one dtype with at most `limit` values together (a larger one alone).
+
+    >>> [[t.numel() for t in b] for b in _buckets([torch.zeros(3), torch.zeros(2), torch.zeros(9)], limit=5)]
+    [[3, 2], [9]]
+    """
+    bucket: list[torch.Tensor] = []
+    for tensor in tensors:
+        if bucket and (tensor.dtype != bucket[0].dtype or sum(t.numel() for t in bucket) + tensor.numel() > limit):
+            yield bucket
+            bucket = []
+        bucket.append(tensor)
+    if bucket:
+        yield bucket
 
 
 @dataclass(frozen=True)

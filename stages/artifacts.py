@@ -15,6 +15,7 @@ left beside an output by a killed writer safe to delete.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -152,8 +153,10 @@ def write_table(path: Path, table: pa.Table) -> None:
     tmp.replace(path)
 
 
+@functools.cache
 def code_version() -> str:
-    """Hash of the sources that decide artifact contents (spo/, stages/, schemas/)."""
+    """Hash of the sources that decide artifact contents (spo/, stages/, schemas/), once per process: a
+    process runs the code it imported."""
     digest = hashlib.sha256()
     for folder in ("spo", "stages", "schemas"):
         for file in sorted((REPO_ROOT / folder).rglob("*.py")):

@@ -82,9 +82,14 @@ def start_stages(cfg: RunConfig) -> dict[str, Stage]:
     return initial
 
 
+def run_stages(cfg: RunConfig) -> dict[str, Stage]:
+    """Every stage of a run with this config, by name."""
+    return {**COMMON, **start_stages(cfg), **iteration_stages(cfg)}
+
+
 def find_stage(name: str, cfg: RunConfig) -> Stage:
     """A stage of this run by name; an unknown name lists the valid ones."""
-    stages = {**COMMON, **start_stages(cfg), **iteration_stages(cfg)}
+    stages = run_stages(cfg)
     if name not in stages:
         raise ValueError(f"unknown stage {name!r} for algorithm {cfg.algorithm!r}; choose one of {sorted(stages)}")
     return stages[name]
@@ -126,5 +131,6 @@ def flow_plan(cfg: RunConfig, iterations: range) -> list[list[tuple[str, int]]]:
 def unfinished_stages(run: RunDir) -> list[tuple[str, int]]:
     """The (stage, iteration) pairs of the whole run whose outputs are not finished under their current key."""
     cfg = run.config()
+    stages = run_stages(cfg)
     return [(name, i) for step in flow_plan(cfg, range(cfg.iterations)) for name, i in step
-            if not is_finished(find_stage(name, cfg)[1], run, i)]
+            if not is_finished(stages[name][1], run, i)]

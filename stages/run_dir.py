@@ -16,6 +16,7 @@ data/runs/<run>/
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -43,13 +44,13 @@ class RunDir:
         return self.root / "run.json"
 
     def config(self) -> RunConfig:
-        """The run's resolved config, as stored in run.json."""
-        if not self.config_path.is_file():
-            raise FileNotFoundError(f"{self.config_path}: no run here (create one with `spo run`)")
-        stored = json.loads(self.config_path.read_text())
-        if "config" not in stored:
-            raise ValueError(f"{self.config_path}: field 'config' is missing")
-        return RunConfig.from_dict(stored["config"], where=str(self.config_path))
+        """The run's resolved config, as stored in run.json (parsed once per version of the file: every
+        stage key reads it, and walking a run's plan computes hundreds of keys)."""
+        try:
+            stat = self.config_path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.config_path}: no run here (create one with `spo run`)") from None
+        return _parsed_config(self.config_path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.root / "iterations" / f"{iteration:04d}"
@@ -88,6 +89,15 @@ class RunDir:
             if "removed" not in json.loads(manifest.read_text()):
                 found.append(int(manifest.name[:4]))
         return sorted(found)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_config(path: Path, inode: int, mtime_ns: int, size: int) -> RunConfig:
+    """run.json parsed and checked; cached by the file's identity (it is replaced by rename, never edited)."""
+    stored = json.loads(path.read_text())
+    if "config" not in stored:
+        raise ValueError(f"{path}: field 'config' is missing")
+    return RunConfig.from_dict(stored["config"], where=str(path))
 
 
 def package_versions() -> dict[str, str | None]:

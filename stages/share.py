@@ -75,13 +75,13 @@ def _link(src: Path, dst: Path) -> None:
 def share_run(source: RunDir, target: RunDir) -> int:
     """Share `source`'s finished stages with `target` in flow order, up to the first whose key differs or
     that `source` has not finished; returns how many stages `target` got."""
-    from stages.registry import find_stage, flow_plan
+    from stages.registry import flow_plan, run_stages
 
     cfg = target.config()
-    shared = 0
+    stages, shared = run_stages(cfg), 0
     for step in flow_plan(cfg, range(cfg.iterations)):
         for name, i in step:
-            spec = find_stage(name, cfg)[1]
+            spec = stages[name][1]
             if is_finished(spec, target, i):
                 continue
             if not share_outputs(spec, source, target, i):

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from schemas.train_metrics import TRAIN_METRICS
 from spo.policy import make_engine
+from spo.policy.logprobs import is_fsdp
 from stages.artifacts import StageContext
 from stages.run_dir import RunDir
 from stages.train import (
@@ -85,7 +86,7 @@ def _names(model: torch.nn.Module) -> list[str]:
 
 def _load_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Load a saved (single-process format) optimizer state into this rank's optimizer; return the step."""
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: by parameter name, each rank its shard
+    if is_fsdp(model):  # by parameter name, each rank its shard
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         by_name = _renumbered(torch.load(folder / "optimizer.pt", weights_only=True), _names(model))
@@ -97,7 +98,7 @@ def _load_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """The whole model and optimizer state (for FSDP2 gathered on rank 0; every rank must call this), the
     optimizer in the single-process format (parameters by index)."""
-    if not hasattr(model, "set_requires_gradient_sync"):
+    if not is_fsdp(model):
         return model.state_dict(), optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,

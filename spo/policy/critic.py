@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spo.policy.logprobs import packed_rows
+
 
 def create_critic(policy: str | Path, seed: int, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A value model: the policy checkpoint's decoder with a new scalar head drawn from N(0, 0.02) seeded by `seed`."""
@@ -58,18 +60,9 @@ def state_values(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
     >>> values.shape, mask.tolist()
     (torch.Size([2, 2]), [[True, True], [True, False]])
     """
-    device = next(model.parameters()).device
-    prompt_lengths = torch.tensor([len(p) for p in prompt_ids], device=device)
-    response_lengths = torch.tensor([len(r) for r in response_ids], device=device)
-    longest, steps = int((prompt_lengths + response_lengths).max()), int(response_lengths.max())
-    input_ids = torch.full((len(prompt_ids), longest), pad_id, dtype=torch.long)  # (B, L)
-    for b, (prompt, response) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-        input_ids[b, : len(prompt) + len(response)] = torch.tensor([*prompt, *response], dtype=torch.long)
-    scores = model(input_ids=input_ids.to(device)).logits[..., 0].float()  # (B, L)
-    offsets = torch.arange(steps, device=device)
-    mask = offsets[None, :] < response_lengths[:, None]  # (B, T)
-    positions = (prompt_lengths[:, None] - 1 + offsets[None, :]).clamp(max=longest - 1)  # state s_t ends here
-    return scores.gather(1, positions).masked_fill(~mask, 0.0), mask
+    input_ids, mask, positions = packed_rows(prompt_ids, response_ids, pad_id, next(model.parameters()).device)
+    scores = model(input_ids=input_ids).logits[..., 0].float()  # (B, L)
+    return scores.gather(1, positions).masked_fill(~mask, 0.0), mask  # V(s_t): the state ends at positions
 
 
 def score_states(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],

@@ -39,28 +39,9 @@ def response_logprobs(
     """
     if not temperature > 0:
         raise ValueError(f"temperature is {temperature}, expected > 0")
-    if len(prompt_ids) != len(response_ids):
-        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
-    empty = [b for b, prompt in enumerate(prompt_ids) if len(prompt) == 0]
-    if empty:
-        raise ValueError(f"prompts {empty[:5]} are empty; each needs at least one token")
-    device = next(model.parameters()).device
-    prompt_lengths = torch.tensor([len(p) for p in prompt_ids], device=device)
-    response_lengths = torch.tensor([len(r) for r in response_ids], device=device)
-    batch, longest = len(prompt_ids), int((prompt_lengths + response_lengths).max())
-    steps = int(response_lengths.max())
-    input_ids = torch.full((batch, longest), pad_id, dtype=torch.long)  # (B, L)
-    targets = torch.full((batch, steps), pad_id, dtype=torch.long)  # (B, T)
-    for b, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
-        input_ids[b, : len(prompt) + len(response)] = torch.tensor([*prompt, *response], dtype=torch.long)
-        targets[b, : len(response)] = torch.tensor(response, dtype=torch.long)
-    input_ids, targets = input_ids.to(device), targets.to(device)
-
-    # Token i of a response is predicted at position prompt_length - 1 + i.
-    offsets = torch.arange(steps, device=device)
-    mask = offsets[None, :] < response_lengths[:, None]  # (B, T)
-    positions = (prompt_lengths[:, None] - 1 + offsets[None, :]).clamp(max=longest - 1)  # (B, T)
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: parameters gather in the root's forward
+    input_ids, mask, positions = packed_rows(prompt_ids, response_ids, pad_id, next(model.parameters()).device)
+    targets = input_ids.gather(1, (positions + 1).clamp(max=input_ids.shape[1] - 1))  # (B, T), real where mask
+    if is_fsdp(model):  # parameters gather in the root's forward
         logits = model(input_ids=input_ids).logits  # (B, L, V)
         logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
     else:  # the output layer only where a response token is predicted
@@ -69,3 +50,31 @@ def response_logprobs(
         logits = model.get_output_embeddings()(hidden).float() / temperature  # (B, T, V)
     logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (B, T)
     return logprobs.masked_fill(~mask, 0.0), mask
+
+
+def is_fsdp(model: torch.nn.Module) -> bool:
+    """Whether `model` is sharded by FSDP2 (`fully_shard`)."""
+    return hasattr(model, "set_requires_gradient_sync")
+
+
+def packed_rows(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt + response per row, right-padded with `pad_id` (B, L); the mask of real response tokens
+    (B, T), T the longest response; and the position (B, T) that ends the state before each response
+    token: token t of a response is predicted at prompt_length - 1 + t (clamped inside the row where masked).
+    """
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+    empty = [b for b, prompt in enumerate(prompt_ids) if len(prompt) == 0]
+    if empty:
+        raise ValueError(f"prompts {empty[:5]} are empty; each needs at least one token")
+    prompt_lengths = torch.tensor([len(p) for p in prompt_ids], device=device)
+    response_lengths = torch.tensor([len(r) for r in response_ids], device=device)
+    longest, steps = int((prompt_lengths + response_lengths).max()), int(response_lengths.max())
+    input_ids = torch.full((len(prompt_ids), longest), pad_id, dtype=torch.long)  # (B, L)
+    for b, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
+        input_ids[b, : len(prompt) + len(response)] = torch.tensor([*prompt, *response], dtype=torch.long)
+    offsets = torch.arange(steps, device=device)
+    mask = offsets[None, :] < response_lengths[:, None]  # (B, T)
+    positions = (prompt_lengths[:, None] - 1 + offsets[None, :]).clamp(max=longest - 1)  # (B, T)
+    return input_ids.to(device), mask, positions

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spo.policy.engine import Engine, EngineStats, Sample, SampleRequest
+from spo.policy.engine import DTYPES, Engine, EngineStats, Sample, SampleRequest
 from spo.policy.logprobs import response_logprobs
 from spo.policy.prefix_cache import PrefixCache, SuffixCache, check_supported, decode_step, prefill
 from spo.policy.sampling import choose_tokens, sample_seed, sample_uniforms
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 """`spo.policy.engine.DTYPES` as torch dtypes."""
 PAD_ID = 0
 """Filler for right padding; any valid id works because padding never reaches a real token."""

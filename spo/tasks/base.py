@@ -70,8 +70,10 @@ class Task(ABC):
             raise KeyError(f"{self.name}: {example_id!r} is not an example id (<task>/<split>/<row>)")
         _, split, row = parts
         examples = self.examples(split)
-        if row.isdigit() and int(row) < len(examples) and examples[int(row)].id == example_id:
-            return examples[int(row)]
+        if row.isdigit() and int(row) < len(examples):
+            candidate = examples[int(row)]  # arith builds an example when indexed: once
+            if candidate.id == example_id:
+                return candidate
         if split not in self._index:
             self._index[split] = {e.id: e for e in examples}
         if example_id not in self._index[split]:
