@@ -5,14 +5,13 @@ Llama on the `coin` test task); its artifacts match their schemas, and every sta
 --force reproduces its outputs bit for bit.
 """
 
-import json
 
 import pyarrow.parquet as pq
 import pytest
 
 import schemas
 from flows.spo_run import spo_run
-from stages.artifacts import read_table
+from stages.artifacts import read_manifest, read_table
 from stages.registry import find_stage, flow_plan
 from stages.run_dir import create_run, load_preset
 
@@ -46,11 +45,9 @@ def test_each_stage_rerun_alone_reproduces_its_outputs(baseline):
     for step in flow_plan(cfg, range(cfg.iterations)):
         for name, i in step:
             function, spec = find_stage(name, cfg)
-            before = {str(p): json.loads(p.with_name(p.name + ".manifest.json").read_text())["sha256"]
-                      for p in spec.writes(run, i)}
+            before = {str(p): read_manifest(p, removed_ok=True)["sha256"] for p in spec.writes(run, i)}
             function(run.root, i, force=True)
-            after = {str(p): json.loads(p.with_name(p.name + ".manifest.json").read_text())["sha256"]
-                     for p in spec.writes(run, i)}
+            after = {str(p): read_manifest(p)["sha256"] for p in spec.writes(run, i)}
             assert after == before, f"{name} {i} did not reproduce its outputs"
 
 

@@ -17,75 +17,51 @@ from spo.stats import paired_interval
 from stages.compare import ArmRun, compare_rows
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary
+from tests.conftest import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = [
-    "iterations=2", "eval.every=1", "model.tiny.hidden_size=32", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
-    "model.tiny.intermediate_size=64",
-    'task.options={"n_operands": 2, "digits": 1, "n_train": 60, "n_test": 20}',  # a built-in task: children
-    "warmstart.max_steps=6", "warmstart.eval_every=3", "warmstart.eval_questions=16",  # do not see conftest's
-    "warmstart.batch_size=16", "sample.questions_per_iteration=4", "sample.samples_per_question=4",
-    "sample.max_new_tokens=24", "resample.k=2", "partition.interval=3", "train.episodes_per_iteration=16",
-    "train.batch_size=8", "train.micro_batch_size=4", "eval.questions=8", "eval.samples_per_question=2",
-]
+SMALL = ["iterations=2", "eval.every=1",
+         'task.options={"n_operands": 2, "digits": 1, "n_train": 60, "n_test": 20}',  # a built-in task: children
+         *[o for o in TINY_OVERRIDES if not o.startswith(("name=", "iterations=", "task."))]]  # lack conftest's
 
 
-def strings(items):
-    return "[" + ", ".join(f"'{s}'" for s in items) + "]"
+def comparison_file(folder: Path, name: str, seeds: list[int], arms: list[tuple[str, str, list[str]]]) -> Path:
+    """A comparison TOML over SMALL: arms of (label, preset, overrides)."""
+    def strings(items):
+        return "[" + ", ".join(f"'{s}'" for s in items) + "]"
 
-
-def comparison_file(folder: Path) -> Path:
-    path = folder / "smoke.toml"
-    path.write_text(f"""name = "smoke"
-description = "a smoke comparison"
-seeds = [1, 2]
-set = {strings(SMALL)}
-
-[[arms]]
-label = "chain"
-preset = "tiny"
-
-[[arms]]
-label = "grpo"
-preset = "tiny-grpo"
-set = ["sample.questions_per_iteration=4", "train.episodes_per_iteration=16"]
-
-[[arms]]
-label = "chain-longer-sft"
-preset = "tiny"
-set = ["warmstart.max_steps=9"]
-""")
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nseeds = {seeds}\nset = {strings(SMALL)}\n' + "".join(
+        f'\n[[arms]]\nlabel = "{label}"\npreset = "{preset}"\nset = {strings(overrides)}\n'
+        for label, preset, overrides in arms))
     return path
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
+    """smoke (3 arms x 2 seeds), smoke again, then other: one arm as in smoke, one with another learning rate."""
     folder = tmp_path_factory.mktemp("compare")
     env = {**os.environ, "PREFECT_HOME": str(folder / "prefect_home"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "flows.cli", "compare", str(comparison_file(folder)), "--root",
-               str(folder / "runs"), "--parallel", "2", "--threads", "1"]
-    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    other = folder / "other.toml"  # another comparison: one arm as in smoke, one with another learning rate
-    other.write_text(f"""name = "other"
-seeds = [1]
-set = {strings(SMALL)}
 
-[[arms]]
-label = "chain-again"
-preset = "tiny"
+    def compare(path: Path) -> str:
+        command = [sys.executable, "-m", "flows.cli", "compare", str(path), "--root", str(folder / "runs"),
+                   "--parallel", "2", "--threads", "1"]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
 
-[[arms]]
-label = "chain-lr"
-preset = "tiny"
-set = ["train.lr=3e-4"]
-""")
-    command[4] = str(other)
-    third = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    return folder / "runs" / "smoke", first.stdout + first.stderr, again.stdout + again.stderr, third.stdout + third.stderr
+    smoke = comparison_file(folder, "smoke", [1, 2], [
+        ("chain", "tiny", []),
+        ("grpo", "tiny-grpo", ["sample.questions_per_iteration=4", "train.episodes_per_iteration=16"]),
+        ("chain-longer-sft", "tiny", ["warmstart.max_steps=9"])])
+    first, again = compare(smoke), compare(smoke)
+    third = compare(comparison_file(folder, "other", [1], [("chain-again", "tiny", []),
+                                                           ("chain-lr", "tiny", ["train.lr=3e-4"])]))
+    return folder / "runs" / "smoke", first, again, third
+
+
+def inode(run: Path, part: str) -> int:
+    return (run / part).stat().st_ino
 
 
 def runs_of(root: Path) -> list[ArmRun]:
@@ -97,13 +73,13 @@ def test_one_warm_start_per_seed_and_config(compared):
     root, first, *_ = compared
     assert "6 runs, 4 warm starts" in first
 
-    def inode(arm: str, seed: int) -> int:
-        return (root / f"{arm}-s{seed}" / "checkpoints" / "0000" / "model.safetensors").stat().st_ino
+    def warm_start(arm: str, seed: int) -> int:
+        return inode(root / f"{arm}-s{seed}", "checkpoints/0000/model.safetensors")
 
     for seed in (1, 2):
-        assert inode("chain", seed) == inode("grpo", seed), "arms of one seed share one warm start"
-        assert inode("chain-longer-sft", seed) != inode("chain", seed), "another warm-start config is its own"
-    assert inode("chain", 1) != inode("chain", 2)
+        assert warm_start("chain", seed) == warm_start("grpo", seed), "arms of one seed share one warm start"
+        assert warm_start("chain-longer-sft", seed) != warm_start("chain", seed), "another warm-start config"
+    assert warm_start("chain", 1) != warm_start("chain", 2)
     logs = sorted(p.name for p in (root / "logs").iterdir())
     assert [n for n in logs if n.endswith("-warmstart.log")] == [
         "chain-longer-sft-s1-warmstart.log", "chain-longer-sft-s2-warmstart.log", "chain-s1-warmstart.log",
@@ -143,7 +119,8 @@ def test_the_table_is_recomputed_from_the_parquet(compared):
     assert table in first  # printed as written
     for arm, gain in gains.items():
         mean = 100 * sum(gain) / 2
-        assert f"| {arm} | " in table and f"| {mean:+.1f} ± " in table
+        (row,) = [line for line in table.splitlines() if line.startswith(f"| {arm} | ")]
+        assert f"| {mean:+.1f} ± " in row, row
     diff = paired_interval(gains["grpo"], gains["chain"])
     assert f"{100 * diff.mean:+.1f} [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" in table
     for name in ("accuracy_vs_iteration.png", "accuracy_vs_sampled_tokens.png", "accuracy_vs_seconds.png"):
@@ -154,10 +131,7 @@ def test_another_comparison_reuses_finished_stages_with_the_same_keys(compared):
     root, *_, third = compared
     other = root.parent / "other"
     same = other / "chain-again-s1"
-    assert "0 warm starts" not in third and "0 of 2 runs to (re)run" not in third
-
-    def inode(run: Path, part: str) -> int:
-        return (run / part).stat().st_ino
+    assert "other: 2 runs, 1 warm starts" in third and "1 of 2 runs to (re)run" in third
 
     # the identical arm is every stage of smoke's chain-s1, linked; the other learning rate shares the warm
     # start, its evaluation and the first iteration's prompts and rollouts (their keys do not read train.lr)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from schemas.episodes import EPISODES
 from stages import advantages
-from stages.artifacts import execute, manifest_path, read_table
+from stages.artifacts import execute, manifest_path, read_manifest, read_table
 from stages.lock import lock_path
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
@@ -56,16 +56,17 @@ def prepared(tmp_path_factory):
     return run, before
 
 
-def distributed_copy(before: RunDir, folder: Path, sharding: str) -> RunDir:
+def copy_with(before: RunDir, folder: Path, overrides: list[str]) -> RunDir:
+    """A copy of a prepared run with its config changed."""
     run = RunDir(Path(shutil.copytree(before.root, folder)))
-    create_run(run.root, run.config().with_overrides(["train.world_size=2", f"train.sharding={sharding}"]))
+    create_run(run.root, run.config().with_overrides(overrides))
     return run
 
 
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_ranks_train_as_one_process(prepared, tmp_path, sharding):
     single, before = prepared
-    run = distributed_copy(before, tmp_path / "run", sharding)
+    run = copy_with(before, tmp_path / "run", ["train.world_size=2", f"train.sharding={sharding}"])
     report = find_stage("train", run.config())[0](run.root, 0)
     assert report.counters["train/steps"] == 2
     ours, theirs = load_file(run.checkpoint(1) / "model.safetensors"), load_file(single.checkpoint(1) / "model.safetensors")
@@ -99,7 +100,7 @@ def rank_processes() -> dict[int, int]:
 
 def test_a_killed_rank_fails_the_stage_cleanly_and_the_rerun_succeeds(prepared, tmp_path):
     _, before = prepared
-    run = distributed_copy(before, tmp_path / "run", "ddp")
+    run = copy_with(before, tmp_path / "run", ["train.world_size=2", "train.sharding=ddp"])
     train = find_stage("train", run.config())[0]
     errors = []
     worker = threading.Thread(target=lambda: _capture(errors, train, run.root))
@@ -139,19 +140,13 @@ def partitioned(tmp_path_factory):
     return run, before
 
 
-def dask_copy(before: RunDir, folder: Path) -> RunDir:
-    run = RunDir(Path(shutil.copytree(before.root, folder)))
-    create_run(run.root, run.config().with_overrides(["launch.dask_workers=2"]))  # no stage key reads launch
-    return run
-
-
 def sha(path: Path) -> str:
-    return json.loads(manifest_path(path).read_text())["sha256"]
+    return read_manifest(path)["sha256"]
 
 
 def test_two_dask_workers_sample_the_single_process_artifact(partitioned, tmp_path):
     single, before = partitioned
-    run = dask_copy(before, tmp_path / "run")
+    run = copy_with(before, tmp_path / "run", ["launch.dask_workers=2"])  # no stage key reads launch
     report = find_stage("resample", run.config())[0](run.root, 0)
     assert report.counters["shards/workers"] == 2, report.counters  # both workers sampled
     for name in ("mc_samples", "values"):
@@ -176,7 +171,7 @@ def test_a_stage_killed_mid_shards_reuses_the_finished_ones_when_rerun(partition
     import sys
 
     single, before = partitioned
-    run = dask_copy(before, tmp_path / "run")
+    run = copy_with(before, tmp_path / "run", ["launch.dask_workers=2"])  # no stage key reads launch
     script = tmp_path / "resample.py"
     script.write_text(RESAMPLE.format(root=str(run.root)))
     process = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[1],

@@ -1,31 +1,19 @@
 """Live engines shared by a flow run's stages: the same outputs as fresh engines, each role built once."""
 
 import json
-from pathlib import Path
 
 from stages.engines import engine_pool
-from stages.registry import find_stage, flow_plan
-from stages.run_dir import RunDir, create_run
-
-
-def run_all(run: RunDir) -> None:
-    cfg = run.config()
-    for step in flow_plan(cfg, range(cfg.iterations)):
-        for name, i in step:
-            find_stage(name, cfg)[0](run.root, i)
-
-
-def fingerprints(root: Path) -> dict[str, str]:
-    return {str(m.relative_to(root)): json.loads(m.read_text())["sha256"] for m in root.rglob("*.manifest.json")}
+from stages.run_dir import create_run
+from tests.test_faults import fingerprints, run_plan
 
 
 def test_a_reused_engine_gives_the_outputs_of_fresh_ones(tmp_path, tiny_config):
     cfg = tiny_config.with_overrides(["iterations=2", "eval.every=1"])
     fresh = create_run(tmp_path / "fresh", cfg)
-    run_all(fresh)  # every stage loads its own engines, as `spo stage` does
+    run_plan(fresh)  # every stage loads its own engines, as `spo stage` does
     pooled = create_run(tmp_path / "pooled", cfg)
     with engine_pool() as pool:
-        run_all(pooled)
+        run_plan(pooled)
     assert fingerprints(pooled.root) == fingerprints(fresh.root)  # every artifact and checkpoint, bit for bit
     assert pool.builds == {"sampler": 1, "trainer": 1, "reference": 1}  # later checkpoints reloaded in place
     reports = [json.loads(m.read_text())["report"] for m in pooled.root.rglob("*.manifest.json")]

