@@ -78,7 +78,10 @@ def cmd_compare(args) -> int:
     from stages.preflight import preflight
     from stages.run_dir import arm_config, load_comparison
 
+    arms = args.arms.split(",") if args.arms else None
     comparison = load_comparison(args.comparison)  # a bad file or arm fails here, before Prefect starts
+    if arms:
+        comparison = comparison.with_arms(arms)
     for arm in comparison.arms:
         preflight(arm_config(comparison, arm, comparison.seeds[0]))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
@@ -91,7 +94,7 @@ def cmd_compare(args) -> int:
     from stages.compare import comparison_dir
 
     with prefect_api(comparison_dir(comparison, args.root and Path(args.root))):
-        print(flow(args.comparison, seeds, threads, args.root))
+        print(flow(args.comparison, seeds, threads, args.root, arms))
     return 0
 
 
@@ -226,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="run every arm of a comparison on every seed; table, Parquet, plots")
     p.add_argument("comparison", help="a file of data/comparisons/ (without .toml), or the path of a .toml file")
     p.add_argument("--seeds", help="comma-separated seeds instead of the comparison's, e.g. 1,2,3")
+    p.add_argument("--arms", help="comma-separated arm labels: run and report only these, the first as the "
+                                  "reference (default: every arm)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once, each its own process (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per run (default: CPU cores / parallel)")
     p.add_argument("--root", help="folder that holds the comparison's folder (default data/runs)")

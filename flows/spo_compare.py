@@ -57,11 +57,14 @@ def _submit(r: ArmRun, folder: Path, api_url: str, threads: int, until: int | No
 
 
 @flow(name="spo-compare")
-def spo_compare(comparison: str, seeds: list[int] | None = None, threads: int = 2, root: str | None = None) -> str:
-    """Run (or resume) every run of a comparison under `root` (default data/runs) and report it; returns the
-    table as markdown."""
+def spo_compare(comparison: str, seeds: list[int] | None = None, threads: int = 2, root: str | None = None,
+                arms: list[str] | None = None) -> str:
+    """Run (or resume) every run of a comparison under `root` (default data/runs), or of the arms labelled
+    `arms` only, and report it; returns the table as markdown."""
     logger = get_run_logger()
     config = load_comparison(comparison)
+    if arms:
+        config = config.with_arms(arms)
     folder = comparison_dir(config, None if root is None else Path(root))
     runs = create_runs(config, folder, tuple(seeds) if seeds else None)
     with get_client(sync_client=True) as client:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -546,6 +546,19 @@ class ComparisonConfig:
     def from_dict(cls, data: dict[str, Any], where: str = "comparison") -> ComparisonConfig:
         """Build from a parsed TOML table; unknown keys are errors naming `where`."""
         return _build(cls, data, where)
+
+    def with_arms(self, labels: Sequence[str]) -> ComparisonConfig:
+        """The comparison restricted to the arms labelled `labels`, in that order (the first is the reference).
+
+        >>> c = ComparisonConfig("c", arms=(ArmConfig("a", "tiny"), ArmConfig("b", "tiny"), ArmConfig("c", "tiny")))
+        >>> [a.label for a in c.with_arms(["c", "a"]).arms]
+        ['c', 'a']
+        """
+        by_label = {a.label: a for a in self.arms}
+        unknown = [label for label in labels if label not in by_label]
+        if unknown:
+            raise ValueError(f"comparison {self.name!r} has no arm {unknown[0]!r}; its arms: {list(by_label)}")
+        return dataclasses.replace(self, arms=tuple(by_label[label] for label in labels))
 
 
 def _field_type(owner: type, name: str, where: str) -> Any:

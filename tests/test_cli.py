@@ -24,6 +24,7 @@ def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["run", "--preset", "gsm8k-rho1b-chain"], "model.path = 'realtreetune/rho-1b-sft-GSM8K' is not a local folder "
                                                "and HF_HUB_OFFLINE=1 forbids downloading it"),
     (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
+    (["compare", "tiny-lr", "--arms", "grpo-lr1e-4,grpo"], "comparison 'tiny-lr' has no arm 'grpo'; its arms:"),
     (["run", "--run", "/nonexistent/run", "--more", "2"], "--more continues an existing run"),
 ])
 def test_user_errors_are_one_line_before_any_work(tmp_path, args, message):

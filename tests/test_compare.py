@@ -39,13 +39,14 @@ def comparison_file(folder: Path, name: str, seeds: list[int], arms: list[tuple[
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    """smoke (3 arms x 2 seeds), smoke again, then other: one arm as in smoke, one with another learning rate."""
+    """smoke (3 arms x 2 seeds), two of its arms alone, smoke again, then other: one arm as in smoke, one with
+    another learning rate."""
     folder = tmp_path_factory.mktemp("compare")
     env = {**os.environ, "PREFECT_HOME": str(folder / "prefect_home"), "OMP_NUM_THREADS": "1"}
 
-    def compare(path: Path) -> str:
+    def compare(path: Path, *options: str) -> str:
         command = [sys.executable, "-m", "flows.cli", "compare", str(path), "--root", str(folder / "runs"),
-                   "--parallel", "2", "--threads", "1"]
+                   "--parallel", "2", "--threads", "1", *options]
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout + done.stderr
@@ -54,10 +55,10 @@ def compared(tmp_path_factory):
         ("chain", "tiny", []),
         ("grpo", "tiny-grpo", ["sample.questions_per_iteration=4", "train.episodes_per_iteration=16"]),
         ("chain-longer-sft", "tiny", ["warmstart.max_steps=9"])])
-    first, again = compare(smoke), compare(smoke)
+    first, only, again = compare(smoke), compare(smoke, "--arms", "grpo,chain"), compare(smoke)
     third = compare(comparison_file(folder, "other", [1], [("chain-again", "tiny", []),
                                                            ("chain-lr", "tiny", ["train.lr=3e-4"])]))
-    return folder / "runs" / "smoke", first, again, third
+    return folder / "runs" / "smoke", first, again, third, only
 
 
 def inode(run: Path, part: str) -> int:
@@ -87,8 +88,15 @@ def test_one_warm_start_per_seed_and_config(compared):
 
 
 def test_a_second_compare_finds_every_run_finished(compared):
-    _, _, again, _ = compared
+    _, _, again, _, _ = compared
     assert "0 of 6 runs to (re)run" in again
+
+
+def test_arms_runs_and_reports_only_those_arms_the_first_as_reference(compared):
+    *_, only = compared
+    assert "smoke: 4 runs, 2 warm starts" in only and "0 of 4 runs to (re)run" in only
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in only.splitlines() if line.startswith("| ")]
+    assert rows == ["arm", "---", "grpo", "chain"]  # grpo first: the reference of the paired differences
 
 
 def test_compare_parquet_agrees_with_the_runs(compared):
@@ -128,7 +136,7 @@ def test_the_table_is_recomputed_from_the_parquet(compared):
 
 
 def test_another_comparison_reuses_finished_stages_with_the_same_keys(compared):
-    root, *_, third = compared
+    root, *_, third, _ = compared
     other = root.parent / "other"
     same = other / "chain-again-s1"
     assert "other: 2 runs, 1 warm starts" in third and "1 of 2 runs to (re)run" in third
