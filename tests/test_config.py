@@ -3,7 +3,7 @@
 import pytest
 
 from spo.config import ConfigError, RunConfig, field_docs
-from stages.run_dir import PRESETS_DIR, load_preset
+from stages.run_dir import COMPARISONS_DIR, PRESETS_DIR, arm_config, load_comparison, load_preset
 
 BAD_VALUES = {
     "model.tiny.tokenizer": '"word"', "model.tiny.bpe_vocab_size": "10", "model.tiny.hidden_size": "0",
@@ -96,6 +96,14 @@ def test_every_field_is_documented():
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
 def test_presets_load(name):
     assert isinstance(load_preset(name), RunConfig)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in COMPARISONS_DIR.glob("*.toml")))
+def test_comparisons_load_and_every_arm_builds(name):
+    comparison = load_comparison(name)
+    for arm in comparison.arms:
+        seed = comparison.seeds[0]
+        assert arm_config(comparison, arm, seed).name == f"{name}/{arm.label}-s{seed}"
 
 
 def test_unknown_preset_lists_the_known_ones():
