@@ -65,7 +65,7 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
-    server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+    server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509 (no threads yet)
     try:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + timeout

@@ -45,7 +45,7 @@ def run_process(run: str, label: str, api_url: str, threads: int, log: str, unti
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
-                              preexec_fn=die_with_parent).returncode
+                              preexec_fn=die_with_parent).returncode  # noqa: PLW1509 (this thread waits for it)
     if code:
         tail = Path(log).read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"{label}: `spo run --run {run}` exited with {code}; log {log}:\n" + "\n".join(tail))

@@ -163,11 +163,13 @@ def _buckets(tensors: list[torch.Tensor], limit: int):
     [[3, 2], [9]]
     """
     bucket: list[torch.Tensor] = []
+    size = 0
     for tensor in tensors:
-        if bucket and (tensor.dtype != bucket[0].dtype or sum(t.numel() for t in bucket) + tensor.numel() > limit):
+        if bucket and (tensor.dtype != bucket[0].dtype or size + tensor.numel() > limit):
             yield bucket
-            bucket = []
+            bucket, size = [], 0
         bucket.append(tensor)
+        size += tensor.numel()
     if bucket:
         yield bucket
 

@@ -120,7 +120,7 @@ def _train_distributed(ctx: StageContext):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
         if result.returncode or not (out / "done.json").is_file():
             first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", result.stderr, re.DOTALL)  # torchrun's summary
             tail = "\n".join(result.stderr.strip().splitlines()[-12:])

@@ -101,8 +101,8 @@ def test_presets_load(name):
 @pytest.mark.parametrize("name", sorted(p.stem for p in COMPARISONS_DIR.glob("*.toml")))
 def test_comparisons_load_and_every_arm_builds(name):
     comparison = load_comparison(name)
+    seed = comparison.seeds[0]
     for arm in comparison.arms:
-        seed = comparison.seeds[0]
         assert arm_config(comparison, arm, seed).name == f"{name}/{arm.label}-s{seed}"
 
 
