@@ -19,6 +19,7 @@ from stages.lock import run_lock
 from stages.registry import find_stage, flow_plan, iteration_range
 from stages.run_dir import RunDir
 from stages.summary import iteration_line, iteration_summary, summary_markdown
+from stages.trackers import open_trackers
 
 
 def _stage_cache_key(context, parameters) -> str | None:
@@ -53,7 +54,7 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
     past `iterations` of the config; earlier iterations are not revisited. The run is locked throughout.
     """
     logger = get_run_logger()
-    with run_lock(Path(run), "flow spo-run"), engine_pool():
+    with run_lock(Path(run), "flow spo-run"), engine_pool(), open_trackers(RunDir(Path(run))) as trackers:
         cfg = RunDir(Path(run)).config()
         iterations = iteration_range(RunDir(Path(run)), cfg, until, more)
         if more is not None:
@@ -63,7 +64,12 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
                 run_stage(name, run, i)
             retain(RunDir(Path(run)), cfg.retention)
             i = step[0][1]
-            logger.info(iteration_line(RunDir(Path(run)), i, evaluated=None if step[0][0] == "warmstart" else i + 1))
+            warm_start = step[0][0] == "warmstart"
+            logger.info(iteration_line(RunDir(Path(run)), i, evaluated=None if warm_start else i + 1))
+            if not warm_start:
+                trackers.log_iteration(i)  # folder i: checkpoint i's evaluation and iteration i's stages
+        if iterations.stop == cfg.iterations:
+            trackers.log_iteration(cfg.iterations)  # the last checkpoint's evaluation
         rows = iteration_summary(RunDir(Path(run)))
     create_table_artifact(key="spo-iterations", table=rows, description=f"per-iteration metrics of {run}")
     create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows)}")

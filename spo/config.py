@@ -391,6 +391,26 @@ class RetentionConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class LogConfig(_Checked):
+    """Experiment trackers, fed from the run's stored artifacts after each iteration (docs/architecture.md#trackers).
+    No stage key reads it: turning a tracker on never reruns a stage."""
+
+    _section: ClassVar[str] = "log."
+    tensorboard: bool = False
+    """Write TensorBoard event files under `<run>/tensorboard/` (the `trackers` extra): `tensorboard --logdir`."""
+    wandb: bool = False
+    """Log to Weights & Biases (the `trackers` extra); with WANDB_MODE=offline it writes a local run under
+    `<run>/wandb/` that `wandb sync` uploads later."""
+    wandb_project: str = field(default="spo", metadata=_rule(lambda v: bool(v.strip()), "a non-empty name"))
+    """Weights & Biases project of the run."""
+    samples_every: int = field(default=10, metadata=at_least(0))
+    """Every this many iterations, also log a table of decoded completions with their segments and advantages;
+    0 never."""
+    samples: int = field(default=4, metadata=at_least(1))
+    """Completions in each such table (the first episodes of the iteration)."""
+
+
+@dataclass(frozen=True)
 class RunConfig(_Checked):
     """Everything a run needs; stored resolved in `run.json`."""
 
@@ -415,6 +435,7 @@ class RunConfig(_Checked):
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -16,7 +16,7 @@ from stages.resources import load_task
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Raise `ConfigError` naming the field when the model, the task data or the engine is missing."""
+    """Raise `ConfigError` naming the field when the model, the task data, the engine or a tracker is missing."""
     model_available(cfg.model.path)
     if cfg.model.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("model.engine = 'vllm', but vllm is not installed; install the project's vllm extra "
@@ -25,6 +25,10 @@ def preflight(cfg: RunConfig) -> None:
     if (launch.dask_scheduler or launch.dask_workers) and importlib.util.find_spec("distributed") is None:
         raise ConfigError("launch.dask_scheduler / launch.dask_workers sample on Dask, but the distributed package "
                           "is not installed; install the project's distributed extra")
+    for tracker in ("tensorboard", "wandb"):
+        if getattr(cfg.log, tracker) and importlib.util.find_spec(tracker) is None:
+            raise ConfigError(f"log.{tracker} = true, but {tracker} is not installed; install the project's "
+                              f"trackers extra")
     task = load_task(cfg)
     for split in ("train", "test"):
         try:

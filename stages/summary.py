@@ -22,10 +22,16 @@ def _report(path: Path) -> dict | None:
     return json.loads(mpath.read_text())["report"] if mpath.is_file() else None
 
 
+def iteration_reports(run: RunDir, i: int) -> dict[str, dict]:
+    """The reports of the finished stages whose outputs are in iteration i's folder, by stage name (the
+    evaluation there is checkpoint i's)."""
+    found = (_report(p) for p in sorted(run.iteration_dir(i).glob("*.parquet")))
+    return {r["stage"]: r for r in found if r is not None}  # a stage's outputs share one report
+
+
 def iteration_row(run: RunDir, i: int) -> dict:
     """Iteration i's rollout reward and accuracy, cost, and the held-out accuracy of checkpoint i (None when absent)."""
-    found = (_report(p) for p in run.iteration_dir(i).glob("*.parquet"))
-    reports = {r["stage"]: r for r in found if r is not None}  # a stage's outputs share one report
+    reports = iteration_reports(run, i)
     counters = {k: v for r in reports.values() for k, v in r["counters"].items()}
     stage_seconds = [r["seconds"] for name, r in reports.items() if name not in ("evaluate", "warmstart")]
     return {

@@ -35,8 +35,13 @@ def test_user_errors_are_one_line_before_any_work(tmp_path, args, message):
     assert not list(tmp_path.iterdir()), "Prefect started (its home folder was written)"
 
 
-def test_preflight_refuses_the_vllm_engine_without_vllm(monkeypatch):
-    # stands in for a machine without vllm (this test venv has it): find_spec answers "not installed"
+@pytest.mark.parametrize("package, override, message", [
+    ("vllm", "model.engine=vllm", "model.engine = 'vllm', but vllm is not installed"),
+    ("tensorboard", "log.tensorboard=true", "log.tensorboard = true, but tensorboard is not installed"),
+    ("wandb", "log.wandb=true", "log.wandb = true, but wandb is not installed"),
+])
+def test_preflight_refuses_an_optional_part_that_is_missing(monkeypatch, package, override, message):
+    # stands in for a machine without the package (this test venv has it): find_spec answers "not installed"
     import importlib.util
 
     from spo.config import ConfigError
@@ -44,9 +49,9 @@ def test_preflight_refuses_the_vllm_engine_without_vllm(monkeypatch):
     from stages.run_dir import load_preset
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    with pytest.raises(ConfigError, match="model.engine = 'vllm', but vllm is not installed"):
-        preflight(load_preset("tiny").with_overrides(["model.engine=vllm"]))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(ConfigError, match=message):
+        preflight(load_preset("tiny").with_overrides([override]))
 
 
 def test_preflight_names_a_missing_data_folder(tmp_path):
