@@ -148,6 +148,8 @@ def math_equal(
     (True, True)
     >>> math_equal("(3,4)", "(3,4]"), math_equal("x=5", "5"), math_equal("\\\\frac{\\\\sqrt{2}}{2}", "1/\\\\sqrt{2}")
     (False, True, True)
+    >>> math_equal("50\\\\%", "50"), math_equal("50\\\\%", "0.5"), math_equal("5\\\\%", "0.5")
+    (True, True, False)
     """
     if pred is None:
         return False
@@ -156,11 +158,48 @@ def math_equal(
         return True
     pred_number, gold_number = _exact_number(pred_norm), _exact_number(gold_norm)
     if pred_number is not None and gold_number is not None:
-        return pred_number == gold_number
+        return not _percent_readings(pred, pred_number).isdisjoint(_percent_readings(gold, gold_number))
     try:
         return call_with_time_limit(normalized_equal, (pred_norm, gold_norm), timeout, worker)
     except TimeoutError:
         return False
+
+
+def math_verify_equal(
+    pred: str | None, gold: str, timeout: float = 5.0, worker: "SympyWorker | None" = None
+) -> bool:
+    """math-verify's verdict (Hugging Face's `math_verify.parse` and `verify`, what TRL's accuracy reward
+    uses) on an extracted answer, under this project's time limit: math-verify's own timeouts use SIGALRM
+    and refuse to run outside the main thread, so they are off and `call_with_time_limit` bounds the call.
+    Needs the `math` extra; arguments as `math_equal`'s.
+
+    >>> math_verify_equal("50\\%", "0.5"), math_verify_equal("1{,}000", "1000"), math_verify_equal("(3,4)", "(3,4]")
+    (True, True, False)
+    """
+    if pred is None:
+        return False
+    try:
+        return call_with_time_limit(_math_verify, (pred, gold), timeout, worker)
+    except TimeoutError:
+        return False
+
+
+def _math_verify(pred: str, gold: str) -> bool:
+    from math_verify import parse, verify
+
+    gold_parsed, pred_parsed = (parse(f"${answer}$", parsing_timeout=None) for answer in (gold, pred))
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+MATH_CHECKERS: dict[str, Callable[..., bool]] = {"sympy": math_equal, "math-verify": math_verify_equal}
+"""LaTeX answer checkers by name (`task.options.checker` of MATH-style tasks): this project's normaliser and
+sympy, or math-verify. `benchmarks/graders.py` measures both on the MATH-500 references and a labelled
+table of answer pairs (docs/design.md#grading)."""
+
+
+def _percent_readings(answer: str, number: Fraction) -> set[Fraction]:
+    """The values an exact number may stand for: `50\\%` is 50 (MATH's answers drop the sign) or 1/2."""
+    return {number, number / 100} if "%" in answer else {number}
 
 
 def normalized_equal(pred: str, gold: str) -> bool:

@@ -34,12 +34,14 @@ def normalize_answer(answer: str) -> str:
 
     >>> normalize_answer("\\\\left( 3, \\\\dfrac{\\\\pi}{2} \\\\right)")
     '(3,\\\\frac{\\\\pi}{2})'
-    >>> normalize_answer("10,\\\\!080"), normalize_answer("\\\\$18.90"), normalize_answer("1\\\\frac{4}{5}")
-    ('10080', '18.9', '\\\\frac{9}{5}')
+    >>> normalize_answer("10,\\\\!080"), normalize_answer("2{,}500{,}000"), normalize_answer("\\\\$18.90")
+    ('10080', '2500000', '18.9')
+    >>> normalize_answer("1\\\\frac{4}{5}")
+    '\\\\frac{9}{5}'
     >>> normalize_answer("5.4 \\\\text{ cents}"), normalize_answer("90^\\\\circ"), normalize_answer("x \\\\in [-2,7]")
     ('5.4', '90', '[-2,7]')
     """
-    s = answer.strip().replace("\n", "")
+    s = answer.strip().replace("\n", "").replace("{,}", ",")  # `1{,}000`: LaTeX's unspaced thousands comma
     s = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\(?:displaystyle|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
     s = re.sub(_SPACING_COMMANDS, " ", s)

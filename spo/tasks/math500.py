@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from spo.grading import extract_answer, math_equal
+import importlib.util
+
+from spo.grading import MATH_CHECKERS, extract_answer
 from spo.tasks.base import DataPath, Example, Task, fill_template, hub_rows, read_jsonl, split_file
 
 R1_PROMPT = (
@@ -18,7 +20,7 @@ ANSWER_LINE = "Therefore, the final answer is: $\\boxed{{answer}}$. I hope it is
 
 
 class Math500Task(Task):
-    """MATH-500: LaTeX answers, extracted boxed-first and compared with `math_equal` (sympy, time-limited)."""
+    """MATH-500: LaTeX answers, extracted boxed-first and compared by a checker (`MATH_CHECKERS`, time-limited)."""
 
     name = "math500"
     data_folder = "math500"
@@ -30,18 +32,25 @@ class Math500Task(Task):
         grading_timeout: float = 5.0,
         unfinished_penalty: float = 0.0,
         multiple_answer_penalty: float = -2.0,
+        checker: str = "sympy",
     ):
         """Args:
         path: a directory with `<split>.jsonl` (fields `problem`, `solution`, `answer`; optional
             `unique_id`), one such file (used for every split), or a mapping {split: file}. None loads
             the hub id `HuggingFaceH4/MATH-500` (needs `datasets` and network), which has only "test".
         prompt_template: the prompt text with one `{question}` placeholder.
-        grading_timeout: seconds allowed for one `math_equal` comparison.
+        grading_timeout: seconds allowed for one answer comparison.
         unfinished_penalty, multiple_answer_penalty: see `Task`.
+        checker: a `spo.grading.MATH_CHECKERS` name: "sympy" (this project's) or "math-verify".
         """
         super().__init__(unfinished_penalty, multiple_answer_penalty)
         fill_template(prompt_template, "")  # fail now, not at the first prompt
+        if checker not in MATH_CHECKERS:
+            raise ValueError(f"checker = {checker!r}: expected one of {sorted(MATH_CHECKERS)}")
+        if checker == "math-verify" and importlib.util.find_spec("math_verify") is None:
+            raise ValueError("checker = 'math-verify' needs the math-verify package: install the project's math extra")
         self.path, self.prompt_template, self.grading_timeout = path, prompt_template, grading_timeout
+        self.checker = MATH_CHECKERS[checker]
 
     def load_examples(self, split: str) -> list[Example]:
         if self.path is None:
@@ -76,4 +85,4 @@ class Math500Task(Task):
         return extract_answer(response, "math500")
 
     def answers_equal(self, pred: str, gold: str) -> bool:
-        return math_equal(pred, gold, timeout=self.grading_timeout)
+        return self.checker(pred, gold, timeout=self.grading_timeout)
