@@ -156,10 +156,15 @@ class TaskConfig(_Checked):
     _section: ClassVar[str] = "task."
     name: str = field(default="gsm8k", metadata=one_of(_tasks))
     """A registered task: "arith", "gsm8k", "math500" or one a user registered."""
-    data_dir: str = ""
-    """Where the task's files are; empty means the data folder beside the checkout (data/README.md)."""
+    data: str = ""
+    """Where a file-backed task (gsm8k, math500) reads its rows; empty means its folder in the data folder beside
+    the checkout (data/README.md). A folder of `<split>.jsonl|json|parquet|csv`, a file or glob used for every
+    split (`{split}` in it becomes the split name), or a Hugging Face hub id (the `datasets` extra). Name other
+    columns with `task.options.columns` ({"question": "problem"}) and other hub splits with
+    `task.options.splits` ({"test": "validation"})."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments of the task factory (e.g. arith's `n_operands`, `digits`)."""
+    """Extra keyword arguments of the task factory (e.g. arith's `n_operands`, `digits`; the file-backed
+    tasks' `columns` and `splits`; math500's `checker`)."""
 
 
 @dataclass(frozen=True)

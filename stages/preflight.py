@@ -33,8 +33,8 @@ def preflight(cfg: RunConfig) -> None:
     for split in ("train", "test"):
         try:
             task.examples(split)
-        except FileNotFoundError as error:
-            raise ConfigError(f"task {cfg.task.name!r} (task.data_dir = {cfg.task.data_dir!r}): {error}") from None
+        except (OSError, ValueError, ImportError) as error:  # a missing file, a bad row, a hub id offline
+            raise ConfigError(f"task {cfg.task.name!r} (task.data = {cfg.task.data!r}): {error}") from None
 
 
 def model_available(path: str) -> None:

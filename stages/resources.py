@@ -17,11 +17,12 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def load_task(cfg: RunConfig) -> Task:
-    """The configured task; a task with a `data_folder` reads `task.data_dir` (default: the data folder beside the checkout, data/README.md)."""
+    """The configured task; a task with a `data_folder` reads `task.data` (default: its folder in the data folder
+    beside the checkout, data/README.md)."""
     options = dict(cfg.task.options)
     folder = getattr(TASKS.get(cfg.task.name), "data_folder", None)
     if folder is not None:
-        options.setdefault("path", cfg.task.data_dir or str(SHARED_DATA / folder))
+        options.setdefault("path", cfg.task.data or str(SHARED_DATA / folder))
     return make_task(cfg.task.name, **options)
 
 

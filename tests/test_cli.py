@@ -59,7 +59,7 @@ def test_preflight_names_a_missing_data_folder(tmp_path):
     from stages.preflight import preflight
     from stages.run_dir import load_preset
 
-    cfg = load_preset("tiny").with_overrides(["task.name=gsm8k", "task.options={}", f"task.data_dir={tmp_path}"])
+    cfg = load_preset("tiny").with_overrides(["task.name=gsm8k", "task.options={}", f"task.data={tmp_path}"])
     with pytest.raises(ConfigError, match=f"task 'gsm8k' .*{tmp_path}/train.jsonl: no such file"):
         preflight(cfg)
 

@@ -32,7 +32,7 @@ BAD_VALUES = {
     "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
 }
 """One value per field that the config must refuse."""
-CHECKED_AT_RUN_START = {"model.path", "task.data_dir"}
+CHECKED_AT_RUN_START = {"model.path", "task.data"}
 """Fields whose bad values are files that do not exist: checked when a run starts (stages/preflight.py)."""
 
 

@@ -23,7 +23,7 @@ def gsm8k_run(tmp_path_factory, shared_data):
     from stages.run_dir import load_preset
     from tests.conftest import TINY_OVERRIDES
 
-    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + GSM8K + [f"task.data_dir={shared_data / 'gsm8k'}"])
+    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + GSM8K + [f"task.data={shared_data / 'gsm8k'}"])
     run = create_run(tmp_path_factory.mktemp("gsm8k") / "run", cfg)
     find_stage("warmstart", cfg)[0](run.root, 0)
     for name in ("prompts", "generate", "partition", "resample", "advantages"):

@@ -6,7 +6,6 @@ no extractable answer scores `unfinished_penalty`; otherwise 1 if correct else 0
 values the caller passes the whole answer text (response prefix + continuation, docs/design.md#mc-rewards).
 """
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,66 +151,3 @@ def fill_template(template: str, question: str) -> str:
     if template.count("{question}") != 1:
         raise ValueError(f"prompt template must contain '{{question}}' exactly once, got {template!r}")
     return template.replace("{question}", question)
-
-
-def split_file(path: DataPath, split: str, task: str) -> Path:
-    """The JSON-lines file of a split: `<dir>/<split>.jsonl`, a single file (used for every split), or a
-    mapping {split: file}."""
-    if isinstance(path, Mapping):
-        if split not in path:
-            raise ValueError(f"{task}: no file for split {split!r} in path mapping (has {sorted(path)})")
-        return Path(path[split])
-    path = Path(path)
-    return path / f"{split}.jsonl" if path.is_dir() else path
-
-
-def read_jsonl(path: Path, fields: Sequence[str]) -> list[tuple[int, dict]]:
-    """(line number, row) for each non-blank line of a JSON-lines file whose rows all have string `fields`.
-
-    Errors name the file, the 1-based line number and the field.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such file (expected a JSON-lines file with fields {list(fields)})"
-        )
-    rows = []
-    with path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
-                ) from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            for field in fields:
-                if field not in row:
-                    raise ValueError(f"{path}:{number}: missing field {field!r} (expected {list(fields)}, "
-                                     f"got {sorted(row)})")  # fmt: skip
-                if not isinstance(row[field], str):
-                    raise ValueError(f"{path}:{number}: field {field!r} is {type(row[field]).__name__}, "
-                                     f"expected a string")  # fmt: skip
-            rows.append((number, row))
-    return rows
-
-
-def hub_rows(hub_id: str, config: str | None, split: str, task: str) -> list[tuple[int, dict]]:
-    """(row number, row) from a Hugging Face hub dataset; needs the optional `datasets` package and network.
-
-    Not exercised here (no hub access on this project's machines); tests use local files.
-    """
-    try:
-        import datasets
-    except ImportError as error:
-        raise ImportError(f"{task}: path=None loads {hub_id!r} from the hub, which needs the `datasets` package; "
-                          f"install it or pass path= to local JSON-lines files") from error  # fmt: skip
-    return list(enumerate(datasets.load_dataset(hub_id, config, split=split), start=1))

@@ -1,13 +1,17 @@
 """GSM8K (grade-school math word problems) in the original `#### N` answer format (docs/design.md#prompts)."""
 
 import re
-from pathlib import Path
+from collections.abc import Mapping
 
 from spo.grading import extract_answer, gsm8k_equal
-from spo.tasks.base import DataPath, Example, Task, fill_template, hub_rows, read_jsonl, split_file
+from spo.tasks.base import DataPath, Example, Task, fill_template
+from spo.tasks.sources import checked_columns, checked_splits, read_rows
 
 RHO_PROMPT = "[MATH_TASK] Problem:\n{question}\n\nSolution:"
 """The Rho-1B SFT prompt of the reference (`configs/tasks/gsm8k_orig_format.jsonnet`)."""
+FIELDS = ("question", "answer")
+"""What a GSM8K row holds: the problem, and the worked solution ending `#### N`."""
+HUB_ID = "openai/gsm8k"
 
 
 def remove_calculator_notes(solution: str) -> str:
@@ -31,25 +35,27 @@ class Gsm8kTask(Task):
         prompt_template: str = RHO_PROMPT,
         unfinished_penalty: float = 0.0,
         multiple_answer_penalty: float = -2.0,
+        columns: Mapping[str, str] | None = None,
+        splits: Mapping[str, str] | None = None,
     ):
         """Args:
-        path: a directory with `train.jsonl` / `test.jsonl` (fields `question`, `answer`), one such file
-            (used for every split), or a mapping {split: file}; None loads the hub id `openai/gsm8k`
-            (config "main"), which needs the `datasets` package and network.
+        path: where the rows are (fields `question`, `answer`): a folder with `train` / `test` files, a
+            file or glob used for every split, a mapping {split: file}, or a hub id (`spo.tasks.sources`);
+            None loads the hub id `openai/gsm8k` (config "main"), which needs `datasets` and network.
         prompt_template: the prompt text with one `{question}` placeholder.
         unfinished_penalty, multiple_answer_penalty: see `Task`.
+        columns: {field: column} where the data names `question` or `answer` otherwise.
+        splits: {split: the hub dataset's split name} where they differ.
         """
         super().__init__(unfinished_penalty, multiple_answer_penalty)
         fill_template(prompt_template, "")  # fail now, not at the first prompt
         self.path, self.prompt_template = path, prompt_template
+        self.columns, self.splits = checked_columns(columns, FIELDS, self.name), checked_splits(splits, self.name)
 
     def load_examples(self, split: str) -> list[Example]:
-        if self.path is None:
-            source, rows = f"hub:openai/gsm8k/{split}", hub_rows("openai/gsm8k", "main", split, self.name)
-        else:
-            file = split_file(self.path, split, self.name)
-            source, rows = str(file), read_jsonl(Path(file), ("question", "answer"))
-        return [self._example(split, index, number, row, source) for index, (number, row) in enumerate(rows)]
+        source, config = (HUB_ID, "main") if self.path is None else (self.path, None)
+        where, rows = read_rows(source, split, FIELDS, self.name, self.columns, self.splits, hub_config=config)
+        return [self._example(split, index, number, row, where) for index, (number, row) in enumerate(rows)]
 
     def _example(self, split: str, index: int, number: int, row: dict, source: str) -> Example:
         if "####" not in row["answer"]:

@@ -1,11 +1,11 @@
 """MATH-500 (the 500-problem MATH test subset) with the R1-distill prompt (docs/design.md#prompts)."""
 
-from pathlib import Path
-
 import importlib.util
+from collections.abc import Mapping
 
 from spo.grading import MATH_CHECKERS, extract_answer
-from spo.tasks.base import DataPath, Example, Task, fill_template, hub_rows, read_jsonl, split_file
+from spo.tasks.base import DataPath, Example, Task, fill_template
+from spo.tasks.sources import checked_columns, checked_splits, read_rows
 
 R1_PROMPT = (
     "<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>"
@@ -17,6 +17,9 @@ R1_PROMPT = (
 """The R1-Distill-Qwen chat prompt of the reference (`configs/prompt_library/qwen_MATH.jsonnet`)."""
 ANSWER_LINE = "Therefore, the final answer is: $\\boxed{{answer}}$. I hope it is correct"
 """The final line the R1 prompt asks for; `target()` ends with it."""
+FIELDS = ("problem", "solution", "answer")
+"""What a MATH row holds (and optionally `unique_id`, which then names the example)."""
+HUB_ID = "HuggingFaceH4/MATH-500"
 
 
 class Math500Task(Task):
@@ -33,15 +36,20 @@ class Math500Task(Task):
         unfinished_penalty: float = 0.0,
         multiple_answer_penalty: float = -2.0,
         checker: str = "sympy",
+        columns: Mapping[str, str] | None = None,
+        splits: Mapping[str, str] | None = None,
     ):
         """Args:
-        path: a directory with `<split>.jsonl` (fields `problem`, `solution`, `answer`; optional
-            `unique_id`), one such file (used for every split), or a mapping {split: file}. None loads
-            the hub id `HuggingFaceH4/MATH-500` (needs `datasets` and network), which has only "test".
+        path: where the rows are (fields `problem`, `solution`, `answer`; optional `unique_id`): a folder
+            with `<split>` files, a file or glob used for every split, a mapping {split: file}, or a hub id
+            (`spo.tasks.sources`). None loads the hub id `HuggingFaceH4/MATH-500` (needs `datasets` and
+            network), which has only "test".
         prompt_template: the prompt text with one `{question}` placeholder.
         grading_timeout: seconds allowed for one answer comparison.
         unfinished_penalty, multiple_answer_penalty: see `Task`.
         checker: a `spo.grading.MATH_CHECKERS` name: "sympy" (this project's) or "math-verify".
+        columns: {field: column} where the data names `problem`, `solution` or `answer` otherwise.
+        splits: {split: the hub dataset's split name} where they differ.
         """
         super().__init__(unfinished_penalty, multiple_answer_penalty)
         fill_template(prompt_template, "")  # fail now, not at the first prompt
@@ -51,19 +59,20 @@ class Math500Task(Task):
             raise ValueError("checker = 'math-verify' needs the math-verify package: install the project's math extra")
         self.path, self.prompt_template, self.grading_timeout = path, prompt_template, grading_timeout
         self.checker = MATH_CHECKERS[checker]
+        self.columns, self.splits = checked_columns(columns, FIELDS, self.name), checked_splits(splits, self.name)
 
     def load_examples(self, split: str) -> list[Example]:
-        if self.path is None:
-            if split != "test":
-                raise ValueError(f"{self.name}: the hub dataset HuggingFaceH4/MATH-500 has only a 'test' split; "
-                                 f"for {split!r} pass path= to files with fields problem, solution, answer")  # fmt: skip
-            rows = hub_rows("HuggingFaceH4/MATH-500", None, split, self.name)
-        else:
-            file = Path(split_file(self.path, split, self.name))
-            if split != "test" and not file.is_file():
-                raise FileNotFoundError(f"{file}: no such file; MATH-500 has only a 'test' split, so {split!r} "
-                                        f"needs a file of yours with fields problem, solution, answer")  # fmt: skip
-            rows = read_jsonl(file, ("problem", "solution", "answer"))
+        if self.path is None and split != "test":
+            raise ValueError(f"{self.name}: the hub dataset {HUB_ID} has only a 'test' split; for {split!r} pass "
+                             f"path= to files with fields {', '.join(FIELDS)}")
+        try:
+            _, rows = read_rows(HUB_ID if self.path is None else self.path, split, FIELDS, self.name, self.columns,
+                                self.splits)
+        except FileNotFoundError as error:
+            if split == "test":
+                raise
+            raise FileNotFoundError(f"{error}; MATH-500 has only a 'test' split, so {split!r} needs a file of "
+                                    f"yours with fields {', '.join(FIELDS)}") from None
         return [
             Example(
                 id=f"{self.name}/{split}/{row.get('unique_id', index)}",  # unique_id is optional
