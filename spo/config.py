@@ -168,6 +168,19 @@ class TaskConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class PromptConfig(_Checked):
+    """How a question becomes the prompt's token ids (docs/design.md#prompts)."""
+
+    _section: ClassVar[str] = "prompt."
+    chat_template: bool = False
+    """Build the prompt with the tokenizer's chat template, as instruct models expect: `apply_chat_template`
+    of a system message (when `system` is set) and the task's user message, with the generation prompt; the
+    token ids it returns are the prompt (never re-tokenized text). False uses the task's plain prompt text."""
+    system: str = ""
+    """System message of the chat template; empty sends none."""
+
+
+@dataclass(frozen=True)
 class SampleConfig(_Checked):
     """Rollout sampling, per iteration (docs/design.md#question-sampling)."""
 
@@ -429,6 +442,7 @@ class RunConfig(_Checked):
     """Policy iterations; also the horizon of the learning-rate decay."""
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
@@ -518,6 +532,12 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     if cfg.algorithm == "spo-tree" and cfg.partition.method != "fixed_length":
         problems.append(f"algorithm = 'spo-tree' grows levels of partition.segment_tokens tokens, so "
                         f"partition.method must be 'fixed_length', got {cfg.partition.method!r}")
+    if cfg.prompt.system and not cfg.prompt.chat_template:
+        problems.append(f"prompt.system = {cfg.prompt.system!r} is set, but prompt.chat_template = false sends no "
+                        f"system message; set prompt.chat_template = true or leave prompt.system empty")
+    if cfg.prompt.chat_template and not cfg.model.path and cfg.model.tiny.tokenizer == "char":
+        problems.append("prompt.chat_template = true with model.tiny.tokenizer = 'char': the character tokenizer "
+                        "knows only the task's characters, not the template's; use model.tiny.tokenizer = 'bpe'")
     if not cfg.model.path and cfg.model.tiny.max_position_embeddings < cfg.sample.context_size:
         problems.append(f"sample.context_size = {cfg.sample.context_size} exceeds the tiny model's "
                         f"model.tiny.max_position_embeddings = {cfg.model.tiny.max_position_embeddings}")

@@ -16,17 +16,18 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.credit import CREDIT
+from spo.config import PromptConfig
 from spo.credit import STOP, credit_split, first_wrong_token
 from spo.tasks import Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_task, load_tokenizer
+from stages.resources import load_task, load_tokenizer, prompt_ids
 from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="credit",
     reads=lambda run, i: [run.artifact(i, "episodes"), run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "credit")],
-    config=("task", "partition.tau"),
+    config=("task", "prompt", "partition.tau"),
 )
 
 
@@ -38,11 +39,11 @@ def credit(run: Path, iteration: int, force: bool = False) -> StageReport:
 def _credit(ctx: StageContext):
     task = load_task(ctx.cfg)
     tokenizer = load_tokenizer(ctx.run.tokenizer())
-    rows = credit_rows(ctx.read("episodes").to_pylist(), task, tokenizer)
+    rows = credit_rows(ctx.read("episodes").to_pylist(), task, tokenizer, ctx.cfg.prompt)
     return {"credit": pa.Table.from_pylist(rows, schema=CREDIT)}, credit_counters(rows, ctx.cfg.partition.tau)
 
 
-def credit_rows(episodes: list[dict], task: Task, tokenizer) -> list[dict]:
+def credit_rows(episodes: list[dict], task: Task, tokenizer, prompt: PromptConfig = PromptConfig()) -> list[dict]:
     """One credit.parquet row per episode (rows of episodes.parquet, train-split questions)."""
     if not task.unique_target:
         raise ValueError(f"task {task.name!r} has no unique target response (Task.unique_target is false): "
@@ -52,8 +53,7 @@ def credit_rows(episodes: list[dict], task: Task, tokenizer) -> list[dict]:
     for e in episodes:
         example = task.example(e["question_id"])
         if e["question_id"] not in prompt_length:
-            prompt_ids = tokenizer(task.prompt(example), add_special_tokens=False)["input_ids"]
-            prompt_length[e["question_id"]] = len(prompt_ids)
+            prompt_length[e["question_id"]] = len(prompt_ids(prompt, task, tokenizer, example))
         earlier = e["prompt_ids"][prompt_length[e["question_id"]]:]  # a tree edge's earlier segments
         pieces = token_pieces(earlier + e["response_ids"], tokenizer)
         wrong = first_wrong_token(pieces, task.target(example))

@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.eval_results import EVAL_RESULTS
+from spo.config import PromptConfig
 from spo.policy import Engine
 from spo.seeds import derive_seed
 from spo.tasks import Example, Task
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.engines import load_policy
-from stages.resources import load_task
+from stages.resources import load_task, prompt_ids
 from stages.run_dir import RunDir
 from stages.sampling import fitted_request, sample_continuations
 from stages.shards import sharding
@@ -23,7 +24,7 @@ SPEC = StageSpec(
     name="evaluate",
     reads=lambda run, c: [run.checkpoint(c)],
     writes=lambda run, c: [run.artifact(c, "eval")],
-    config=("task", "eval", "model", "sample.max_new_tokens", "sample.context_size"),
+    config=("task", "prompt", "eval", "model", "sample.max_new_tokens", "sample.context_size"),
 )
 
 
@@ -32,11 +33,12 @@ def evaluate(run: Path, checkpoint: int, force: bool = False) -> StageReport:
     return execute(SPEC, RunDir(Path(run)), checkpoint, _evaluate, force)
 
 
-def answer_rows(engine: Engine, task: Task, examples: Sequence[Example], mode: str, n: int, temperature: float,
-                max_new_tokens: int, context_size: int, seed: int, desc: str, shards=None) -> list[dict]:
+def answer_rows(engine: Engine, task: Task, prompt: PromptConfig, examples: Sequence[Example], mode: str, n: int,
+                temperature: float, max_new_tokens: int, context_size: int, seed: int, desc: str,
+                shards=None) -> list[dict]:
     """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
     tokenizer = engine.tokenizer
-    prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in examples]
+    prompts = [prompt_ids(prompt, task, tokenizer, e) for e in examples]
     # iteration 0 in every seed: each checkpoint is scored on the same draws (common random numbers), so
     # accuracies of two checkpoints differ by their weights, not by the dice
     requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
@@ -63,12 +65,12 @@ def _evaluate(ctx: StageContext):
     rows, counters = [], {"eval/questions": len(examples)}
     shards = sharding(ctx, [x.id for x in examples])
     if e.greedy:
-        greedy = answer_rows(engine, task, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}",
+        greedy = answer_rows(engine, task, cfg.prompt, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}",
                              shards)
         counters["eval/accuracy_greedy"] = float(np.mean([r["correct"] for r in greedy]))
         rows += greedy
     if e.samples_per_question:
-        sampled = answer_rows(engine, task, examples, "sample", e.samples_per_question, e.temperature, *limits,
+        sampled = answer_rows(engine, task, cfg.prompt, examples, "sample", e.samples_per_question, e.temperature, *limits,
                               f"eval-sample {ctx.iteration:04d}", shards)
         counters["eval/accuracy_sample"] = float(np.mean([r["correct"] for r in sampled]))
         counters["eval/reward_sample"] = float(np.mean([r["reward"] for r in sampled]))

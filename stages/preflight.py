@@ -8,6 +8,7 @@ missing file fails before Prefect, the warm start or a download start (docs/arch
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def preflight(cfg: RunConfig) -> None:
     if (launch.dask_scheduler or launch.dask_workers) and importlib.util.find_spec("distributed") is None:
         raise ConfigError("launch.dask_scheduler / launch.dask_workers sample on Dask, but the distributed package "
                           "is not installed; install the project's distributed extra")
+    if cfg.prompt.chat_template and cfg.model.path and Path(cfg.model.path).is_dir():
+        folder = Path(cfg.model.path)
+        settings = folder / "tokenizer_config.json"
+        templated = (folder / "chat_template.jinja").is_file() or (
+            settings.is_file() and json.loads(settings.read_text()).get("chat_template"))
+        if not templated:
+            raise ConfigError(f"prompt.chat_template = true, but the tokenizer in model.path = {cfg.model.path!r} "
+                              f"has no chat template (tokenizer_config.json or chat_template.jinja)")
     for tracker in ("tensorboard", "wandb"):
         if getattr(cfg.log, tracker) and importlib.util.find_spec(tracker) is None:
             raise ConfigError(f"log.{tracker} = true, but {tracker} is not installed; install the project's "

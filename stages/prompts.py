@@ -11,7 +11,7 @@ import pyarrow as pa
 from schemas.prompts import PROMPTS
 from spo.seeds import derive_seed
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_task, load_tokenizer
+from stages.resources import load_task, load_tokenizer, prompt_text_and_ids
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ SPEC = StageSpec(
     name="prompts",
     reads=lambda run, i: [run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "prompts")],
-    config=("task", "sample.questions_per_iteration", "sample.context_size"),
+    config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size"),
 )
 
 
@@ -40,8 +40,7 @@ def _prompts(ctx: StageContext):
         if len(rows) == cfg.sample.questions_per_iteration:
             break
         example = pool[int(index)]
-        text = task.prompt(example)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        text, ids = prompt_text_and_ids(cfg.prompt, task, tokenizer, example)
         if len(ids) >= cfg.sample.context_size:  # no room for a response (reference: max_question_length)
             too_long += 1
             continue

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from spo.config import RunConfig
-from spo.tasks import TASKS, Task, make_task
+from spo.config import PromptConfig, RunConfig
+from spo.tasks import TASKS, Example, Task, make_task
 from stages.run_dir import REPO_ROOT
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -24,6 +24,25 @@ def load_task(cfg: RunConfig) -> Task:
     if folder is not None:
         options.setdefault("path", cfg.task.data or str(SHARED_DATA / folder))
     return make_task(cfg.task.name, **options)
+
+
+def prompt_text_and_ids(prompt: PromptConfig, task: Task, tokenizer, example: Example) -> tuple[str, list[int]]:
+    """The prompt of `example` as text (to read) and token ids (what is sampled from and trained on): the
+    task's prompt text tokenized without special tokens, or with `prompt.chat_template` the tokenizer's chat
+    template over the system message and the task's user message, whose ids are used as they come."""
+    if not prompt.chat_template:
+        text = task.prompt(example)
+        return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": task.user_message(example)})
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return text, list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+
+def prompt_ids(prompt: PromptConfig, task: Task, tokenizer, example: Example) -> list[int]:
+    """The prompt's token ids (`prompt_text_and_ids`)."""
+    return prompt_text_and_ids(prompt, task, tokenizer, example)[1]
 
 
 def load_tokenizer(path: Path):

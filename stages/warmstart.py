@@ -21,7 +21,7 @@ import torch
 from schemas.warmstart_metrics import WARMSTART_METRICS
 from spo.config import RunConfig
 from spo.policy import Engine
-from spo.policy.tiny import create_tiny_checkpoint
+from spo.policy.tiny import TINY_CHAT_TEMPLATE, create_tiny_checkpoint
 from spo.seeds import derive_seed
 from spo.sft import sft_step
 from spo.tasks import Task
@@ -29,7 +29,7 @@ from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.engines import load_policy
 from stages.evaluate import answer_rows
 from stages.progress import progress_bar
-from stages.resources import load_task, write_folder_atomic
+from stages.resources import load_task, prompt_ids, write_folder_atomic
 from stages.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ SPEC = StageSpec(
     name="warmstart",
     reads=lambda run, i: [],
     writes=lambda run, i: [run.checkpoint(0), run.tokenizer(), run.artifact(0, "warmstart")],
-    config=("model", "task", "warmstart", "sample.max_new_tokens", "sample.context_size"),
+    config=("model", "task", "prompt", "warmstart", "sample.max_new_tokens", "sample.context_size"),
 )
 WARMUP_STEPS = 50
 
@@ -58,6 +58,7 @@ def initial_policy(cfg: RunConfig, task: Task, scratch: Path) -> Engine:
                            hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
                            intermediate_size=tiny.intermediate_size,
                            max_position_embeddings=tiny.max_position_embeddings,
+                           chat_template=TINY_CHAT_TEMPLATE if cfg.prompt.chat_template else None,
                            seed=derive_seed(cfg.seed, 0, "warmstart", "init") % 2**31)
     return load_policy(scratch, cfg, role="trainer")
 
@@ -92,7 +93,7 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = [train[rng.randrange(len(train))] for _ in range(w.batch_size)]
-            prompts = [tokenizer(task.prompt(e), add_special_tokens=False)["input_ids"] for e in batch]
+            prompts = [prompt_ids(cfg.prompt, task, tokenizer, e) for e in batch]
             targets = [tokenizer(task.target(e), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                        for e in batch]
             loss = sft_step(model, optimizer, prompts, targets, tokenizer.pad_token_id)
@@ -101,7 +102,7 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             if step % w.eval_every and step != w.max_steps:
                 continue
             model.eval()
-            answers = answer_rows(engine, task, held_out, "greedy", 1, 0.0, cfg.sample.max_new_tokens,
+            answers = answer_rows(engine, task, cfg.prompt, held_out, "greedy", 1, 0.0, cfg.sample.max_new_tokens,
                                   cfg.sample.context_size, cfg.seed, "warmstart-check")
             model.train()
             accuracy = float(np.mean([a["correct"] for a in answers]))

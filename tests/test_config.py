@@ -28,7 +28,7 @@ BAD_VALUES = {
     "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
     "launch.dask_threads": "0", "launch.dask_scheduler": "localhost:8786",
     "log.tensorboard": "maybe", "log.wandb": "sometimes", "log.wandb_project": " ", "log.samples_every": "-1",
-    "log.samples": "0",
+    "log.samples": "0", "prompt.chat_template": "maybe", "prompt.system": '"Be brief."',
     "name": " ", "seed": "-1", "algorithm": "spo-forest", "iterations": "0",
 }
 """One value per field that the config must refuse."""

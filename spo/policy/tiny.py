@@ -137,11 +137,19 @@ def build_tiny_model(
     return model.eval()
 
 
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+"""The chat template of tiny models built for `prompt.chat_template = true`: role markers in plain text."""
+
+
 def create_tiny_checkpoint(
     path: str | Path,
     texts: Iterable[str],
     tokenizer_kind: str = "char",
     bpe_vocab_size: int = 512,
+    chat_template: str | None = None,
     **model_options,
 ) -> Path:
     """Build a tiny tokenizer and model and save both to `path` in Hugging Face format.
@@ -151,6 +159,7 @@ def create_tiny_checkpoint(
         texts: corpus for the tokenizer.
         tokenizer_kind: "char" or "bpe".
         bpe_vocab_size: vocabulary size of the BPE tokenizer (ignored for "char").
+        chat_template: a Jinja chat template to give the tokenizer (`TINY_CHAT_TEMPLATE`), or None.
         **model_options: keyword arguments of `build_tiny_model`.
 
     Returns:
@@ -164,6 +173,8 @@ def create_tiny_checkpoint(
         raise ValueError(
             f"unknown tokenizer_kind {tokenizer_kind!r}; choose one of {sorted(TOKENIZER_KINDS)}"
         )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     model = build_tiny_model(tokenizer, **model_options)
     path = Path(path)
     model.save_pretrained(path)

@@ -87,6 +87,11 @@ class Task(ABC):
     def prompt(self, example: Example) -> str:
         """The formatted prompt text the policy continues."""
 
+    def user_message(self, example: Example) -> str:
+        """The user message of a chat-template prompt (`prompt.chat_template`): by default the plain prompt;
+        a task whose prompt carries a model's own chat markup gives the bare request instead."""
+        return self.prompt(example)
+
     @abstractmethod
     def target(self, example: Example) -> str:
         """The reference response in the task's answer format (what follows `prompt()`; for SFT warm start)."""

@@ -12,6 +12,10 @@ RHO_PROMPT = "[MATH_TASK] Problem:\n{question}\n\nSolution:"
 FIELDS = ("question", "answer")
 """What a GSM8K row holds: the problem, and the worked solution ending `#### N`."""
 HUB_ID = "openai/gsm8k"
+REQUEST = ("{question}\n\nSolve the problem step by step. End your response with a line of the form "
+           "'#### ANSWER', where ANSWER is just the final number.")
+"""The user message of a chat-template prompt (`prompt.chat_template`): it asks for the `#### N` line the
+grader reads."""
 
 
 def remove_calculator_notes(solution: str) -> str:
@@ -69,6 +73,9 @@ class Gsm8kTask(Task):
 
     def prompt(self, example: Example) -> str:
         return fill_template(self.prompt_template, example.question)
+
+    def user_message(self, example: Example) -> str:
+        return fill_template(REQUEST, example.question)
 
     def target(self, example: Example) -> str:
         """The solution without calculator notes, ending `#### N`, after one space (the prompt ends `Solution:`)."""

@@ -7,13 +7,14 @@ from spo.grading import MATH_CHECKERS, extract_answer
 from spo.tasks.base import DataPath, Example, Task, fill_template
 from spo.tasks.sources import checked_columns, checked_splits, read_rows
 
-R1_PROMPT = (
-    "<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>"
+REQUEST = (
     "Solve the following math problem efficiently and clearly.  The last line of your response should be "
     "of the following format: 'Therefore, the final answer is: $\\boxed{ANSWER}$. I hope it is correct' "
     "(without quotes) where ANSWER is just the final number or expression that solves the problem. "
-    "Think step by step before answering.\n\n{question}<\uff5cAssistant\uff5c><think>\n"
+    "Think step by step before answering.\n\n{question}"
 )
+"""The open-r1 MATH instruction: the user message of a chat-template prompt (`prompt.chat_template`)."""
+R1_PROMPT = "<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>" + REQUEST + "<\uff5cAssistant\uff5c><think>\n"
 """The R1-Distill-Qwen chat prompt of the reference (`configs/prompt_library/qwen_MATH.jsonnet`)."""
 ANSWER_LINE = "Therefore, the final answer is: $\\boxed{{answer}}$. I hope it is correct"
 """The final line the R1 prompt asks for; `target()` ends with it."""
@@ -85,6 +86,9 @@ class Math500Task(Task):
 
     def prompt(self, example: Example) -> str:
         return fill_template(self.prompt_template, example.question)
+
+    def user_message(self, example: Example) -> str:
+        return fill_template(REQUEST, example.question)
 
     def target(self, example: Example) -> str:
         """The reference solution followed by the final line the prompt asks for."""
