@@ -20,7 +20,7 @@ def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["run", "--preset", "tiny", "--set", "train.whitten=batch"], "no field 'whitten'"),
     (["run", "--preset", "tiny", "--set", "partition.method=none"], "partition.method = 'none' cuts nothing"),
     (["run", "--preset", "nonexistent"], "unknown preset 'nonexistent'; choose one of"),
-    (["run"], "choose a preset with --preset NAME (one of ['gsm8k-rho1b-chain'"),
+    (["run"], "choose a preset with --preset NAME (one of ['gsm8k-qwen05b-instruct-chain', 'gsm8k-rho1b-chain'"),
     (["run", "--preset", "gsm8k-rho1b-chain"], "model.path = 'realtreetune/rho-1b-sft-GSM8K' is not a local folder "
                                                "and HF_HUB_OFFLINE=1 forbids downloading it"),
     (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
