@@ -18,7 +18,7 @@ from stages.gc import retain
 from stages.lock import run_lock
 from stages.registry import find_stage, flow_plan, iteration_range
 from stages.run_dir import RunDir
-from stages.summary import iteration_line, iteration_summary, summary_markdown
+from stages.summary import iteration_line, iteration_summary, plot_run, summary_markdown
 from stages.trackers import open_trackers
 
 
@@ -71,6 +71,7 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
         if iterations.stop == cfg.iterations:
             trackers.log_iteration(cfg.iterations)  # the last checkpoint's evaluation
         rows = iteration_summary(RunDir(Path(run)))
+        plot = plot_run(RunDir(Path(run)), Path(run) / "accuracy.png")
     create_table_artifact(key="spo-iterations", table=rows, description=f"per-iteration metrics of {run}")
-    create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows)}")
+    create_markdown_artifact(key="spo-summary", markdown=f"# {cfg.name}\n\n{summary_markdown(rows, plot)}")
     return rows

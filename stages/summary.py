@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -78,13 +79,16 @@ def unevaluated_checkpoints(run: RunDir) -> list[int]:
     return [c for c in run.checkpoints() if not manifest_path(run.artifact(c, "eval")).is_file()]
 
 
-def summary_markdown(rows: list[dict]) -> str:
-    """The summary as a markdown table."""
+def summary_markdown(rows: list[dict], plot: Path | None = None) -> str:
+    """The summary as a markdown table, and `plot` (a PNG) inlined below it as a data URI: the Prefect UI
+    shows a markdown artifact's images but has nowhere to serve a file from."""
     def cell(v):
         return "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    if plot is not None:
+        lines += ["", f"![held-out accuracy](data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()})"]
     return "\n".join(lines)
 
 

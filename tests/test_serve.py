@@ -6,12 +6,7 @@ scheduled runs to complete, and stops both processes with SIGTERM (kill on timeo
 """
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,9 +24,7 @@ from stages.lock import lock_path
 from stages.registry import trained_iterations
 from stages.run_dir import create_run
 from stages.summary import unevaluated_checkpoints
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.servers import REPO, SPO_CLI, log_tails, prefect_server, stop, wait_for
 
 
 def live_manifest_times(root: Path) -> dict[str, int]:
@@ -105,75 +98,26 @@ def test_serve_errors_are_one_line(tmp_path, tiny_config, capsys):
     assert capsys.readouterr().err.startswith("spo: error: PREFECT_API_URL is not set")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def log_tails(logs: list[Path]) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in logs)
-
-
-def wait_for(check, timeout: float, what: str, logs: list[Path]):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log_tails(logs)}")
-
-
 ARITH = ["task.name=arith", 'task.options={"n_operands": 2, "digits": 2, "n_train": 400, "n_test": 40}']
 """A built-in task: served flow runs are new processes, which do not see tasks registered by conftest."""
 
 
 def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
     run = create_run(tmp_path / "run", tiny_config.with_overrides([*ARITH, "iterations=2", "eval.every=100"]))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    logs = [tmp_path / "server.log", tmp_path / "serve.log"]
-    spo_cli = [sys.executable, "-m", "flows.cli"]
-    with logs[0].open("w") as server_log, logs[1].open("w") as serve_log:
-        server = subprocess.Popen([*spo_cli, "server", "--port", str(port)], cwd=REPO, env=env,
-                                  stdout=server_log, stderr=subprocess.STDOUT)
-        served = None
-        try:
-            wait_for(lambda: _get(f"{api}/health") == 200, 120, "the Prefect server", logs)
-            served = subprocess.Popen([*spo_cli, "serve", str(run.root), "--run-interval", "5", "--more", "1"],
-                                      cwd=REPO, env=env, stdout=serve_log, stderr=subprocess.STDOUT)
-            runs = wait_for(lambda: _finished_runs(api, 2), 240, "two completed scheduled runs", logs)
-        finally:
-            if served is not None:
+    with prefect_server(tmp_path / "prefect_home", OMP_NUM_THREADS="1", PREFECT_RUNNER_POLL_FREQUENCY="2") as server:
+        server.logs.append(tmp_path / "serve.log")
+        with server.logs[1].open("w") as serve_log:
+            served = subprocess.Popen([*SPO_CLI, "serve", str(run.root), "--run-interval", "5", "--more", "1"],
+                                      cwd=REPO, env=server.env, stdout=serve_log, stderr=subprocess.STDOUT)
+            try:
+                runs = wait_for(lambda: _finished_runs(server.api, 2), 240, "two completed scheduled runs",
+                                server.logs)
+            finally:
                 stop(served)
-            stop(server)
-    assert server.returncode is not None and served.returncode is not None
-    assert all(r["state_type"] == "COMPLETED" for r in runs[:2]), f"{runs}\n{log_tails(logs)}"
+    assert all(r["state_type"] == "COMPLETED" for r in runs[:2]), f"{runs}\n{log_tails(server.logs)}"
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
     assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
     assert manifest_path(run.artifact(2, "eval")).is_file()
-
-
-def _get(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=5).status_code
-    except httpx.TransportError:
-        return 0
 
 
 def _finished_runs(api: str, wanted: int) -> list[dict] | None:
