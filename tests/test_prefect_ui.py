@@ -54,7 +54,7 @@ def test_the_ui_shows_the_runs_table_and_summary(tmp_path, tiny_config):
     run = create_run(tmp_path / "run", tiny_config.with_overrides([*ARITH, "iterations=2", "eval.every=1"]))
     with prefect_server(tmp_path / "prefect_home", OMP_NUM_THREADS="1") as server:
         done = subprocess.run([*SPO_CLI, "run", "--run", str(run.root)], cwd=REPO, env=server.env,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, f"{done.stderr[-4000:]}\n{log_tails(server.logs)}"
         table, summary = artifact(server.api, "spo-iterations"), artifact(server.api, "spo-summary")
         assert table["flow_run_id"] == summary["flow_run_id"]
