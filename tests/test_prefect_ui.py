@@ -77,6 +77,8 @@ def test_the_ui_shows_the_runs_table_and_summary(tmp_path, tiny_config):
     assert "<table" in doms["summary"] and "| iteration |" not in doms["summary"], shots
     for r in rows:
         assert f">{r['eval_greedy']:.3f}<" in doms["summary"].replace(" ", ""), shots
+        if r["sampled_tokens"] is not None:
+            assert f">{r['sampled_tokens']}<" in doms["summary"].replace(" ", ""), shots
     # The accuracy plot, inlined in the summary as a data URI, is an image on the page.
     assert re.search(r'<img[^>]*src="data:image/png;base64,', doms["summary"]), shots
     # The flow run's page: completed, the stage graph down to the last train task, the iteration log lines.
