@@ -159,12 +159,11 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     cfg = _config_from_args(args)
     from flows.spo_run import spo_run
-    from stages.summary import iteration_summary, summary_markdown
+    from stages.summary import summary_markdown
 
     run = create_run(_run_dir(args, cfg), cfg)
     with prefect_api(run.root):
-        spo_run(str(run.root))
-    rows = iteration_summary(run)
+        rows = spo_run(str(run.root))
     print(summary_markdown(rows))
     plot = run.root / "accuracy.png"  # the flow plots every run it finishes
     evaluated = [r for r in rows if r["eval_greedy"] is not None]

@@ -30,6 +30,8 @@ class Server:
     """The environment for a child process that talks to this server."""
     logs: list[Path]
     """Log files whose tails a failure shows; a test appends the logs of the processes it starts."""
+    process: subprocess.Popen
+    """The server process (stopped when the `prefect_server` block ends)."""
 
 
 def free_port() -> int:
@@ -77,13 +79,13 @@ def prefect_server(home: Path, **env: str) -> Iterator[Server]:
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **env}
-    server = Server(api, env, [home / "server.log"])
+    logs = [home / "server.log"]
     home.mkdir(parents=True, exist_ok=True)
-    with server.logs[0].open("w") as log:
+    with logs[0].open("w") as log:
         process = subprocess.Popen([*SPO_CLI, "server", "--port", str(port)], cwd=REPO, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: status_code(f"{api}/health") == 200, 120, "the Prefect server", server.logs)
-            yield server
+            wait_for(lambda: status_code(f"{api}/health") == 200, 120, "the Prefect server", logs)
+            yield Server(api, env, logs, process)
         finally:
             stop(process)

@@ -114,6 +114,7 @@ def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
                                 server.logs)
             finally:
                 stop(served)
+    assert server.process.returncode is not None and served.returncode is not None
     assert all(r["state_type"] == "COMPLETED" for r in runs[:2]), f"{runs}\n{log_tails(server.logs)}"
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
     assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
