@@ -20,6 +20,7 @@ from stages.registry import find_stage, flow_plan, iteration_range
 from stages.run_dir import RunDir
 from stages.summary import iteration_line, iteration_summary, plot_run, summary_markdown
 from stages.trackers import open_trackers
+from stages.write_behind import write_behind
 
 
 def _stage_cache_key(context, parameters) -> str | None:
@@ -54,7 +55,8 @@ def spo_run(run: str, until: int | None = None, more: int | None = None) -> list
     past `iterations` of the config; earlier iterations are not revisited. The run is locked throughout.
     """
     logger = get_run_logger()
-    with run_lock(Path(run), "flow spo-run"), engine_pool(), open_trackers(RunDir(Path(run))) as trackers:
+    with (run_lock(Path(run), "flow spo-run"), engine_pool(), write_behind(),  # lands before engines close
+          open_trackers(RunDir(Path(run))) as trackers):
         cfg = RunDir(Path(run)).config()
         iterations = iteration_range(RunDir(Path(run)), cfg, until, more)
         if more is not None:

@@ -1,8 +1,9 @@
 """Reading, writing and keying stage artifacts: the machinery every stage shares.
 
 A stage declares what it reads and writes (`StageSpec`). `execute` then:
-1. computes the stage key from the *content* hashes of its inputs (from their manifests, each checked
-   against the file), the config sections it reads, the run seed and the code version;
+1. computes the stage key from the identities of its inputs (from their manifests, each checked against
+   the file: the content hash, or for a folder written behind the flow its producer's key, `identity`),
+   the config sections it reads, the run seed and the code version;
 2. returns the stored report when every output exists, is intact and carries that key (nothing
    recomputed);
 3. otherwise moves outputs made under another key to `superseded/` (never lost), calls the stage
@@ -30,9 +31,11 @@ import pyarrow.parquet as pq
 
 import schemas
 from spo.config import RunConfig
+from stages import write_behind
 from stages.checksums import ChecksumError, check_records, combined_hash, file_records
 from stages.engines import load_timer
 from stages.lock import run_lock
+from stages.resources import write_folder_atomic
 from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,9 @@ class StageSpec:
     """Output paths; `.parquet` ones are tables of the artifact named by the file stem."""
     config: tuple[str, ...]
     """Config sections or dotted fields the stage reads (part of its key)."""
+    written_behind: Callable[[RunDir, int], list[Path]] = lambda run, i: []
+    """Folder outputs the body hands to `StageContext.write_folder`: inside a flow they are written in the
+    background (stages/write_behind.py), so they are identified by this stage's key, not by their bytes."""
 
 
 @dataclass
@@ -76,6 +82,8 @@ class StageContext:
     iteration: int
     cfg: RunConfig
     spec: StageSpec
+    folders: dict[Path, Callable[[Path], None]] = field(default_factory=dict)
+    """Folder outputs to write after the body (`write_folder`)."""
 
     def read(self, name: str, iteration: int | None = None) -> pa.Table:
         """Read and validate an artifact of this (or another) iteration."""
@@ -88,6 +96,11 @@ class StageContext:
             if path.stem == name or path.name == name:
                 return path
         raise KeyError(f"stage {self.spec.name!r} declares no output {name!r}")
+
+    def write_folder(self, name: str, write: Callable[[Path], None]) -> None:
+        """Have output folder `name` filled by `write(folder)` once the body returns: now, or behind the flow
+        when the spec lists it in `written_behind` (`write` then runs on another thread, later)."""
+        self.folders[self.output(name)] = write
 
 
 StageBody = Callable[[StageContext], tuple[dict[str, pa.Table], dict[str, float]]]
@@ -164,10 +177,23 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def identity(path: Path, verify: bool = True, removed_ok: bool = True) -> str:
+    """What a stage key takes from an input: its manifest's hash (the content hash, or for a folder written
+    behind its producer's identity, `producer_identity`), also while that folder is still being written."""
+    pending = write_behind.pending_identity(path)
+    return pending if pending is not None else read_manifest(path, verify=verify, removed_ok=removed_ok)["sha256"]
+
+
+def producer_identity(key: str, path: Path) -> str:
+    """The identity of a folder written behind: its stage's key and its name. Stages are deterministic, so
+    the key decides the bytes; the manifest's per-file record still guards them (docs/architecture.md#keys)."""
+    return hashlib.sha256(f"{key}\0{path.name}".encode()).hexdigest()
+
+
 def stage_key(spec: StageSpec, run: RunDir, iteration: int, cfg: RunConfig) -> str:
-    """Content hashes of the inputs (as recorded, after the cheap check) + config sections + seed + code
+    """Identities of the inputs (as recorded, after the cheap check) + config sections + seed + code
     version, hashed. An input removed by retention still has its recorded hash."""
-    inputs = [read_manifest(p, removed_ok=True)["sha256"] for p in spec.reads(run, iteration)]
+    inputs = [identity(p) for p in spec.reads(run, iteration)]
     text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed, code_version()])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -229,7 +255,7 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
             log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
             return stored
     # fail before any work when an input is gone (stage_key has checked the files of the others)
-    inputs = {str(p.relative_to(run.root)): read_manifest(p, verify=False)["sha256"]
+    inputs = {str(p.relative_to(run.root)): identity(p, verify=False, removed_ok=False)
               for p in spec.reads(run, iteration)}
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
@@ -237,8 +263,9 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
     supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
     run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    ctx = StageContext(run, iteration, cfg, spec)
     with load_timer() as loads:
-        tables, counters = body(StageContext(run, iteration, cfg, spec))
+        tables, counters = body(ctx)
     if loads:
         counters = {**counters, "engine/load_seconds": round(sum(loads), 3)}
     declared = {p.stem for p in outputs if p.suffix == ".parquet"}
@@ -247,16 +274,30 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
     for path in outputs:
         if path.suffix == ".parquet":
             write_table(path, tables[path.stem])
+    behind = spec.written_behind(run, iteration)
+    for path, write in ctx.folders.items():
+        if path not in behind:
+            write_folder_atomic(path, write)
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
+    manifest = {"key": key, "inputs": inputs, "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed,
+                "code_version": code_version(), "created": stamp, "report": asdict(report)}
     for path in outputs:  # manifests last: an output without one is unfinished
-        records = file_records(path)  # the one hash of each file, as it is written
-        write_json_atomic(manifest_path(path), {
-            "artifact": path.stem, "sha256": combined_hash(records), "files": records, "key": key, "inputs": inputs,
-            "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed, "code_version": code_version(),
-            "created": stamp, "report": asdict(report)})
+        if path in ctx.folders and path in behind:  # its manifest is written when it lands
+            write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
+                                functools.partial(write_manifest, path, manifest, producer_identity(key, path)))
+        else:
+            write_manifest(path, manifest, producer_identity(key, path) if path in behind else None)
     log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
     return report
+
+
+def write_manifest(path: Path, manifest: dict, identity: str | None = None) -> None:
+    """Record the one hash of each file of the finished output `path` (as it is written) in its manifest;
+    its identity is the content hash unless given (`producer_identity`)."""
+    records = file_records(path)
+    write_json_atomic(manifest_path(path), {"artifact": path.stem, "sha256": identity or combined_hash(records),
+                                            "files": records, **manifest})
 
 
 def cache_key(spec: StageSpec, run: RunDir, iteration: int) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
+from stages import write_behind
 
 ROLES = ("sampler", "trainer", "reference")
 """sampler: `model.engine`, samples and scores; trainer: the transformers module the train stage updates;
@@ -46,6 +47,8 @@ class EnginePool:
         rather than reused as it was."""
         engine, loaded = self._live.get(role, (None, None))
         changed = engine is None or loaded != path
+        if changed:
+            write_behind.wait(path)  # it reads the files
         if engine is None:
             engine = build()
             self.builds[role] += 1
@@ -122,6 +125,8 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     start = time.perf_counter()
     pool = _POOL.get()
     build = functools.partial(build_engine, path, cfg, role)
+    if pool is None:
+        write_behind.wait(Path(path))
     engine = build() if pool is None else pool.get(role, Path(path), build)[0]
     timer = _LOAD_SECONDS.get()
     if timer is not None:

@@ -58,12 +58,14 @@ class Sharding:
 def sharding(ctx, keys: Sequence[str]) -> Sharding | None:
     """The Dask plan of a sampling stage (`ctx`, a StageContext) sampling its iteration's checkpoint, or None
     to sample in this process."""
+    from stages import write_behind
     from stages.artifacts import read_manifest
 
     cfg = ctx.cfg
     if not (cfg.launch.dask_scheduler or cfg.launch.dask_workers):
         return None
     path = ctx.run.checkpoint(ctx.iteration)
+    write_behind.wait(path)  # the workers load it from disk
     parts = ctx.run.iteration_dir(ctx.iteration) / PARTS / ctx.spec.name
     return Sharding(cfg, path, read_manifest(path)["sha256"], keys, parts)
 

@@ -5,7 +5,8 @@ Checkpoint i+1 holds the policy weights (Hugging Face format) and the tokenizer;
 `trainer_state.json`), so iteration i+1, or a resumed run, continues the same optimizer and
 learning-rate schedule (docs/design.md#optimizer). The two are separate artifacts so that sampling
 stages depend on the weights alone and retention can drop old optimizer states
-(docs/architecture.md#retention).
+(docs/architecture.md#retention). Inside a flow both are written behind it while the next iteration
+samples (stages/write_behind.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from spo.losses import warmup_linear_decay
 from spo.policy.transformers_engine import resolve_dtype
 from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
 from spo.seeds import derive_seed
+from stages import write_behind
 from stages.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.engines import live_optimizer, load_policy, saved
 from stages.launch import die_with_parent
@@ -43,6 +45,7 @@ SPEC = StageSpec(
                           *([run.optimizer_state(i)] if i > 0 else [])],
     writes=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1), run.artifact(i, "train_metrics")],
     config=("train", "sample.temperature", "iterations", "model"),
+    written_behind=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1)],
 )
 
 
@@ -56,6 +59,7 @@ def steps_per_iteration(episodes: int, batch_size: int, epochs: int) -> int:
 
 
 def _train(ctx: StageContext):
+    write_behind.wait()  # the last checkpoint may still be being written from the tensors this stage changes
     if ctx.cfg.train.world_size > 1:
         return _train_distributed(ctx)
     cfg, t = ctx.cfg, ctx.cfg.train
@@ -66,9 +70,9 @@ def _train(ctx: StageContext):
     episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
     state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
     metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, prepare)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), policy.save)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
-                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
+    ctx.write_folder(f"{ctx.iteration + 1:04d}", policy.save)
+    ctx.write_folder(f"{ctx.iteration + 1:04d}-optimizer",
+                     lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
     saved("trainer", policy, ctx.run.checkpoint(ctx.iteration + 1), optimizer, ctx.run.optimizer_state(ctx.iteration + 1))
     return _outputs(metrics, global_step, len(episodes))
 
@@ -120,7 +124,7 @@ def _train_distributed(ctx: StageContext):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
-                                preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
+                                preexec_fn=die_with_parent)
         if result.returncode or not (out / "done.json").is_file():
             first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", result.stderr, re.DOTALL)  # torchrun's summary
             tail = "\n".join(result.stderr.strip().splitlines()[-12:])

@@ -12,6 +12,7 @@ import pytest
 import schemas
 from flows.spo_run import spo_run
 from stages.artifacts import read_manifest, read_table
+from stages.checksums import combined_hash
 from stages.registry import find_stage, flow_plan
 from stages.run_dir import create_run, load_preset
 
@@ -45,9 +46,9 @@ def test_each_stage_rerun_alone_reproduces_its_outputs(baseline):
     for step in flow_plan(cfg, range(cfg.iterations)):
         for name, i in step:
             function, spec = find_stage(name, cfg)
-            before = {str(p): read_manifest(p, removed_ok=True)["sha256"] for p in spec.writes(run, i)}
+            before = {str(p): combined_hash(read_manifest(p, removed_ok=True)["files"]) for p in spec.writes(run, i)}
             function(run.root, i, force=True)
-            after = {str(p): read_manifest(p)["sha256"] for p in spec.writes(run, i)}
+            after = {str(p): combined_hash(read_manifest(p)["files"]) for p in spec.writes(run, i)}
             assert after == before, f"{name} {i} did not reproduce its outputs"
 
 

@@ -22,9 +22,10 @@ import pytest
 import safetensors.torch
 import torch
 
-import stages.train
+import stages.write_behind
 from stages import registry
 from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
+from stages.checksums import combined_hash
 from stages.lock import lock_path, read_holder
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
@@ -40,7 +41,9 @@ import conftest  # registers the `coin` test task
 import torch
 torch.set_num_threads(1)
 import pyarrow.parquet as pq
-import stages.artifacts, stages.train, stages.warmstart
+import contextlib, threading
+import stages.artifacts, stages.warmstart, stages.write_behind
+from stages.engines import engine_pool
 from stages.lock import RunLockedError
 from stages.registry import find_stage
 from stages.run_dir import RunDir
@@ -82,11 +85,12 @@ def interrupting(real_folder):
     def write_folder(path, write):
         def write_then_die(folder):
             write(folder)
+            print("killed in thread", threading.current_thread().name, flush=True)
             halve(max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size))
             die()
-        real_folder(path, write_then_die if armed and point == "checkpoint" else write)
+        real_folder(path, write_then_die if armed and point in ("checkpoint", "behind") else write)
     return write_folder
-for module in (stages.train, stages.warmstart):
+for module in (stages.write_behind, stages.warmstart):
     module.write_folder_atomic = interrupting(module.write_folder_atomic)
 
 if point == "patient":  # start together with the other runner
@@ -94,25 +98,32 @@ if point == "patient":  # start together with the other runner
     deadline = time.monotonic() + 120
     while not (root.parent / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-for name, i in plan:
-    function, spec = find_stage(name, RunDir(root).config())
-    armed, manifests, outputs = f"{name}-{i}" == target, 0, len(spec.writes(RunDir(root), i))
-    while True:
-        try:
-            function(root, i)
-            break
-        except RunLockedError as error:
-            if point != "patient":
-                raise
-            print("waited:", error, flush=True)
-            time.sleep(0.02)
+with contextlib.ExitStack() as flow:
+    if point == "behind":  # as in a flow: checkpoints are written behind it, and the kill lands in that write
+        flow.enter_context(engine_pool())
+        flow.enter_context(stages.write_behind.write_behind())
+    for name, i in plan:
+        function, spec = find_stage(name, RunDir(root).config())
+        armed = f"{name}-{i}" == target or (armed and point == "behind")  # the write comes after the stage
+        manifests, outputs = 0, len(spec.writes(RunDir(root), i))
+        while True:
+            try:
+                function(root, i)
+                break
+            except RunLockedError as error:
+                if point != "patient":
+                    raise
+                print("waited:", error, flush=True)
+                time.sleep(0.02)
 print("done", flush=True)
 """
 
 KILLS = [("warmstart-0", "checkpoint"), ("evaluate-0", "parquet"), ("prompts-0", "rename"),
          ("generate-0", "parquet"), ("partition-0", "manifest"), ("resample-0", "manifest"),
-         ("advantages-0", "rename"), ("train-0", "checkpoint"), ("train-1", "manifest"), ("evaluate-2", "rename")]
-"""(stage-iteration, where the SIGKILL lands): every stage is killed inside its write at least once."""
+         ("advantages-0", "rename"), ("train-0", "checkpoint"), ("train-0", "behind"), ("train-1", "manifest"),
+         ("evaluate-2", "rename")]
+"""(stage-iteration, where the SIGKILL lands): every stage is killed inside its write at least once; "behind"
+kills the background write of train's checkpoint (stages/write_behind.py) while the next stages run."""
 
 
 
@@ -141,8 +152,9 @@ def runner(run: RunDir, target: str = "", point: str = "none") -> subprocess.Pop
 
 
 def fingerprints(root: Path) -> dict[str, str]:
-    """Finished artifact -> content hash, outside superseded/."""
-    return {str(m.relative_to(root)): json.loads(m.read_text())["sha256"]
+    """Finished artifact -> content hash (of its files' recorded hashes; a checkpoint's `sha256` is its
+    producer's identity, stages/artifacts.py), outside superseded/."""
+    return {str(m.relative_to(root)): combined_hash(json.loads(m.read_text())["files"])
             for m in root.rglob("*.manifest.json") if "superseded" not in m.parts}
 
 
@@ -200,6 +212,8 @@ def test_kill_inside_each_stage_write_then_rerun(tmp_path, reference):
         process = runner(run, target, point)
         out, err = process.communicate(timeout=240)
         assert process.returncode == -signal.SIGKILL, f"{target} {point}: not killed\n{out}\n{err[-3000:]}"
+        if point == "behind":
+            assert "killed in thread spo-write-behind" in out, out  # not in the stage's own thread
         name, i = target.rsplit("-", 1)
         assert not is_finished(find_stage(name, run.config())[1], run, int(i)), f"{target} counts as finished"
         assert_nothing_partial_under_a_final_name(run)
@@ -275,7 +289,7 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
     monkeypatch.undo()
     assert not run.artifact(0, "episodes").exists() and not list(run.root.rglob("*.tmp*"))
 
-    real_folder = stages.train.write_folder_atomic
+    real_folder = stages.write_behind.write_folder_atomic
 
     def full_disk_checkpoint(path, write):
         def write_then_fail(folder):
@@ -283,7 +297,7 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
         real_folder(path, write_then_fail)
 
-    monkeypatch.setattr(stages.train, "write_folder_atomic", full_disk_checkpoint)
+    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk_checkpoint)
     with pytest.raises(OSError, match="No space left"):
         find_stage("train", run.config())[0](run.root, 1, force=True)
     monkeypatch.undo()

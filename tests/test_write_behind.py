@@ -1,0 +1,86 @@
+"""Checkpoints written behind the flow (stages/write_behind.py): the next stages run before the train
+stage's folders land, with the same keys and bytes as a run that writes them in the foreground, and a
+failed background write stops the run at the next stage that needs the folder."""
+
+import errno
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+import stages.write_behind
+from stages import registry
+from stages.artifacts import manifest_path
+from stages.checksums import combined_hash
+from stages.engines import engine_pool
+from stages.registry import find_stage
+from stages.run_dir import RunDir, create_run, load_preset
+from stages.write_behind import write_behind
+from tests.conftest import TINY_OVERRIDES
+
+
+def plan(run: RunDir) -> list[tuple[str, int]]:
+    cfg = run.config()
+    return [pair for step in registry.flow_plan(cfg, range(cfg.iterations)) for pair in step]
+
+
+def manifests(root: Path) -> dict[str, tuple[str, str, str]]:
+    """Artifact -> (identity, content hash, stage key) of every manifest."""
+    found = {}
+    for m in root.rglob("*.manifest.json"):
+        data = json.loads(m.read_text())
+        found[str(m.relative_to(root))] = (data["sha256"], combined_hash(data["files"]), data["key"])
+    return found
+
+
+@pytest.fixture
+def config():
+    return load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=2"])
+
+
+def test_the_next_stages_run_before_the_checkpoint_lands_with_the_same_keys_and_bytes(tmp_path, config,
+                                                                                          monkeypatch):
+    foreground = create_run(tmp_path / "foreground", config)
+    for name, i in plan(foreground):  # no write_behind() block: folders are written by the stage itself
+        find_stage(name, config)[0](foreground.root, i)
+
+    run = create_run(tmp_path / "behind", config)
+    release, real = threading.Event(), stages.write_behind.write_folder_atomic
+
+    def held_until_released(path, write):
+        if path == run.checkpoint(1):
+            assert release.wait(120), "never released"
+        real(path, write)
+
+    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", held_until_released)
+    ran_before_landing = []
+    with engine_pool(), write_behind():
+        for name, i in plan(run):
+            if (name, i) == ("train", 1):
+                release.set()  # train 1 changes the tensors being written: it waits for them to land
+            find_stage(name, config)[0](run.root, i)
+            if i == 1 and name != "train" and not manifest_path(run.checkpoint(1)).exists():
+                ran_before_landing.append(name)
+    assert {"generate", "resample"} <= set(ran_before_landing), ran_before_landing
+    assert manifests(run.root) == manifests(foreground.root)  # the same identities, bytes and keys
+    assert not list(run.root.rglob(".*.tmp*"))
+
+
+def test_a_failed_background_write_stops_the_run_at_the_next_stage_that_needs_it(tmp_path, config, monkeypatch):
+    run = create_run(tmp_path / "run", config)
+    real = stages.write_behind.write_folder_atomic
+
+    def full_disk(path, write):
+        if path == run.checkpoint(1):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, write)
+
+    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk)
+    done = []
+    with pytest.raises(OSError, match="No space left"), engine_pool(), write_behind():
+        for name, i in plan(run):
+            find_stage(name, config)[0](run.root, i)
+            done.append(f"{name}-{i}")
+    assert done[-1] != "train-1" and "train-0" in done  # raised before train 1 changed anything
+    assert not manifest_path(run.checkpoint(1)).exists()
