@@ -211,13 +211,15 @@ def report(run, walls: dict, gigabytes: float, model: str) -> None:
         if "report" in data:
             r = data["report"]
             reports[f"{r['stage']}-{r['iteration']}"] = r
-    print("| stage (iteration 1) | wall s | own computation s | loads s | saves s | hashes s | waits s | overhead s |")
+    print("| stage (iteration 1) | wall s | own computation s | loads s | saves s | hashes s | waits s "
+          "| overhead s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     keys = [k for k in walls if (k.endswith("-1") and k != "evaluate-1") or k == "evaluate-2"]
     total_overhead, (start, first_hash) = 0.0, snapshots[keys[0]][0]
     for key in keys:
         (t0, _), (t1, _) = snapshots[key]
-        load, save, hashing, waiting = (t1.get(label, 0) - t0.get(label, 0) for label in ("load", "save", "hash", "wait"))
+        load, save, hashing, waiting = (t1.get(label, 0) - t0.get(label, 0)
+                                        for label in ("load", "save", "hash", "wait"))
         own = max(reports[key]["seconds"] - load - save - waiting, 0.0) if key in reports else 0.0
         overhead = walls[key] - own
         total_overhead += overhead
@@ -225,8 +227,8 @@ def report(run, walls: dict, gigabytes: float, model: str) -> None:
               f"| {overhead:.2f} |")
     behind = {label: TIMES.get(f"behind {label}", 0) - start.get(f"behind {label}", 0) for label in ("save", "hash")}
     if any(behind.values()):
-        print(f"\nwritten behind the flow from iteration 1 on: {behind['save']:.1f} s of saves and {behind['hash']:.1f} s "
-              f"of hashes, overlapping the stages that ran meanwhile")
+        print(f"\nwritten behind the flow from iteration 1 to the end of the run: {behind['save']:.1f} s of saves "
+              f"and {behind['hash']:.1f} s of hashes, overlapping the stages that ran meanwhile")
     size = "0.5B" if model != "tiny" else "tiny"
     print(f"\norchestration: {total_overhead:.1f} s per iteration at {size} ({gigabytes:.1f} GB checkpoint), "
           f"{checkpoint_hashes(HASHED[first_hash:], first_new=2)} checkpoint hashes")
