@@ -406,6 +406,10 @@ class RetentionConfig(_Checked):
     checkpoints: int = field(default=0, metadata=at_least(0))
     """After each iteration remove all checkpoints but the newest N, checkpoint 0 and the evaluated ones (as
     `spo gc --keep-last N`); 0 keeps every checkpoint."""
+    optimizer_every: int = field(default=1, metadata=at_least(1))
+    """Write the AdamW state of every N-th checkpoint and of the last; in between the flow keeps it in memory
+    and its manifest is a tombstone, and a train stage without it replays the train stages since the newest
+    state written (docs/architecture.md#write-behind). 1 writes every one."""
 
 
 @dataclass(frozen=True)
@@ -518,6 +522,9 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     from spo.tasks import make_task
 
     problems = []
+    if cfg.retention.optimizer_every > 1 and cfg.train.world_size > 1:
+        problems.append(f"retention.optimizer_every = {cfg.retention.optimizer_every} needs train.world_size = 1: "
+                        f"a distributed train stage cannot replay the optimizer states it did not write")
     method = ADVANTAGES[cfg.advantage.method]
     if method.algorithm != cfg.algorithm:
         problems.append(f"advantage.method = {cfg.advantage.method!r} works on {method.algorithm} samples, but "

@@ -72,6 +72,9 @@ class StageSpec:
     written_behind: Callable[[RunDir, int], list[Path]] = lambda run, i: []
     """Folder outputs the body hands to `StageContext.write_folder`: inside a flow they are written in the
     background (stages/write_behind.py), so they are identified by this stage's key, not by their bytes."""
+    rebuilds: Callable[[RunDir, int], list[Path]] = lambda run, i: []
+    """Inputs the body rebuilds itself when retention left only their tombstone (train replays an optimizer
+    state it needs, stages/train.py::replayed)."""
 
 
 @dataclass
@@ -84,6 +87,8 @@ class StageContext:
     spec: StageSpec
     folders: dict[Path, Callable[[Path], None]] = field(default_factory=dict)
     """Folder outputs to write after the body (`write_folder`)."""
+    unwritten: dict[Path, str] = field(default_factory=dict)
+    """Outputs of `written_behind` left unwritten on purpose, and why (`leave_unwritten`)."""
 
     def read(self, name: str, iteration: int | None = None) -> pa.Table:
         """Read and validate an artifact of this (or another) iteration."""
@@ -101,6 +106,13 @@ class StageContext:
         """Have output folder `name` filled by `write(folder)` once the body returns: now, or behind the flow
         when the spec lists it in `written_behind` (`write` then runs on another thread, later)."""
         self.folders[self.output(name)] = write
+
+    def leave_unwritten(self, name: str, why: str) -> None:
+        """Give output folder `name` (one of `written_behind`) only a tombstone manifest, like one that retention
+        removed: stages key on its identity, and one that needs its bytes gets an error naming `why`."""
+        if self.output(name) not in self.spec.written_behind(self.run, self.iteration):
+            raise ValueError(f"{name}: only an output written behind can be left unwritten (its identity is its key)")
+        self.unwritten[self.output(name)] = why
 
 
 StageBody = Callable[[StageContext], tuple[dict[str, pa.Table], dict[str, float]]]
@@ -255,7 +267,8 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
             log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
             return stored
     # fail before any work when an input is gone (stage_key has checked the files of the others)
-    inputs = {str(p.relative_to(run.root)): identity(p, verify=False, removed_ok=False)
+    rebuilt = spec.rebuilds(run, iteration)
+    inputs = {str(p.relative_to(run.root)): identity(p, verify=False, removed_ok=p in rebuilt)
               for p in spec.reads(run, iteration)}
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
@@ -283,7 +296,10 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
     manifest = {"key": key, "inputs": inputs, "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed,
                 "code_version": code_version(), "created": stamp, "report": asdict(report)}
     for path in outputs:  # manifests last: an output without one is unfinished
-        if path in ctx.folders and path in behind:  # its manifest is written when it lands
+        if path in ctx.unwritten:
+            write_json_atomic(manifest_path(path), {"artifact": path.stem, "sha256": producer_identity(key, path),
+                                                    "files": {}, **manifest, "removed": ctx.unwritten[path]})
+        elif path in ctx.folders and path in behind:  # its manifest is written when it lands
             write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
                                 functools.partial(write_manifest, path, manifest, producer_identity(key, path)))
         else:

@@ -38,7 +38,7 @@ class EnginePool:
 
     def __init__(self) -> None:
         self._live: dict[str, tuple[Engine, Path | None]] = {}
-        self._optimizers: dict[str, tuple[object, Path]] = {}
+        self._optimizers: dict[str, tuple[object, Path, int]] = {}
         self.builds: dict[str, int] = dict.fromkeys(ROLES, 0)
         """Engines built per role (each built once per pool; later checkpoints are reloaded in place)."""
 
@@ -59,8 +59,10 @@ class EnginePool:
         self._live[role] = (engine, None if role == "trainer" else path)  # the trainer's are about to change
         return engine, changed
 
-    def saved(self, role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
-        """The role's live engine now holds the weights saved at `path` (and `optimizer` the state at `state`).
+    def saved(self, role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None,
+              step: int = 0) -> None:
+        """The role's live engine now holds the weights saved at `path` (and `optimizer`, at global step `step`,
+        the state saved, or left unwritten, at `state`).
 
         A live transformers sampler takes the new weights from memory rather than from disk: the next
         sampling stage samples the checkpoint just written without reading it back.
@@ -69,16 +71,16 @@ class EnginePool:
             return
         self._live[role] = (engine, path)
         if optimizer is not None:
-            self._optimizers[role] = (optimizer, state)
+            self._optimizers[role] = (optimizer, state, step)
         sampler = self._live.get("sampler", (None,))[0]
         if role == "trainer" and hasattr(sampler, "model") and hasattr(engine, "model"):
             sampler.model.load_state_dict(engine.model.state_dict())  # cast to the sampler's dtype, as a load
             self._live["sampler"] = (sampler, path)
 
-    def optimizer(self, role: str, state: Path):
-        """The live optimizer whose state was saved at `state`, if the pool holds it (else None)."""
-        optimizer, saved = self._optimizers.pop(role, (None, None))
-        return optimizer if saved == state else None
+    def optimizer(self, role: str, state: Path) -> tuple[object, int] | None:
+        """The live optimizer whose state was saved at `state` and its global step, if the pool holds it."""
+        optimizer, saved, step = self._optimizers.pop(role, (None, None, 0))
+        return (optimizer, step) if optimizer is not None and saved == state else None
 
     def close(self) -> None:
         for engine, _ in self._live.values():
@@ -143,14 +145,15 @@ def build_engine(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     return make_engine(kind, path, dtype=dtype, device=cfg.model.device, **options)
 
 
-def saved(role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None) -> None:
+def saved(role: str, engine: Engine, path: Path, optimizer=None, state: Path | None = None, step: int = 0) -> None:
     """Tell the open pool (if any) that `engine` now holds the weights saved at `path` (see `EnginePool`)."""
     pool = _POOL.get()
     if pool is not None:
-        pool.saved(role, engine, Path(path), optimizer, None if state is None else Path(state))
+        pool.saved(role, engine, Path(path), optimizer, None if state is None else Path(state), step)
 
 
-def live_optimizer(role: str, state: Path | None):
-    """The open pool's optimizer of `role` whose state was saved at `state` (None: build and load one)."""
+def live_optimizer(role: str, state: Path | None) -> tuple[object, int] | None:
+    """The open pool's optimizer of `role` whose state was saved at `state`, and its global step (None: build
+    and load one)."""
     pool = _POOL.get()
     return None if pool is None or state is None else pool.optimizer(role, Path(state))

@@ -60,6 +60,9 @@ def keep_reasons(run: RunDir, checkpoints: list[int], keep_last: int) -> dict[in
         reasons[checkpoints[-1]] = "newest"
     if 0 in checkpoints:
         reasons[0] = "KL reference"
+    written = [index for index in checkpoints if index > 0 and _live(run.optimizer_state(index))]
+    if written:  # where a train stage without its optimizer state replays from (stages/train.py)
+        reasons.setdefault(written[-1], "newest optimizer state")
     return reasons
 
 

@@ -12,6 +12,7 @@ samples (stages/write_behind.py).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import safetensors.torch
 import torch
 
 from schemas.train_metrics import TRAIN_METRICS
@@ -32,12 +34,14 @@ from spo.policy.transformers_engine import resolve_dtype
 from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
 from spo.seeds import derive_seed
 from stages import write_behind
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.artifacts import StageContext, StageReport, StageSpec, execute, read_manifest
 from stages.engines import live_optimizer, load_policy, saved
 from stages.launch import die_with_parent
 from stages.progress import progress_bar
 from stages.resources import write_folder_atomic
 from stages.run_dir import RunDir
+
+log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="train",
@@ -46,6 +50,7 @@ SPEC = StageSpec(
     writes=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1), run.artifact(i, "train_metrics")],
     config=("train", "sample.temperature", "iterations", "model"),
     written_behind=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1)],
+    rebuilds=lambda run, i: [run.optimizer_state(i)] if i > 0 else [],
 )
 
 
@@ -62,19 +67,61 @@ def _train(ctx: StageContext):
     write_behind.wait()  # the last checkpoint may still be being written from the tensors this stage changes
     if ctx.cfg.train.world_size > 1:
         return _train_distributed(ctx)
-    cfg, t = ctx.cfg, ctx.cfg.train
+    cfg, every, i = ctx.cfg, ctx.cfg.retention.optimizer_every, ctx.iteration
+    policy = load_policy(ctx.run.checkpoint(i), cfg, role="trainer")
+    state = ctx.run.optimizer_state(i) if i > 0 else None
+    resume = live_optimizer("trainer", state)  # the optimizer that made `state`, still in memory (stages/engines.py)
+    if resume is None and state is not None and "removed" in read_manifest(state, verify=False, removed_ok=True):
+        resume = replayed(ctx, policy)
+    metrics, optimizer, global_step, episodes = iteration_step(ctx, policy, state, resume)
+    ctx.write_folder(f"{i + 1:04d}", policy.save)
+    if (i + 1) % every == 0 or i + 1 >= cfg.iterations:
+        ctx.write_folder(f"{i + 1:04d}-optimizer",
+                         lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
+    else:
+        ctx.leave_unwritten(f"{i + 1:04d}-optimizer", f"not written (retention.optimizer_every = {every})")
+    saved("trainer", policy, ctx.run.checkpoint(i + 1), optimizer, ctx.run.optimizer_state(i + 1), global_step)
+    return _outputs(metrics, global_step, episodes)
+
+
+def iteration_step(ctx: StageContext, policy, state: Path | None, resume: tuple | None):
+    """PPO over iteration `ctx.iteration`'s episodes from `state` (or the live `resume` optimizer and step):
+    the metrics, the optimizer, the global step and the number of episodes."""
+    cfg = ctx.cfg
     rows = ctx.read("episodes").to_pylist()
-    policy = load_policy(ctx.run.checkpoint(ctx.iteration), cfg, role="trainer")
     ref_logps = (reference_logps(load_policy(ctx.run.checkpoint(0), cfg, role="reference"), rows,
-                                 cfg.sample.temperature) if t.kl_coef > 0 else None)
+                                 cfg.sample.temperature) if cfg.train.kl_coef > 0 else None)
     episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
-    state = ctx.run.optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
-    metrics, optimizer, global_step = optimize(policy.model, state, episodes, t.lr, ctx, "train", step, prepare)
-    ctx.write_folder(f"{ctx.iteration + 1:04d}", policy.save)
-    ctx.write_folder(f"{ctx.iteration + 1:04d}-optimizer",
-                     lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
-    saved("trainer", policy, ctx.run.checkpoint(ctx.iteration + 1), optimizer, ctx.run.optimizer_state(ctx.iteration + 1))
-    return _outputs(metrics, global_step, len(episodes))
+    metrics, optimizer, global_step = optimize(policy.model, state, episodes, cfg.train.lr, ctx, "train", step,
+                                               prepare, resume=resume)
+    return metrics, optimizer, global_step, len(episodes)
+
+
+def replayed(ctx: StageContext, policy) -> tuple[torch.optim.Optimizer, int]:
+    """The optimizer state of checkpoint i that was not written (`retention.optimizer_every`), rebuilt by
+    replaying the train stages since the newest state written (or since checkpoint 0): training is
+    deterministic, so the replayed weights must equal checkpoint i, which is checked."""
+    run, i = ctx.run, ctx.iteration
+    start = max((k for k in range(1, i) if "removed" not in read_manifest(run.optimizer_state(k), verify=False,
+                                                                           removed_ok=True)), default=0)
+    read_manifest(run.checkpoint(start))  # present and intact, or an error naming it
+    log.info("train %04d: optimizer state %04d was not written; replaying train %04d-%04d", i, i, start, i - 1)
+    policy.reload(run.checkpoint(start))
+    resume = None
+    for k in range(start, i):
+        past = StageContext(run, k, ctx.cfg, ctx.spec)
+        _, optimizer, global_step, _ = iteration_step(past, policy, run.optimizer_state(k) if k > 0 else None, resume)
+        resume = (optimizer, global_step)
+    expected = {}
+    for file in sorted(run.checkpoint(i).glob("*.safetensors")):
+        expected.update(safetensors.torch.load_file(file))
+    weights = policy.model.state_dict()
+    differing = [name for name, tensor in expected.items() if not torch.equal(weights[name], tensor)]
+    if differing:
+        raise RuntimeError(f"train {i:04d}: replaying train {start:04d}-{i - 1:04d} did not reproduce checkpoint "
+                           f"{i:04d} ({len(differing)} tensors differ, e.g. {differing[0]}); the run was trained on "
+                           f"another machine or code. Rerun from checkpoint {start:04d} with --force")
+    return resume
 
 
 def _outputs(metrics: list[dict], global_step: int, episodes: int):
@@ -142,21 +189,20 @@ def _train_distributed(ctx: StageContext):
 
 
 def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: float, ctx: StageContext, name: str,
-             step: Callable, prepare: Callable = lambda chosen: chosen,
-             load_state: Callable | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
+             step: Callable, prepare: Callable = lambda chosen: chosen, load_state: Callable | None = None,
+             resume: tuple[torch.optim.Optimizer, int] | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
     """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
     `train.episodes_per_iteration`), `step(optimizer, batch)` per batch under the warm-up + linear-decay
-    schedule of peak `lr`, AdamW continued from `state` (through `load_state(state, model, optimizer)`
-    where given). Returns the per-step metrics, the optimizer and the global step. The policy (`name`
+    schedule of peak `lr`, AdamW continued from `resume` (an optimizer and its global step) or from `state`
+    (through `load_state(state, model, optimizer)` where given). Returns the per-step metrics, the optimizer and the global step. The policy (`name`
     "train", also each rank of a distributed one) and PPO's critic ("critic-train") train this way."""
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
     total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
     warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
-    optimizer = live_optimizer("trainer", state) if name == "train" else None
-    if optimizer is not None:  # the optimizer that saved `state`, still in memory (stages/engines.py)
-        global_step = saved_step(state)
+    if resume is not None:
+        optimizer, global_step = resume
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
                                       weight_decay=t.weight_decay)

@@ -24,7 +24,7 @@ BAD_VALUES = {
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
-    "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1",
+    "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1", "retention.optimizer_every": "0",
     "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
     "launch.dask_threads": "0", "launch.dask_scheduler": "localhost:8786",
     "log.tensorboard": "maybe", "log.wandb": "sometimes", "log.wandb_project": " ", "log.samples_every": "-1",
@@ -79,6 +79,8 @@ def test_bad_overrides_name_the_field(assignment, message):
     (["train.world_size=3"], "train.world_size = 3: expected to divide the 1 micro-batches"),
     (["train.world_size=2", "train.micro_batch_size=32", "train.episodes_per_iteration=0"],
      "needs train.episodes_per_iteration"),
+    (["train.world_size=2", "train.micro_batch_size=32", "retention.optimizer_every=10"],
+     "retention.optimizer_every = 10 needs train.world_size = 1"),
 ])
 def test_combinations_that_make_no_sense_are_refused(assignments, message):
     with pytest.raises(ConfigError, match=message):

@@ -84,3 +84,28 @@ def test_a_failed_background_write_stops_the_run_at_the_next_stage_that_needs_it
             done.append(f"{name}-{i}")
     assert done[-1] != "train-1" and "train-0" in done  # raised before train 1 changed anything
     assert not manifest_path(run.checkpoint(1)).exists()
+
+
+def content(path: Path) -> str:
+    return combined_hash(json.loads(manifest_path(path).read_text())["files"])
+
+
+def test_unwritten_optimizer_states_are_replayed_to_the_same_bytes(tmp_path, caplog):
+    cfg = load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=3"])
+    every = create_run(tmp_path / "every", cfg)
+    for name, i in plan(every):
+        find_stage(name, cfg)[0](every.root, i)
+    run = create_run(tmp_path / "sparse", cfg.with_overrides(["retention.optimizer_every=2"]))
+    with engine_pool(), write_behind():  # as in a flow: train 1 continues from the optimizer in memory
+        for name, i in plan(run):
+            find_stage(name, cfg)[0](run.root, i)
+    assert "removed" in json.loads(manifest_path(run.optimizer_state(1)).read_text())
+    assert not run.optimizer_state(1).exists()  # written: 2 (every 2nd) and 3 (the last)
+    assert [content(run.checkpoint(c)) for c in (1, 2, 3)] == [content(every.checkpoint(c)) for c in (1, 2, 3)]
+    assert [content(run.optimizer_state(c)) for c in (2, 3)] == [content(every.optimizer_state(c)) for c in (2, 3)]
+
+    caplog.set_level("INFO")
+    find_stage("train", cfg)[0](run.root, 1, force=True)  # alone, as after a crash: state 1 is not on disk
+    assert "replaying train 0000-0000" in caplog.text
+    assert content(run.checkpoint(2)) == content(every.checkpoint(2))
+    assert content(run.optimizer_state(2)) == content(every.optimizer_state(2))
