@@ -35,7 +35,6 @@ from stages import write_behind
 from stages.checksums import ChecksumError, check_records, combined_hash, file_records
 from stages.engines import load_timer
 from stages.lock import run_lock
-from stages.resources import write_folder_atomic
 from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -103,16 +102,20 @@ class StageContext:
         raise KeyError(f"stage {self.spec.name!r} declares no output {name!r}")
 
     def write_folder(self, name: str, write: Callable[[Path], None]) -> None:
-        """Have output folder `name` filled by `write(folder)` once the body returns: now, or behind the flow
-        when the spec lists it in `written_behind` (`write` then runs on another thread, later)."""
-        self.folders[self.output(name)] = write
+        """Have output folder `name` (one of `written_behind`) filled by `write(folder)` once the body returns:
+        behind the flow inside one (`write` then runs on another thread, later), else at once."""
+        self.folders[self._behind(name)] = write
 
     def leave_unwritten(self, name: str, why: str) -> None:
         """Give output folder `name` (one of `written_behind`) only a tombstone manifest, like one that retention
         removed: stages key on its identity, and one that needs its bytes gets an error naming `why`."""
-        if self.output(name) not in self.spec.written_behind(self.run, self.iteration):
-            raise ValueError(f"{name}: only an output written behind can be left unwritten (its identity is its key)")
-        self.unwritten[self.output(name)] = why
+        self.unwritten[self._behind(name)] = why
+
+    def _behind(self, name: str) -> Path:
+        path = self.output(name)
+        if path not in self.spec.written_behind(self.run, self.iteration):
+            raise ValueError(f"{name}: not an output of stage {self.spec.name!r} written behind (`written_behind`)")
+        return path
 
 
 StageBody = Callable[[StageContext], tuple[dict[str, pa.Table], dict[str, float]]]
@@ -288,9 +291,6 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         if path.suffix == ".parquet":
             write_table(path, tables[path.stem])
     behind = spec.written_behind(run, iteration)
-    for path, write in ctx.folders.items():
-        if path not in behind:
-            write_folder_atomic(path, write)
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
     manifest = {"key": key, "inputs": inputs, "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed,
@@ -299,7 +299,7 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         if path in ctx.unwritten:
             write_json_atomic(manifest_path(path), {"artifact": path.stem, "sha256": producer_identity(key, path),
                                                     "files": {}, **manifest, "removed": ctx.unwritten[path]})
-        elif path in ctx.folders and path in behind:  # its manifest is written when it lands
+        elif path in ctx.folders:  # its manifest is written when it lands
             write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
                                 functools.partial(write_manifest, path, manifest, producer_identity(key, path)))
         else:

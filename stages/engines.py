@@ -127,8 +127,6 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     start = time.perf_counter()
     pool = _POOL.get()
     build = functools.partial(build_engine, path, cfg, role)
-    if pool is None:
-        write_behind.wait(Path(path))
     engine = build() if pool is None else pool.get(role, Path(path), build)[0]
     timer = _LOAD_SECONDS.get()
     if timer is not None:

@@ -71,7 +71,7 @@ def _train(ctx: StageContext):
     policy = load_policy(ctx.run.checkpoint(i), cfg, role="trainer")
     state = ctx.run.optimizer_state(i) if i > 0 else None
     resume = live_optimizer("trainer", state)  # the optimizer that made `state`, still in memory (stages/engines.py)
-    if resume is None and state is not None and "removed" in read_manifest(state, verify=False, removed_ok=True):
+    if resume is None and state is not None and not written(state):
         resume = replayed(ctx, policy)
     metrics, optimizer, global_step, episodes = iteration_step(ctx, policy, state, resume)
     ctx.write_folder(f"{i + 1:04d}", policy.save)
@@ -102,8 +102,7 @@ def replayed(ctx: StageContext, policy) -> tuple[torch.optim.Optimizer, int]:
     replaying the train stages since the newest state written (or since checkpoint 0): training is
     deterministic, so the replayed weights must equal checkpoint i, which is checked."""
     run, i = ctx.run, ctx.iteration
-    start = max((k for k in range(1, i) if "removed" not in read_manifest(run.optimizer_state(k), verify=False,
-                                                                           removed_ok=True)), default=0)
+    start = max((k for k in range(1, i) if written(run.optimizer_state(k))), default=0)
     read_manifest(run.checkpoint(start))  # present and intact, or an error naming it
     log.info("train %04d: optimizer state %04d was not written; replaying train %04d-%04d", i, i, start, i - 1)
     policy.reload(run.checkpoint(start))
@@ -122,6 +121,11 @@ def replayed(ctx: StageContext, policy) -> tuple[torch.optim.Optimizer, int]:
                            f"{i:04d} ({len(differing)} tensors differ, e.g. {differing[0]}); the run was trained on "
                            f"another machine or code. Rerun from checkpoint {start:04d} with --force")
     return resume
+
+
+def written(state: Path) -> bool:
+    """Whether an optimizer state's bytes are on disk (not a tombstone of `optimizer_every` or retention)."""
+    return "removed" not in read_manifest(state, verify=False, removed_ok=True)
 
 
 def _outputs(metrics: list[dict], global_step: int, episodes: int):
@@ -171,7 +175,7 @@ def _train_distributed(ctx: StageContext):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
         if result.returncode or not (out / "done.json").is_file():
             first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", result.stderr, re.DOTALL)  # torchrun's summary
             tail = "\n".join(result.stderr.strip().splitlines()[-12:])
@@ -194,8 +198,9 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
     `train.episodes_per_iteration`), `step(optimizer, batch)` per batch under the warm-up + linear-decay
     schedule of peak `lr`, AdamW continued from `resume` (an optimizer and its global step) or from `state`
-    (through `load_state(state, model, optimizer)` where given). Returns the per-step metrics, the optimizer and the global step. The policy (`name`
-    "train", also each rank of a distributed one) and PPO's critic ("critic-train") train this way."""
+    (through `load_state(state, model, optimizer)` where given). Returns the per-step metrics, the optimizer
+    and the global step. The policy (`name` "train", also each rank of a distributed one) and PPO's critic
+    ("critic-train") train this way."""
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
