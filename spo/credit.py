@@ -99,3 +99,55 @@ def credit_split(
         else:
             after += blame
     return CreditSplit(negative, on_first, on_correct, after, correct_sum, correct_count)
+
+
+def net_credit(
+    responses: Sequence[Sequence[int]],
+    advantages: Sequence[Sequence[float]],
+    first_wrong: Sequence[int | None],
+) -> CreditSplit:
+    """The probe on the net credit of one prompt's rollouts: advantages summed per (state, token) pair first.
+
+    A policy-gradient step moves log p(token | state) by the sum of the advantages of every rollout of the
+    batch that took that token in that state, so where rollouts of one prompt share a prefix their advantages
+    add up, and cancel where the prefix led as often to success as to failure. GRPO gives every token of a
+    failed rollout the same blame, but a correct prefix that correct rollouts share nets out; the per-episode
+    split (`credit_split`) cannot show that. A pair is a response prefix; it is correct, the first wrong token
+    or after it by the same rule as in `credit_split`, and a shared prefix has one place in every rollout.
+    The PPO ratio, clipping, whitening and the KL term are left out: this is the step's first-order direction.
+
+    Args:
+        responses: the rollouts' response token ids (one prompt).
+        advantages: per-token advantages of each rollout (0 outside the loss mask).
+        first_wrong: each rollout's first wrong token, None when it has none.
+
+    Returns:
+        The split of the negative net mass; `correct_sum` and `correct_count` cover the correct pairs with a
+        non-zero net on the paths of failed rollouts.
+
+    Two rollouts share "5 6"; GRPO gives the correct one +1 per token and the failed one -1: only the wrong
+    token keeps any blame, where the per-episode split puts 1/3 of it there.
+
+    >>> net_credit([[5, 6, 7], [5, 6, 8]], [[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]], [None, 2])
+    CreditSplit(negative=1.0, on_first_wrong=1.0, on_correct=0.0, after=0.0, correct_sum=0.0, correct_count=0)
+    """
+    net: dict[tuple[int, ...], float] = {}
+    place: dict[tuple[int, ...], str] = {}
+    failed_path: set[tuple[int, ...]] = set()
+    for ids, advantage, wrong in zip(responses, advantages, first_wrong, strict=True):
+        if len(ids) != len(advantage):
+            raise ValueError(f"a response has {len(ids)} tokens but {len(advantage)} advantages")
+        for t, a in enumerate(advantage):
+            pair = tuple(ids[: t + 1])
+            net[pair] = net.get(pair, 0.0) + a
+            place[pair] = "correct" if wrong is None or t < wrong else "first" if t == wrong else "after"
+            if wrong is not None and t < wrong:
+                failed_path.add(pair)
+    blame = {pair: max(-value, 0.0) for pair, value in net.items()}
+    correct = [net[pair] for pair in failed_path if net[pair] != 0.0]
+
+    def mass(where: str) -> float:
+        return sum((value for pair, value in blame.items() if place[pair] == where), 0.0)
+
+    return CreditSplit(sum(blame.values(), 0.0), mass("first"), mass("correct"), mass("after"), sum(correct, 0.0),
+                       len(correct))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spo.credit import STOP, credit_split, first_wrong_token
+from spo.credit import STOP, credit_split, first_wrong_token, net_credit
 from spo.policy.tiny import build_char_tokenizer
 from spo.tasks import make_task
 from stages.credit import credit_counters, credit_rows
@@ -61,6 +61,28 @@ def test_credit_split_parts_add_up(advantages, data):
     assert math.isclose(split.on_first_wrong + split.on_correct + split.after, split.negative, abs_tol=1e-9)
     assert split.negative == pytest.approx(sum(max(-a, 0.0) for a in advantages))
 
+
+
+def test_net_credit_cancels_a_prefix_that_succeeds_as_often_as_it_fails():
+    # GRPO on one prompt: four rollouts share the correct " 1+2=", two finish right, two go wrong at 5 and 6
+    responses = [[1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 6, 7], [1, 2, 3, 4, 5, 8]]
+    advantages = [[1.0] * 6, [1.0] * 6, [-1.0] * 6, [-1.0] * 6]
+    net = net_credit(responses, advantages, [None, None, 4, 5])
+    assert net.on_correct == 0.0  # the shared prefix nets to 0; " 1+2=5" nets +1 (two right, one wrong)
+    assert (net.on_first_wrong, net.after, net.negative) == (2.0, 1.0, 3.0)  # 6 and 8 once each, 7 after 6
+    assert (net.correct_sum, net.correct_count) == (1.0, 1)  # the pair "5" on the failed path of rollout 4
+    per_episode = credit_split(advantages[2], [True] * 6, offset=0, first_wrong=4)
+    assert per_episode.on_correct == 4.0  # where the per-episode split blames the shared prefix
+
+
+@given(st.lists(st.lists(st.floats(-3, 3), min_size=1, max_size=8), min_size=1, max_size=6), st.data())
+def test_net_credit_without_shared_prefixes_is_the_episode_split(advantages, data):
+    responses = [[index, *range(len(a) - 1)] for index, a in enumerate(advantages)]  # distinct first tokens
+    wrong = [data.draw(st.one_of(st.none(), st.integers(0, len(a)))) for a in advantages]
+    net = net_credit(responses, advantages, wrong)
+    splits = [credit_split(a, [True] * len(a), offset=0, first_wrong=w) for a, w in zip(advantages, wrong)]
+    for field in ("negative", "on_first_wrong", "on_correct", "after"):
+        assert getattr(net, field) == pytest.approx(sum(getattr(s, field) for s in splits))
 
 @pytest.fixture(scope="module")
 def arith():
