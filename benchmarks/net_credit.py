@@ -84,11 +84,11 @@ def main() -> None:
                              f"(expected {arm}-s<seed>/run.json)")
         means = [run_means(RunDir(path.parent)) for path in runs]
         cells = []
-        for index in range(3):
+        for index, sign in ((0, ""), (1, ""), (2, "+")):  # shares, then a signed mean advantage
             for kind in ("episode", "net"):
                 values = [m[kind][index] for m in means]
                 spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-                cells.append(f"{statistics.fmean(values):.3f}{spread}")
+                cells.append(f"{statistics.fmean(values):{sign}.3f}{spread}")
         print(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
 
 
