@@ -62,7 +62,6 @@ def test_credit_split_parts_add_up(advantages, data):
     assert split.negative == pytest.approx(sum(max(-a, 0.0) for a in advantages))
 
 
-
 def test_net_credit_cancels_a_prefix_that_succeeds_as_often_as_it_fails():
     # GRPO on one prompt: four rollouts share the correct " 1+2=", two finish right, two go wrong at 5 and 6
     responses = [[1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 6, 7], [1, 2, 3, 4, 5, 8]]
@@ -83,6 +82,7 @@ def test_net_credit_without_shared_prefixes_is_the_episode_split(advantages, dat
     splits = [credit_split(a, [True] * len(a), offset=0, first_wrong=w) for a, w in zip(advantages, wrong)]
     for field in ("negative", "on_first_wrong", "on_correct", "after"):
         assert getattr(net, field) == pytest.approx(sum(getattr(s, field) for s in splits))
+
 
 @pytest.fixture(scope="module")
 def arith():
