@@ -1,8 +1,9 @@
 """`spo`: the command line. Each subcommand builds a config and calls one flow or stage; no logic here.
 
-    spo run [--preset NAME] [--set key=value ...] [--run DIR] [--until N | --more N]
+    spo run [--preset NAME] [--set key=value ...] [--run DIR] [--until N | --more N] [--from N]
+    spo fork DIR NEW --from N [--set key=value ...]
     spo compare NAME|FILE [--seeds 1,2,3] [--parallel N]
-    spo stage NAME --run DIR --iteration N [--force]
+    spo stage NAME --run DIR --iteration N [--force]   (says cached or stale; --force recomputes)
     spo eval DIR          (evaluate the newest checkpoint without an evaluation)
     spo gc DIR --keep-last N [--dry-run]
     spo verify DIR        (re-hash every artifact and checkpoint against its manifest)
@@ -34,6 +35,10 @@ QUIET_DEFAULTS = {
 }
 
 
+_INTERRUPT: dict = {}
+"""What the running subcommand says when interrupted ("describe") and does first ("on_signal")."""
+
+
 def _config_from_args(args, base=None):
     """The preset (or `base`, an existing run's config) with the --set overrides, checked against this machine."""
     from spo.config import ConfigError
@@ -57,20 +62,52 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_run(args) -> int:
+    from stages.history import reopen
     from stages.lock import run_lock
-    from stages.run_dir import RunDir, create_run
+    from stages.registry import trained_iterations
+    from stages.run_dir import RunDir
 
     existing = args.run and RunDir(Path(args.run)).config_path.is_file()
     if args.more is not None and not existing:
         raise FileNotFoundError(f"--more continues an existing run; {args.run or '--run'}: no run.json there")
     cfg = _config_from_args(args, RunDir(Path(args.run)).config() if existing else None)
+    if args.more is not None:  # past the configured end: the run grows (a frontier change, recorded)
+        trained = trained_iterations(RunDir(Path(args.run)), cfg)
+        cfg = cfg.with_overrides([f"iterations={max(cfg.iterations, trained + args.more)}"])
     root = _run_dir(args, cfg)
+    _INTERRUPT["describe"] = lambda: _progress(root)
     from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
 
-    with run_lock(root, "spo run"), prefect_api(root):  # a config change is a write too
-        run = create_run(root, cfg)
-        spo_run(str(run.root), until=args.until, more=args.more)
+    with run_lock(root, "spo run"):  # a config change is a write too
+        run = reopen(root, cfg, args.from_iteration)
+    with prefect_api(root):
+        spo_run(str(run.root), until=args.until, more=args.more, from_iteration=args.from_iteration)
     print(f"run: {run.root}")
+    return 0
+
+
+def _progress(root: Path) -> str:
+    """What an interrupted run has finished, and the command that resumes it (flows/interrupts.py)."""
+    from stages.registry import trained_iterations
+    from stages.run_dir import RunDir
+
+    run = RunDir(Path(root))
+    if not run.config_path.is_file():
+        return "nothing finished"
+    trained = trained_iterations(run, run.config())
+    done = f"{trained} iterations trained" if trained else "no iteration trained yet"
+    return f"{done}; finished stages are kept; resume with: spo run --run {root}"
+
+
+def cmd_fork(args) -> int:
+    from stages.history import fork
+    from stages.run_dir import RunDir
+
+    source = RunDir(Path(args.dir))
+    cfg = _config_from_args(args, source.config())
+    run, shared = fork(source, Path(args.new), cfg, args.from_iteration)
+    print(f"forked {source.root} into {run.root} from iteration {args.from_iteration}: {shared} stages shared by "
+          f"hard link; continue with: spo run --run {run.root}")
     return 0
 
 
@@ -93,6 +130,10 @@ def cmd_compare(args) -> int:
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
     from stages.compare import comparison_dir
 
+    from flows.spo_compare import stop_children
+
+    _INTERRUPT.update(on_signal=stop_children, describe=lambda: f"finished runs and stages are kept; resume with: "
+                                                                f"spo compare {args.comparison}")
     with prefect_api(comparison_dir(comparison, args.root and Path(args.root))):
         print(flow(args.comparison, seeds, threads, args.root, arms))
     return 0
@@ -149,19 +190,22 @@ def cmd_serve(args) -> int:
         raise ValueError("--more needs a training schedule: --run-cron or --run-interval")
     if args.eval_cron is not None or args.eval_interval is not None:
         schedules.append(Schedule("eval", cron=args.eval_cron, interval=args.eval_interval))
+    _INTERRUPT["describe"] = lambda: f"stopped serving {args.dir}; a scheduled run that was running resumes " \
+                                     f"with: spo run --run {args.dir}"
     serve(Path(args.dir), schedules)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from stages.run_dir import create_run
+    from stages.history import reopen
 
     start = time.perf_counter()
     cfg = _config_from_args(args)
     from flows.spo_run import spo_run
     from stages.summary import summary_markdown
 
-    run = create_run(_run_dir(args, cfg), cfg)
+    _INTERRUPT["describe"] = lambda: _progress(_run_dir(args, cfg))
+    run = reopen(_run_dir(args, cfg), cfg)
     with prefect_api(run.root):
         rows = spo_run(str(run.root))
     print(summary_markdown(rows))
@@ -176,23 +220,34 @@ def cmd_demo(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    from stages.history import CACHED, UNFINISHED, stage_status
     from stages.registry import find_stage
     from stages.run_dir import RunDir
 
-    function, _ = find_stage(args.name, RunDir(Path(args.run)).config())
-    report = function(Path(args.run), args.iteration, force=args.force)
-    print(f"{report.stage} {report.iteration:04d}: rows {report.rows}, {report.seconds} s, "
-          f"{'cached' if report.cached else 'computed'}, counters {report.counters}")
+    run = RunDir(Path(args.run))
+    function, spec = find_stage(args.name, run.config())
+    status = UNFINISHED if args.force else stage_status(spec, run, args.iteration)
+    report = function(run.root, args.iteration, force=args.force)
+    if status == UNFINISHED:
+        status = "cached" if report.cached else "computed"
+    elif status != CACHED:
+        status += "; kept as it is (--force recomputes it)"
+    print(f"{report.stage} {report.iteration:04d}: {status}; rows {report.rows}, {report.seconds} s, "
+          f"counters {report.counters}")
     return 0
 
 
 def cmd_inspect(args) -> int:
+    from stages.history import history_text
     from stages.inspect_run import inspect_run, tree_text
+    from stages.run_dir import RunDir
 
     if args.tree is not None:
         print(tree_text(Path(args.dir), args.iteration or 0, args.tree))
     else:
         print(inspect_run(Path(args.dir), args.iteration, args.stage))
+        if args.iteration is None and args.stage is None:  # the whole run: what made it
+            print("\nhistory (stages/history.py):\n" + history_text(RunDir(Path(args.dir))))
     return 0
 
 
@@ -220,8 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     span = p.add_mutually_exclusive_group()
     span.add_argument("--until", type=int, help="stop after this many iterations (default: config iterations)")
     span.add_argument("--more", type=int, help="continue an existing run: train N iterations after the trained "
-                                               "ones (never past the config's iterations)")
+                                               "ones (past the config's iterations, the run grows)")
+    p.add_argument("--from", dest="from_iteration", type=int, metavar="N",
+                   help="recompute every stale stage from iteration N on (after a config change that finished "
+                        "stages read, or a code change); older outputs go to superseded/")
     p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("fork", help="a new run that shares a run's iterations before N by hard links and "
+                                    "continues with a changed config; the source run is never modified")
+    p.add_argument("dir")
+    p.add_argument("new")
+    p.add_argument("--from", dest="from_iteration", type=int, required=True, metavar="N",
+                   help="share the warm start and iterations 0..N-1 (and checkpoint N's evaluation)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a config field (see `spo config`)")
+    p.set_defaults(handler=cmd_fork, preset=None)
     p = sub.add_parser("demo", help="the CPU demo: warm start a tiny model, train it with SPO, plot")
     _add_config_options(p, "tiny")
     p.set_defaults(handler=cmd_demo)
@@ -238,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--run", required=True)
     p.add_argument("--iteration", type=int, required=True)
-    p.add_argument("--force", action="store_true", help="recompute even if finished (the old output is kept "
-                                                        "under superseded/)")
+    p.add_argument("--force", action="store_true", help="recompute even if finished (the old output moves to "
+                                                        "superseded/ once the new one has landed)")
     p.set_defaults(handler=cmd_stage)
     p = sub.add_parser("inspect", help="summarise a run or one iteration's artifacts")
     p.add_argument("dir")
@@ -290,8 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     from stages.artifacts import ArtifactError
     from stages.lock import RunLockedError
 
+    from flows.interrupts import Interrupted, interruptible
+
+    _INTERRUPT.clear()
     try:
-        return args.handler(args)
+        with interruptible(lambda: _INTERRUPT.get("describe", lambda: "stopped")(),
+                           lambda: _INTERRUPT.get("on_signal", lambda: None)()):
+            return args.handler(args)
+    except Interrupted as stop:
+        return stop.status
     except (ValueError, FileNotFoundError, FileExistsError, RunLockedError, ArtifactError) as error:
         if debug:
             raise

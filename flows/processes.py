@@ -65,7 +65,10 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
-    server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509 (no threads yet)
+    # a session of its own: a terminal's Ctrl-C reaches spo, which stops the server once the flow has reported
+    # the interrupt to it (flows/interrupts.py); PR_SET_PDEATHSIG still ends it with us
+    server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads yet)
+                              start_new_session=True)
     try:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + timeout

@@ -35,6 +35,16 @@ from stages.registry import unfinished_stages
 from stages.run_dir import REPO_ROOT, load_comparison
 
 
+CHILDREN: set[subprocess.Popen] = set()
+"""The `spo run` processes running now (`stop_children` ends them on an interrupt)."""
+
+
+def stop_children() -> None:
+    """Send SIGTERM to every child run: each stops within seconds, resumable (flows/interrupts.py)."""
+    for child in list(CHILDREN):
+        child.terminate()
+
+
 @task(task_run_name="{label}", retries=0)
 def run_process(run: str, label: str, api_url: str, threads: int, log: str, until: int | None = None) -> None:
     """`spo run --run RUN` in a child process that reports to `api_url`; its output goes to `log`."""
@@ -44,8 +54,13 @@ def run_process(run: str, label: str, api_url: str, threads: int, log: str, unti
     env = {**os.environ, "PREFECT_API_URL": api_url, "OMP_NUM_THREADS": str(threads), "SPO_PROGRESS": "0"}
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
-                              preexec_fn=die_with_parent).returncode  # noqa: PLW1509 (this thread waits for it)
+        child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
+        CHILDREN.add(child)
+        try:
+            code = child.wait()
+        finally:
+            CHILDREN.discard(child)
     if code:
         tail = Path(log).read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"{label}: `spo run --run {run}` exited with {code}; log {log}:\n" + "\n".join(tail))

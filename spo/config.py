@@ -12,6 +12,7 @@ take a config: stages read the fields they need and pass plain values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -44,6 +45,12 @@ def within(low: float, high: float, open_low: bool = False, open_high: bool = Fa
         return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
 
     return _rule(test, f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}")
+
+
+FRONTIER = {"frontier": True}
+"""Field metadata: the field only affects work not yet done (where and how work runs, what is logged and kept,
+how far the run goes). No stage key reads it, so a changed value applies from a run's frontier and never
+makes finished stages stale (docs/architecture.md#history)."""
 
 
 def one_of(names: Callable[[], Any]) -> dict:
@@ -136,14 +143,14 @@ class ModelConfig(_Checked):
     _section: ClassVar[str] = "model."
     path: str = "realtreetune/rho-1b-sft-GSM8K"
     """Local folder or hub id of a Hugging Face causal LM (reference: RhoMath-1.1B SFT); empty builds `tiny`."""
-    engine: str = field(default="transformers", metadata=one_of(_engines))
+    engine: str = field(default="transformers", metadata={**one_of(_engines), **FRONTIER})
     """Sampling engine: "transformers" (tested everywhere) or "vllm" (optional extra)."""
     dtype: str = field(default="auto", metadata=one_of(lambda: ("auto", *_dtypes())))
     """"auto" (bf16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16"."""
-    device: str = field(default="auto", metadata=_rule(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-                                                       "'auto', 'cpu', 'cuda' or 'cuda:N'"))
+    device: str = field(default="auto", metadata={**_rule(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                                                          "'auto', 'cpu', 'cuda' or 'cuda:N'"), **FRONTIER})
     """"auto", "cpu", "cuda" or "cuda:N"."""
-    vllm_options: dict[str, Any] = field(default_factory=dict)
+    vllm_options: dict[str, Any] = field(default_factory=dict, metadata=FRONTIER)
     """Extra keyword arguments of `vllm.LLM` when `engine = "vllm"` (e.g. {"enforce_eager": true})."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the locally built model when `path` is empty."""
@@ -299,9 +306,9 @@ class TrainConfig(_Checked):
     """Weight of the k3 KL to the initial policy, in the loss."""
     whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
-    world_size: int = field(default=1, metadata=at_least(1))
+    world_size: int = field(default=1, metadata={**at_least(1), **FRONTIER})
     """Data-parallel processes of the train stage (torch.distributed.run); 1 trains in the flow's process."""
-    sharding: str = field(default="ddp", metadata=one_of(lambda: ("ddp", "fsdp")))
+    sharding: str = field(default="ddp", metadata={**one_of(lambda: ("ddp", "fsdp")), **FRONTIER})
     """With world_size > 1: "ddp" (a full copy per process, gradients summed) or "fsdp" (FSDP2, parameters,
     gradients and optimizer state sharded per decoder layer, for a model that does not fit one device)."""
 
@@ -337,7 +344,7 @@ class EvalConfig(_Checked):
     """Held-out evaluation of a checkpoint (docs/design.md#evaluation)."""
 
     _section: ClassVar[str] = "eval."
-    every: int = field(default=10, metadata=at_least(1))
+    every: int = field(default=10, metadata={**at_least(1), **FRONTIER})
     """Evaluate after every this many iterations (and after the last)."""
     questions: int = field(default=256, metadata=at_least(0))
     """Test questions evaluated (the first ones of the test split); 0 means all."""
@@ -436,14 +443,15 @@ class LogConfig(_Checked):
 class RunConfig(_Checked):
     """Everything a run needs; stored resolved in `run.json`."""
 
-    name: str = field(default="run", metadata=_rule(lambda v: bool(v.strip()), "a non-empty name"))
+    name: str = field(default="run", metadata={**_rule(lambda v: bool(v.strip()), "a non-empty name"), **FRONTIER})
     """Run name; the run directory defaults to `data/runs/<name>`."""
     seed: int = field(default=42, metadata=at_least(0))
     """Run seed; every sampling request derives its own seed from it (docs/design.md#seeds)."""
     algorithm: str = field(default="spo-chain", metadata=one_of(lambda: ALGORITHMS))
     """"spo-chain" (also GRPO/RLOO/baselines, by partition and advantage) or "spo-tree"."""
-    iterations: int = field(default=1000, metadata=at_least(1))
-    """Policy iterations; also the horizon of the learning-rate decay."""
+    iterations: int = field(default=1000, metadata={**at_least(1), **FRONTIER})
+    """Policy iterations; also the horizon of the learning-rate decay from the iteration where it was set on
+    (docs/design.md#optimizer): raising it extends a run."""
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -456,9 +464,9 @@ class RunConfig(_Checked):
     critic: CriticConfig = field(default_factory=CriticConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig, metadata=FRONTIER)
+    launch: LaunchConfig = field(default_factory=LaunchConfig, metadata=FRONTIER)
+    log: LogConfig = field(default_factory=LogConfig, metadata=FRONTIER)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -497,14 +505,25 @@ class RunConfig(_Checked):
         return RunConfig.from_dict(data, where)
 
     def section_hash(self, *names: str) -> str:
-        """Short content hash of the named fields or sections, dotted for nested ones (stage cache keys).
+        """Short content hash of the named fields or sections, dotted for nested ones (stage cache keys), without
+        their frontier fields (`FRONTIER`).
 
         >>> RunConfig().section_hash("sample.top_p") == RunConfig(seed=1).section_hash("sample.top_p")
         True
+        >>> RunConfig().section_hash("eval") == RunConfig(eval=EvalConfig(every=5)).section_hash("eval")
+        True
         """
         data = self.to_dict()
+        for name in frontier_fields():
+            *path, leaf = name.split(".")
+            node = data
+            for part in path:
+                node = node[part]
+            node.pop(leaf)
         chosen = {}
         for name in names:
+            if name in frontier_fields():
+                raise ValueError(f"{name}: a frontier field (spo.config.FRONTIER) is never part of a stage key")
             value = data
             for part in name.split("."):
                 value = value[part]
@@ -678,6 +697,46 @@ def _parse_value(raw: str, kind: Any, where: str) -> Any:
         return json.loads(raw)
     except ValueError as error:
         raise ValueError(f"{where}: cannot parse {raw!r} as {getattr(kind, '__name__', kind)}: {error}")
+
+
+@functools.cache
+def frontier_fields(cls: type | None = None, prefix: str = "") -> frozenset[str]:
+    """Dotted names of the fields (or whole sections) marked `FRONTIER`.
+
+    >>> sorted(n for n in frontier_fields() if n.startswith("model."))
+    ['model.device', 'model.engine', 'model.vllm_options']
+    """
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("frontier"):
+            out.add(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out |= frontier_fields(hints[f.name], f"{prefix}{f.name}.")
+    return frozenset(out)
+
+
+def changed_fields(old: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Dotted name -> (old, new) of every leaf field (or whole `options`-like dict) whose value differs.
+
+    >>> changed_fields(RunConfig(), RunConfig().with_overrides(["train.lr=2e-6", "iterations=5"]))
+    {'iterations': (1000, 5), 'train.lr': (1e-06, 2e-06)}
+    """
+    def value(data: dict, name: str) -> Any:
+        for part in name.split("."):
+            data = data[part]
+        return data
+
+    before, after = old.to_dict(), new.to_dict()
+    return {name: (value(before, name), value(after, name)) for name, _, _ in sorted(field_docs())
+            if value(before, name) != value(after, name)}
+
+
+def is_frontier(name: str) -> bool:
+    """Whether dotted field `name` is, or lies in, a frontier field or section."""
+    parts = name.split(".")
+    return any(".".join(parts[:k]) in frontier_fields() for k in range(1, len(parts) + 1))
 
 
 def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -31,6 +31,7 @@ def _reads(run: RunDir, i: int) -> list[Path]:
 
 SPEC = StageSpec(
     name="advantages",
+    module=__name__,
     reads=_reads,
     writes=lambda run, i: [run.artifact(i, "episodes")],
     config=("advantage", "partition.tau"),

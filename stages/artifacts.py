@@ -1,16 +1,18 @@
 """Reading, writing and keying stage artifacts: the machinery every stage shares.
 
 A stage declares what it reads and writes (`StageSpec`). `execute` then:
-1. computes the stage key from the identities of its inputs (from their manifests, each checked against
-   the file: the content hash, or for a folder written behind the flow its producer's key, `identity`),
-   the config sections it reads, the run seed and the code version;
-2. returns the stored report when every output exists, is intact and carries that key (nothing
-   recomputed);
-3. otherwise moves outputs made under another key to `superseded/` (never lost), calls the stage
-   body, validates each table against `schemas/`, writes it to a temporary name, renames it, and
-   writes the manifest last. An artifact without a manifest is unfinished and is never read.
-All of this runs under the run-directory lock (`stages.lock`), which also makes any temporary file
-left beside an output by a killed writer safe to delete.
+1. returns the stored report when every output exists and is intact: a finished stage is history, kept
+   whatever code or config made it (docs/architecture.md#history); `force` recomputes it;
+2. otherwise computes the stage key from the identities of its inputs (from their manifests, each checked
+   against the file: the content hash, or for a folder written behind the flow its producer's key,
+   `identity`), the config sections it reads and the run seed, calls the stage body, validates each table
+   against `schemas/`, writes it to a temporary name, moves the output it replaces (if any) to
+   `superseded/` and renames the new one into place, and writes the manifest last. An artifact without a
+   manifest is unfinished and is never read.
+Each manifest also records the stage's code fingerprint (stages/fingerprint.py), the source version and the
+package versions, so `spo stage` and `spo inspect` can say what made it. All of this runs under the
+run-directory lock (`stages.lock`), which also makes any temporary file left beside an output by a killed
+writer safe to delete.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from spo.config import RunConfig
 from stages import write_behind
 from stages.checksums import ChecksumError, check_records, combined_hash, file_records
 from stages.engines import load_timer
+from stages.fingerprint import fingerprint, source_version
 from stages.lock import run_lock
-from stages.run_dir import REPO_ROOT, RunDir, write_json_atomic
+from stages.run_dir import RunDir, package_versions, repair_hint, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ class StageSpec:
     """Output paths; `.parquet` ones are tables of the artifact named by the file stem."""
     config: tuple[str, ...]
     """Config sections or dotted fields the stage reads (part of its key)."""
+    module: str
+    """The module that defines the stage (`__name__` there): its code fingerprint is the stage's
+    (stages/fingerprint.py)."""
     written_behind: Callable[[RunDir, int], list[Path]] = lambda run, i: []
     """Folder outputs the body hands to `StageContext.write_folder`: inside a flow they are written in the
     background (stages/write_behind.py), so they are identified by this stage's key, not by their bytes."""
@@ -84,6 +90,8 @@ class StageContext:
     iteration: int
     cfg: RunConfig
     spec: StageSpec
+    aside: Path | None = None
+    """Where outputs this run replaces go once their replacement has landed (`superseded/<stage>-<time>/`)."""
     folders: dict[Path, Callable[[Path], None]] = field(default_factory=dict)
     """Folder outputs to write after the body (`write_folder`)."""
     unwritten: dict[Path, str] = field(default_factory=dict)
@@ -137,7 +145,7 @@ def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False, ful
     """
     mpath = manifest_path(path)
     if not mpath.is_file():
-        raise ArtifactError(f"{path}: unfinished or missing (no manifest {mpath.name}); run the stage that makes it")
+        raise ArtifactError(f"{path}: unfinished or missing (no manifest {mpath.name}); {repair_hint(path)}")
     manifest = json.loads(mpath.read_text())
     if "removed" in manifest:
         if removed_ok:
@@ -151,7 +159,7 @@ def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False, ful
         try:
             check_records(path, manifest["files"], full=full)
         except ChecksumError as error:
-            raise ArtifactError(str(error)) from None
+            raise ArtifactError(f"{error}; {repair_hint(path)}") from None
     return manifest
 
 
@@ -167,8 +175,9 @@ def read_table(path: Path) -> pa.Table:
     return table
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    """Validate against the artifact's schema, write to a temporary name, then rename."""
+def write_table(path: Path, table: pa.Table, aside: Path | None = None) -> None:
+    """Validate against the artifact's schema, write to a temporary name, move the artifact it replaces (if
+    any) to `aside`, then rename."""
     expected = schemas.schema_for(path)
     schemas.validate(table, expected, path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -178,18 +187,8 @@ def write_table(path: Path, table: pa.Table) -> None:
     except BaseException:  # e.g. a full disk: leave no partial file behind, then fail as before
         tmp.unlink(missing_ok=True)
         raise
+    supersede([path], aside)
     tmp.replace(path)
-
-
-@functools.cache
-def code_version() -> str:
-    """Hash of the sources that decide artifact contents (spo/, stages/, schemas/), once per process: a
-    process runs the code it imported."""
-    digest = hashlib.sha256()
-    for folder in ("spo", "stages", "schemas"):
-        for file in sorted((REPO_ROOT / folder).rglob("*.py")):
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def identity(path: Path, verify: bool = True, removed_ok: bool = True) -> str:
@@ -206,22 +205,23 @@ def producer_identity(key: str, path: Path) -> str:
 
 
 def stage_key(spec: StageSpec, run: RunDir, iteration: int, cfg: RunConfig) -> str:
-    """Identities of the inputs (as recorded, after the cheap check) + config sections + seed + code
-    version, hashed. An input removed by retention still has its recorded hash."""
+    """Identities of the inputs (as recorded, after the cheap check) + config sections + seed, hashed. An
+    input removed by retention still has its recorded hash. The code is not part of it: it has a fingerprint
+    of its own (stages/fingerprint.py), so new code never makes finished work unfinished."""
     inputs = [identity(p) for p in spec.reads(run, iteration)]
-    text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed, code_version()])
+    text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str) -> StageReport | None:
-    """The stored report if every output is finished, intact and made under `key`."""
+def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str | None = None) -> StageReport | None:
+    """The stored report if every output is finished and intact (and made under `key`, when given)."""
     reports = []
     for path in spec.writes(run, iteration):
         try:
             manifest = read_manifest(path, removed_ok=True)  # removed by retention after it finished
         except ArtifactError:
             return None
-        if manifest["key"] != key:
+        if key is not None and manifest["key"] != key:
             return None
         reports.append(manifest["report"])
     report = StageReport(**reports[0])
@@ -229,9 +229,12 @@ def finished_report(spec: StageSpec, run: RunDir, iteration: int, key: str) -> S
     return report
 
 
-def supersede(paths: list[Path], folder: Path) -> None:
-    """Move existing outputs (and their manifests) into `folder`, keeping them."""
+def supersede(paths: list[Path], folder: Path | None) -> None:
+    """Move existing outputs (and their manifests) into `folder`, keeping them; with no folder there must be
+    none."""
     for path in paths:
+        if folder is None and (path.exists() or manifest_path(path).exists()):
+            raise FileExistsError(f"{path}: exists; a stage replaces outputs only through `execute`")
         for item in (manifest_path(path), path):  # manifest first: interrupted here, the output is unfinished
             if item.exists():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -252,7 +255,7 @@ def remove_stale_temporaries(paths: list[Path]) -> None:
 
 
 def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force: bool = False) -> StageReport:
-    """Run a stage unless its outputs are finished under the same key (see the module docstring).
+    """Run a stage unless its outputs are finished (or with `force`; see the module docstring).
 
     Raises:
         stages.lock.RunLockedError: another live process writes to the run.
@@ -262,13 +265,13 @@ def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force
 
 
 def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force: bool) -> StageReport:
+    if not force:
+        stored = finished_report(spec, run, iteration)
+        if stored is not None:
+            log.info("%s %04d: finished, nothing to do", spec.name, iteration)
+            return stored
     cfg = run.config()
     key = stage_key(spec, run, iteration, cfg)
-    if not force:
-        stored = finished_report(spec, run, iteration, key)
-        if stored is not None:
-            log.info("%s %04d: finished under the same inputs, nothing to do", spec.name, iteration)
-            return stored
     # fail before any work when an input is gone (stage_key has checked the files of the others)
     rebuilt = spec.rebuilds(run, iteration)
     inputs = {str(p.relative_to(run.root)): identity(p, verify=False, removed_ok=p in rebuilt)
@@ -276,10 +279,10 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
     outputs = spec.writes(run, iteration)
     remove_stale_temporaries(outputs)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
-    supersede(outputs, run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}")
+    aside = run.iteration_dir(iteration) / "superseded" / f"{spec.name}-{stamp}"
     run.iteration_dir(iteration).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ctx = StageContext(run, iteration, cfg, spec)
+    ctx = StageContext(run, iteration, cfg, spec, aside)
     with load_timer() as loads:
         tables, counters = body(ctx)
     if loads:
@@ -289,19 +292,21 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         raise RuntimeError(f"stage {spec.name!r} returned tables {sorted(tables)}, declared {sorted(declared)}")
     for path in outputs:
         if path.suffix == ".parquet":
-            write_table(path, tables[path.stem])
+            write_table(path, tables[path.stem], aside)
     behind = spec.written_behind(run, iteration)
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
     manifest = {"key": key, "inputs": inputs, "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed,
-                "code_version": code_version(), "created": stamp, "report": asdict(report)}
+                "code": fingerprint(spec.module), "source": source_version(), "versions": package_versions(),
+                "created": stamp, "report": asdict(report)}
     for path in outputs:  # manifests last: an output without one is unfinished
         if path in ctx.unwritten:
+            supersede([path], aside)
             write_json_atomic(manifest_path(path), {"artifact": path.stem, "sha256": producer_identity(key, path),
                                                     "files": {}, **manifest, "removed": ctx.unwritten[path]})
         elif path in ctx.folders:  # its manifest is written when it lands
             write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
-                                functools.partial(write_manifest, path, manifest, producer_identity(key, path)))
+                                functools.partial(write_manifest, path, manifest, producer_identity(key, path)), aside)
         else:
             write_manifest(path, manifest, producer_identity(key, path) if path in behind else None)
     log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
@@ -325,6 +330,5 @@ def cache_key(spec: StageSpec, run: RunDir, iteration: int) -> str | None:
 
 
 def is_finished(spec: StageSpec, run: RunDir, iteration: int) -> bool:
-    """Whether the stage's outputs are finished and intact under its current key."""
-    key = cache_key(spec, run, iteration)
-    return key is not None and finished_report(spec, run, iteration, key) is not None
+    """Whether the stage's outputs are finished and intact (under whatever key: history)."""
+    return finished_report(spec, run, iteration) is not None

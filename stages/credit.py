@@ -25,6 +25,7 @@ from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="credit",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "episodes"), run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "credit")],
     config=("task", "prompt", "partition.tau"),

@@ -27,22 +27,25 @@ from stages.train import optimize, save_optimizer_state
 
 INIT = StageSpec(
     name="critic-init",
+    module=__name__,
     reads=lambda run, i: [run.checkpoint(0)],
     writes=lambda run, i: [run.critic(0)],
-    config=("model.device",),
+    config=(),
 )
 VALUES = StageSpec(
     name="critic-values",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.critic(i), run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "critic_values")],
-    config=("model.device",),
+    config=(),
 )
 TRAIN = StageSpec(
     name="critic-train",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "episodes"), run.artifact(i, "critic_values"), run.critic(i),
                           run.tokenizer(), *([run.critic_optimizer_state(i)] if i > 0 else [])],
     writes=lambda run, i: [run.critic(i + 1), run.critic_optimizer_state(i + 1), run.artifact(i, "critic_metrics")],
-    config=("critic", "train", "iterations", "model.device"),
+    config=("critic", "train"),
 )
 
 
@@ -63,7 +66,7 @@ def critic_train(run: Path, iteration: int, force: bool = False) -> StageReport:
 
 def _init(ctx: StageContext):
     model = create_critic(ctx.run.checkpoint(0), seed=derive_seed(ctx.cfg.seed, 0, "critic-init", "head") % 2**31)
-    write_folder_atomic(ctx.output("0000-critic"), model.save_pretrained)
+    write_folder_atomic(ctx.output("0000-critic"), model.save_pretrained, aside=ctx.aside)
     return {}, {"critic/parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -95,8 +98,8 @@ def _train(ctx: StageContext):
 
     state = ctx.run.critic_optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
     metrics, optimizer, global_step = optimize(model, state, episodes, cfg.critic.lr, ctx, "critic-train", step)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained, aside=ctx.aside)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic-optimizer"),
-                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step))
+                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step), aside=ctx.aside)
     return {"critic_metrics": pa.Table.from_pylist(metrics, schema=CRITIC_METRICS)}, {
         "critic/steps": len(metrics), "loss/value": metrics[-1]["loss"] if metrics else 0.0}

@@ -22,6 +22,7 @@ from stages.shards import sharding
 
 SPEC = StageSpec(
     name="evaluate",
+    module=__name__,
     reads=lambda run, c: [run.checkpoint(c)],
     writes=lambda run, c: [run.artifact(c, "eval")],
     config=("task", "prompt", "eval", "model", "sample.max_new_tokens", "sample.context_size"),

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="generate",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(i)],
     writes=lambda run, i: [run.artifact(i, "rollouts")],
     config=("task", "sample", "model"),

@@ -15,6 +15,7 @@ from stages.run_dir import RunDir
 
 SPEC = StageSpec(
     name="partition",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.tokenizer()],  # for "steps"
     writes=lambda run, i: [run.artifact(i, "boundaries")],
     config=("partition",),

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="prompts",
+    module=__name__,
     reads=lambda run, i: [run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "prompts")],
     config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size"),

@@ -25,6 +25,7 @@ from stages.shards import sharding
 
 SPEC = StageSpec(
     name="resample",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.artifact(i, "boundaries"), run.checkpoint(i)],
     writes=lambda run, i: [run.artifact(i, "mc_samples"), run.artifact(i, "values")],
     config=("task", "sample", "resample", "model"),

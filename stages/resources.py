@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spo.config import PromptConfig, RunConfig
 from spo.tasks import TASKS, Example, Task, make_task
-from stages.run_dir import REPO_ROOT
+from stages.run_dir import REPO_ROOT, require_folder
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 """Default home of the benchmark data: the read-only copy beside the checkout."""
@@ -49,15 +49,17 @@ def load_tokenizer(path: Path):
     """The tokenizer saved with a checkpoint, without loading any weights."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(require_folder(path, "the tokenizer"))
 
 
-def write_folder_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary folder beside `path`, then rename it into place."""
+def write_folder_atomic(path: Path, write: Callable[[Path], None], aside: Path | None = None) -> None:
+    """Let `write` fill a temporary folder beside `path`; only then move the folder it replaces (if any) to
+    `aside` and rename the new one into place, so an interrupted recompute leaves the old one where it was."""
+    from stages.artifacts import supersede  # the manifest rules live there; artifacts imports this module
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     write(tmp)
-    if path.exists():
-        raise FileExistsError(f"{path}: exists; move it aside first (stages/artifacts.py supersedes outputs)")
+    supersede([path], aside)
     os.replace(tmp, path)

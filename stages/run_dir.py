@@ -2,8 +2,8 @@
 
 ```
 data/runs/<run>/
-  run.json                         resolved config, seed, package versions
-  history/run-<time>.json          earlier configs of the same run, when it was changed
+  run.json                         resolved config, seed, package versions, the changes of its config
+  history/run-<time>.json          earlier configs of the same run, when it was changed (docs/architecture.md#history)
   tokenizer/                       the tokenizer (with checkpoint 0), for stages that only tokenize
   checkpoints/0000/                Hugging Face format; checkpoint i is the policy of iteration i
   checkpoints/0000.manifest.json   how it was made (inputs, config, code version, content hashes)
@@ -23,8 +23,9 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from spo.config import ArmConfig, ComparisonConfig, RunConfig
+from spo.config import ArmConfig, ComparisonConfig, RunConfig, changed_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
@@ -51,6 +52,23 @@ class RunDir:
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.config_path}: no run here (create one with `spo run`)") from None
         return _parsed_config(self.config_path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def changes(self) -> list[dict]:
+        """The config changes of this run, oldest first: {"time", "from_iteration", "fields": {name: [old, new]},
+        "how"} with `how` "frontier" (applied to work not yet done), "from" (`spo run --from`) or "fork"."""
+        return json.loads(self.config_path.read_text()).get("changes", [])
+
+    def value_at(self, name: str, iteration: int) -> Any:
+        """The value config field `name` had when iteration `iteration` ran: its value now, unless a change
+        from a later iteration set it (the learning-rate horizon of an extended run, docs/design.md#optimizer).
+        """
+        value = self.config().to_dict()
+        for part in name.split("."):
+            value = value[part]
+        for change in reversed(self.changes()):
+            if change["from_iteration"] > iteration and name in change["fields"]:
+                value = change["fields"][name][0]
+        return value
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.root / "iterations" / f"{iteration:04d}"
@@ -91,6 +109,22 @@ class RunDir:
         return sorted(found)
 
 
+def repair_hint(path: Path) -> str:
+    """The commands that check and repair the run that holds `path` (for errors about a damaged run)."""
+    root = next((p for p in Path(path).absolute().parents if (p / "run.json").is_file()), None)
+    if root is None:
+        return "it is not inside a run (no run.json above it)"
+    return f"`spo verify {root}` checks every artifact, `spo run --run {root}` makes missing ones again"
+
+
+def require_folder(path: Path, what: str) -> Path:
+    """`path` if it is a folder; else a FileNotFoundError naming it, what it is and how to repair the run (a
+    missing folder would otherwise be taken for a hub id by transformers)."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: {what} is missing; {repair_hint(path)}")
+    return Path(path)
+
+
 @functools.lru_cache(maxsize=64)
 def _parsed_config(path: Path, inode: int, mtime_ns: int, size: int) -> RunConfig:
     """run.json parsed and checked; cached by the file's identity (it is replaced by rename, never edited)."""
@@ -100,6 +134,7 @@ def _parsed_config(path: Path, inode: int, mtime_ns: int, size: int) -> RunConfi
     return RunConfig.from_dict(stored["config"], where=str(path))
 
 
+@functools.cache
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages a result depends on (None when absent)."""
     versions: dict[str, str | None] = {}
@@ -177,20 +212,23 @@ def write_json_atomic(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def create_run(root: Path, cfg: RunConfig) -> RunDir:
-    """Create a run, or reopen it; a changed config replaces run.json and keeps the old one in history/.
-
-    Stages key their outputs on the config sections they read, so after a change exactly the stages
-    downstream of it run again.
+def create_run(root: Path, cfg: RunConfig, from_iteration: int = 0, how: str = "frontier") -> RunDir:
+    """Create a run, or reopen it with `cfg`; a changed config replaces run.json, keeps the old one in
+    history/ and is recorded in run.json's `changes` as applying from iteration `from_iteration`. Whether a
+    change may apply is decided before (stages/history.py, docs/architecture.md#history).
     """
     run = RunDir(Path(root))
     record = {"config": cfg.to_dict(), "seed": cfg.seed, "versions": package_versions(),
-              "python": platform.python_version()}
+              "python": platform.python_version(), "changes": []}
     if run.config_path.is_file():
-        if run.config() == cfg:
+        old = run.config()
+        if old == cfg:
             return run
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
         previous = json.loads(run.config_path.read_text())
         write_json_atomic(run.root / "history" / f"run-{stamp}.json", previous)
+        change = {"time": stamp, "from_iteration": from_iteration, "how": how,
+                  "fields": {k: list(v) for k, v in changed_fields(old, cfg).items()}}
+        record["changes"] = [*previous.get("changes", []), change]
     write_json_atomic(run.config_path, record)
     return run

@@ -1,10 +1,12 @@
 """Sharing a finished stage between runs whose stage keys agree (a comparison's common warm start).
 
-A stage key is a hash of the stage's input content hashes, the config fields it reads, the run seed
-and the code version (stages/artifacts.py). Two runs with the same key for a stage would compute
-the same outputs, so the outputs of one can serve the other: they are hard-linked into the other run
-(artifacts are never modified in place, only renamed), manifests last. Runs whose keys differ are
-left alone, so a different warm start is never copied silently. `spo compare` uses it for the warm
+A stage key is a hash of the stage's input content hashes, the config fields it reads and the run seed
+(stages/artifacts.py). Two runs with the same key for a stage, whose outputs were made by the code this
+process runs (the same fingerprint, stages/fingerprint.py), would compute the same outputs, so the outputs
+of one can serve the other: they are hard-linked into the other run (artifacts are never modified in
+place, only renamed), manifests last. Runs whose keys or fingerprints differ are left alone, so a
+different warm start, or one of older code, is never copied silently; `spo fork` links history as it is
+(`link_outputs`, stages/history.py). `spo compare` uses it for the warm
 start its arms have in common, and to reuse runs of other comparisons with the same stages (an arm
 that two comparisons share is computed once). See docs/architecture.md#sharing.
 """
@@ -25,6 +27,7 @@ from stages.artifacts import (
     manifest_path,
     remove_stale_temporaries,
 )
+from stages.fingerprint import fingerprint
 from stages.lock import run_lock
 from stages.run_dir import RunDir, write_json_atomic
 
@@ -43,22 +46,31 @@ def share_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: in
         return False
     if finished_report(spec, source, iteration, key) is None:
         return False
+    made_by = json.loads(manifest_path(spec.writes(source, iteration)[0]).read_text()).get("code")
+    if made_by != fingerprint(spec.module):
+        return False
     with run_lock(target.root, f"share {spec.name} {iteration:04d}"):
         if finished_report(spec, target, iteration, key) is not None:
             return True
-        outputs = spec.writes(target, iteration)
-        remove_stale_temporaries(outputs)
-        for path in outputs:
-            if path.exists() or manifest_path(path).exists():
-                raise FileExistsError(f"{path}: exists under another key; run the stage there instead of sharing")
-        manifests = [json.loads(manifest_path(src).read_text()) for src in spec.writes(source, iteration)]
-        for src, dst, manifest in zip(spec.writes(source, iteration), outputs, manifests):
-            if "removed" not in manifest:  # one that retention removed goes over as its tombstone only
-                _link(src, dst)
-        for dst, manifest in zip(outputs, manifests):  # manifests last
-            write_json_atomic(manifest_path(dst), manifest)
+        link_outputs(spec, source, target, iteration)
     log.info("%s %04d: shared from %s (key %s)", spec.name, iteration, source.root, key)
     return True
+
+
+def link_outputs(spec: StageSpec, source: RunDir, target: RunDir, iteration: int) -> None:
+    """Hard-link one finished stage's outputs from `source` into `target`, manifests last (the caller holds
+    `target`'s lock; nothing may be there yet)."""
+    outputs = spec.writes(target, iteration)
+    remove_stale_temporaries(outputs)
+    for path in outputs:
+        if path.exists() or manifest_path(path).exists():
+            raise FileExistsError(f"{path}: exists under another key; run the stage there instead of sharing")
+    manifests = [json.loads(manifest_path(src).read_text()) for src in spec.writes(source, iteration)]
+    for src, dst, manifest in zip(spec.writes(source, iteration), outputs, manifests):
+        if "removed" not in manifest:  # one that retention removed goes over as its tombstone only
+            _link(src, dst)
+    for dst, manifest in zip(outputs, manifests):  # manifests last
+        write_json_atomic(manifest_path(dst), manifest)
 
 
 def _link(src: Path, dst: Path) -> None:

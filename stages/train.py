@@ -45,10 +45,11 @@ log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="train",
+    module=__name__,
     reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(i), run.checkpoint(0),
                           *([run.optimizer_state(i)] if i > 0 else [])],
     writes=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1), run.artifact(i, "train_metrics")],
-    config=("train", "sample.temperature", "iterations", "model"),
+    config=("train", "sample.temperature", "model"),
     written_behind=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1)],
     rebuilds=lambda run, i: [run.optimizer_state(i)] if i > 0 else [],
 )
@@ -184,9 +185,10 @@ def _train_distributed(ctx: StageContext):
                                f"output ends:\n{tail}")
         metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
         done = json.loads((out / "done.json").read_text())
-        write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp))
+        write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp),
+                            aside=ctx.aside)
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
-                            lambda tmp: shutil.move(out / "optimizer", tmp))
+                            lambda tmp: shutil.move(out / "optimizer", tmp), aside=ctx.aside)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return _outputs(metrics, done["global_step"], done["episodes"])
@@ -204,7 +206,8 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
-    total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
+    horizon = ctx.run.value_at("iterations", ctx.iteration)  # the one in force then (docs/design.md#optimizer)
+    total_steps = max(horizon * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
     warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
     if resume is not None:
         optimizer, global_step = resume

@@ -33,6 +33,7 @@ def level_spec(depth: int) -> StageSpec:
     """The stage that grows depth `depth`, `tree-<depth>`."""
     return StageSpec(
         name=f"tree-{depth}",
+        module=__name__,
         reads=lambda run, i: [run.artifact(i, "prompts"), run.checkpoint(i),
                               *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth))],
         writes=lambda run, i: [run.artifact(i, f"tree_nodes-{depth}")],

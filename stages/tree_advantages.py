@@ -33,6 +33,7 @@ def spec(depth: int) -> StageSpec:
     """The tree-advantages stage of a tree of `depth` levels."""
     return StageSpec(
         name="tree-advantages",
+        module=__name__,
         reads=lambda run, i: [run.artifact(i, "prompts"), run.tokenizer(),
                               *(run.artifact(i, f"tree_nodes-{d}") for d in range(1, depth + 1)),
                               *([run.artifact(i - 1, "replay")] if i > 0 else [])],

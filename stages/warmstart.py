@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SPEC = StageSpec(
     name="warmstart",
+    module=__name__,
     reads=lambda run, i: [],
     writes=lambda run, i: [run.checkpoint(0), run.tokenizer(), run.artifact(0, "warmstart")],
     config=("model", "task", "prompt", "warmstart", "sample.max_new_tokens", "sample.context_size"),
@@ -71,8 +72,8 @@ def _warmstart(ctx: StageContext):
     rows, counters = [], {}
     if w.enabled:
         rows, counters = fine_tune(engine, task, cfg)
-    write_folder_atomic(ctx.output("0000"), engine.save)
-    write_folder_atomic(ctx.output("tokenizer"), engine.tokenizer.save_pretrained)
+    write_folder_atomic(ctx.output("0000"), engine.save, aside=ctx.aside)
+    write_folder_atomic(ctx.output("tokenizer"), engine.tokenizer.save_pretrained, aside=ctx.aside)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"warmstart": pa.Table.from_pylist(rows, schema=WARMSTART_METRICS)}, counters
 

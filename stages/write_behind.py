@@ -37,9 +37,11 @@ class WriteBehind:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spo-write-behind")
         self._pending: dict[Path, tuple[str, Future]] = {}
 
-    def submit(self, path: Path, identity: str, write: Callable[[Path], None], finish: Callable[[], None]) -> None:
-        """Write the folder at `path` with `write` (atomically), then call `finish` (its manifest)."""
-        self._pending[Path(path)] = (identity, self._executor.submit(_land, Path(path), write, finish))
+    def submit(self, path: Path, identity: str, write: Callable[[Path], None], finish: Callable[[], None],
+               aside: Path | None = None) -> None:
+        """Write the folder at `path` with `write` (atomically, moving the one it replaces to `aside`), then call
+        `finish` (its manifest)."""
+        self._pending[Path(path)] = (identity, self._executor.submit(_land, Path(path), write, finish, aside))
 
     def identity(self, path: Path) -> str | None:
         """The identity of a folder still being written (None: not written behind, or landed and waited for)."""
@@ -70,8 +72,8 @@ class WriteBehind:
             self._executor.shutdown(wait=True)
 
 
-def _land(path: Path, write: Callable[[Path], None], finish: Callable[[], None]) -> None:
-    write_folder_atomic(path, write)
+def _land(path: Path, write: Callable[[Path], None], finish: Callable[[], None], aside: Path | None) -> None:
+    write_folder_atomic(path, write, aside=aside)
     finish()
 
 
@@ -94,13 +96,14 @@ def write_behind() -> Iterator[WriteBehind]:
         _WRITER.reset(token)
 
 
-def submit(path: Path, identity: str, write: Callable[[Path], None], finish: Callable[[], None]) -> None:
+def submit(path: Path, identity: str, write: Callable[[Path], None], finish: Callable[[], None],
+           aside: Path | None = None) -> None:
     """Write a folder behind (inside `write_behind()`) or now, then call `finish`."""
     writer = _WRITER.get()
     if writer is None:
-        _land(Path(path), write, finish)
+        _land(Path(path), write, finish, aside)
     else:
-        writer.submit(path, identity, write, finish)
+        writer.submit(path, identity, write, finish, aside)
 
 
 def pending_identity(path: Path) -> str | None:

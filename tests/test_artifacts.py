@@ -58,11 +58,11 @@ def make_spec(calls):
         return {"boundaries": boundaries_table(ctx.cfg.partition.interval)}, {"n": 1.0}
 
     spec = StageSpec("toy", reads=lambda run, i: [], writes=lambda run, i: [run.artifact(i, "boundaries")],
-                     config=("partition",))
+                     config=("partition",), module=__name__)
     return spec, body
 
 
-def test_execute_skips_finished_work_and_supersedes_on_change(tmp_path):
+def test_execute_skips_finished_work_and_supersedes_on_force(tmp_path):
     run = create_run(tmp_path / "run", RunConfig(partition=RunConfig().partition.__class__(interval=3)))
     calls = []
     spec, body = make_spec(calls)
@@ -71,10 +71,12 @@ def test_execute_skips_finished_work_and_supersedes_on_change(tmp_path):
     assert cache_key(spec, run, 0) == first.key and is_finished(spec, run, 0)
     again = execute(spec, run, 0, body)
     assert calls == [0] and again.cached and again.key == first.key
-    # a changed config section changes the key: recomputed, the old output kept under superseded/
+    # a changed config section changes the key, but a finished stage is history: kept until forced, and then
+    # the old output moves under superseded/
     run = create_run(run.root, RunConfig().with_overrides(["partition.interval=4"]))
-    assert cache_key(spec, run, 0) != first.key and not is_finished(spec, run, 0)
-    third = execute(spec, run, 0, body)
+    assert cache_key(spec, run, 0) != first.key and is_finished(spec, run, 0)
+    assert execute(spec, run, 0, body).cached and calls == [0]
+    third = execute(spec, run, 0, body, force=True)
     assert calls == [0, 0] and third.key != first.key and third.rows == {"boundaries": 4}
     kept = list((run.iteration_dir(0) / "superseded").rglob("boundaries.parquet"))
     assert len(kept) == 1 and pq.read_table(kept[0]).num_rows == 3
