@@ -270,7 +270,7 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
         if stored is not None:
             log.info("%s %04d: finished, nothing to do", spec.name, iteration)
             return stored
-    cfg = run.config()
+    cfg = run.config_at(iteration)
     key = stage_key(spec, run, iteration, cfg)
     # fail before any work when an input is gone (stage_key has checked the files of the others)
     rebuilt = spec.rebuilds(run, iteration)
@@ -324,7 +324,7 @@ def write_manifest(path: Path, manifest: dict, identity: str | None = None) -> N
 def cache_key(spec: StageSpec, run: RunDir, iteration: int) -> str | None:
     """The stage key (Prefect's cache key), or None while an input is not finished."""
     try:
-        return stage_key(spec, run, iteration, run.config())
+        return stage_key(spec, run, iteration, run.config_at(iteration))
     except ArtifactError:
         return None
 

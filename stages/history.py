@@ -53,8 +53,7 @@ def stage_status(spec: StageSpec, run: RunDir, iteration: int) -> str:
                 if identity(run.root / name, verify=False) != recorded]
     if replaced:
         return f"stale: made from superseded {', '.join(replaced)}"
-    cfg = run.config()
-    if manifest["key"] != stage_key(spec, run, iteration, cfg):
+    if manifest["key"] != stage_key(spec, run, iteration, run.config_at(iteration)):
         return "stale: config changed"
     if manifest.get("code") != fingerprint(spec.module):
         return "stale: code changed"

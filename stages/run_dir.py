@@ -58,17 +58,23 @@ class RunDir:
         "how"} with `how` "frontier" (applied to work not yet done), "from" (`spo run --from`) or "fork"."""
         return json.loads(self.config_path.read_text()).get("changes", [])
 
-    def value_at(self, name: str, iteration: int) -> Any:
-        """The value config field `name` had when iteration `iteration` ran: its value now, unless a change
-        from a later iteration set it (the learning-rate horizon of an extended run, docs/design.md#optimizer).
-        """
-        value = self.config().to_dict()
-        for part in name.split("."):
-            value = value[part]
-        for change in reversed(self.changes()):
-            if change["from_iteration"] > iteration and name in change["fields"]:
-                value = change["fields"][name][0]
-        return value
+    def config_at(self, iteration: int) -> RunConfig:
+        """The config in force at iteration `iteration`: the config now, with every change recorded from a
+        later iteration undone. Stages of an iteration run with it, so a replay or a forced rerun of an old
+        iteration makes the bytes it made then (an extended run's learning-rate horizon,
+        docs/design.md#optimizer; a fork's iterations before its start)."""
+        later = [c for c in self.changes() if c["from_iteration"] > iteration]
+        if not later:
+            return self.config()
+        data = self.config().to_dict()
+        for change in reversed(later):
+            for name, (old, _) in change["fields"].items():
+                *path, leaf = name.split(".")
+                node = data
+                for part in path:
+                    node = node[part]
+                node[leaf] = old
+        return RunConfig.from_dict(data, where=f"{self.config_path} at iteration {iteration}")
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.root / "iterations" / f"{iteration:04d}"

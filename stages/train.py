@@ -109,7 +109,7 @@ def replayed(ctx: StageContext, policy) -> tuple[torch.optim.Optimizer, int]:
     policy.reload(run.checkpoint(start))
     resume = None
     for k in range(start, i):
-        past = StageContext(run, k, ctx.cfg, ctx.spec)
+        past = StageContext(run, k, run.config_at(k), ctx.spec)
         _, optimizer, global_step, _ = iteration_step(past, policy, run.optimizer_state(k) if k > 0 else None, resume)
         resume = (optimizer, global_step)
     expected = {}
@@ -206,8 +206,8 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
-    horizon = ctx.run.value_at("iterations", ctx.iteration)  # the one in force then (docs/design.md#optimizer)
-    total_steps = max(horizon * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
+    # the horizon in force at this iteration: an extended run decays towards its new end (docs/design.md#optimizer)
+    total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
     warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
     if resume is not None:
         optimizer, global_step = resume

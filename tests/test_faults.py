@@ -26,6 +26,7 @@ import stages.write_behind
 from stages import registry
 from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
 from stages.checksums import combined_hash
+from stages.history import ConfigChangeRefused, reopen, stage_status
 from stages.lock import lock_path, read_holder
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
@@ -82,13 +83,13 @@ def write_manifest(path, data):
 stages.artifacts.write_json_atomic = write_manifest
 
 def interrupting(real_folder):
-    def write_folder(path, write):
+    def write_folder(path, write, **options):
         def write_then_die(folder):
             write(folder)
             print("killed in thread", threading.current_thread().name, flush=True)
             halve(max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size))
             die()
-        real_folder(path, write_then_die if armed and point in ("checkpoint", "behind") else write)
+        real_folder(path, write_then_die if armed and point in ("checkpoint", "behind") else write, **options)
     return write_folder
 for module in (stages.write_behind, stages.warmstart):
     module.write_folder_atomic = interrupting(module.write_folder_atomic)
@@ -139,9 +140,13 @@ def flow_plan(run: RunDir) -> list[tuple[str, int]]:
     return [pair for step in registry.flow_plan(cfg, range(cfg.iterations)) for pair in step]
 
 
-def run_plan(run: RunDir) -> None:
+def run_plan(run: RunDir, redo_from: int | None = None) -> None:
+    """Every stage in order, as the flow runs them; with `redo_from` (`spo run --from N`) stale stages of
+    iteration N and later are recomputed."""
     for name, i in flow_plan(run):
-        find_stage(name, run.config())[0](run.root, i)
+        function, spec = find_stage(name, run.config())
+        function(run.root, i, force=redo_from is not None and i >= redo_from
+                 and stage_status(spec, run, i).startswith("stale"))
 
 
 def runner(run: RunDir, target: str = "", point: str = "none") -> subprocess.Popen:
@@ -169,11 +174,13 @@ def recomputed_stages(root: Path, before: dict[str, int]) -> set[str]:
     return {f"{r['stage']}-{r['iteration']}" for r in reports}
 
 
-def assert_equal_to(reference: RunDir, run: RunDir) -> None:
+def assert_equal_to(reference: RunDir, run: RunDir, temporaries: bool = False) -> None:
+    """The same finished artifacts, byte for byte, as the undisturbed run (and, unless `temporaries`, no
+    temporary file left)."""
     expected, got = fingerprints(reference.root), fingerprints(run.root)
     differing = sorted(p for p in expected.keys() | got.keys() if expected.get(p) != got.get(p))
     assert not differing, f"artifacts differ from the undisturbed run: {differing}"
-    assert not list(run.root.rglob("*.tmp*")), list(run.root.rglob("*.tmp*"))
+    assert temporaries or not list(run.root.rglob("*.tmp*")), list(run.root.rglob("*.tmp*"))
     assert not lock_path(run.root).exists()
 
 
@@ -262,15 +269,18 @@ def test_corrupted_parquet_is_detected_and_only_its_stage_reruns(tmp_path, refer
 def test_a_changed_config_reruns_exactly_the_stages_downstream(tmp_path, reference):
     run = copy_of(reference, tmp_path)
     before = manifest_times(run.root)
-    create_run(run.root, fault_config().with_overrides(["partition.interval=2"]))
-    run_plan(run)
+    with pytest.raises(ConfigChangeRefused, match="partition.interval changed.*first: partition 0000.*--from 0"):
+        reopen(run.root, fault_config().with_overrides(["partition.interval=2"]))
+    assert manifest_times(run.root) == before
+    reopen(run.root, fault_config().with_overrides(["partition.interval=2"]), from_iteration=0)
+    run_plan(run, redo_from=0)
     downstream = {"partition-0", "resample-0", "advantages-0", "train-0",  # new boundaries, values, episodes
                   "generate-1", "partition-1", "resample-1", "advantages-1", "train-1", "evaluate-2"}  # new ckpt 1
     assert recomputed_stages(run.root, before) == downstream  # warmstart, evaluate-0, prompts, generate-0 kept
     assert fingerprints(run.root) != fingerprints(reference.root)
     before = manifest_times(run.root)
-    create_run(run.root, fault_config())  # back to the reference config: the same stages again
-    run_plan(run)
+    reopen(run.root, fault_config(), from_iteration=0)  # back to the reference config: the same stages again
+    run_plan(run, redo_from=0)
     assert recomputed_stages(run.root, before) == downstream
     assert_equal_to(reference, run)
     assert len(list((run.root / "history").glob("run-*.json"))) == 2
@@ -287,24 +297,27 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
     with pytest.raises(OSError, match="No space left"):
         find_stage("advantages", run.config())[0](run.root, 0, force=True)
     monkeypatch.undo()
-    assert not run.artifact(0, "episodes").exists() and not list(run.root.rglob("*.tmp*"))
+    assert not list(run.root.rglob("*.tmp*"))
+    read_table(run.artifact(0, "episodes"))  # the old one stays until a replacement has landed
 
     real_folder = stages.write_behind.write_folder_atomic
 
-    def full_disk_checkpoint(path, write):
+    def full_disk_checkpoint(path, write, **options):
         def write_then_fail(folder):
             write(folder)
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
-        real_folder(path, write_then_fail)
+        real_folder(path, write_then_fail, **options)
 
     monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk_checkpoint)
     with pytest.raises(OSError, match="No space left"):
         find_stage("train", run.config())[0](run.root, 1, force=True)
     monkeypatch.undo()
-    assert not run.checkpoint(2).exists() and list(run.root.glob("checkpoints/.0002.tmp*"))
-    assert_nothing_partial_under_a_final_name(run)
+    assert list(run.root.glob("checkpoints/.0002.tmp*"))
+    assert_nothing_partial_under_a_final_name(run)  # checkpoint 2 is still the old one, whole
+    assert_equal_to(reference, run, temporaries=True)
 
-    run_plan(run)
+    for name, i in (("advantages", 0), ("train", 1)):  # recomputed: the temporary is removed, the same bytes land
+        find_stage(name, run.config())[0](run.root, i, force=True)
     assert "left by an interrupted writer" in caplog.text
     assert_equal_to(reference, run)
 

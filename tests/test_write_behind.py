@@ -48,10 +48,10 @@ def test_the_next_stages_run_before_the_checkpoint_lands_with_the_same_keys_and_
     run = create_run(tmp_path / "behind", config)
     release, real = threading.Event(), stages.write_behind.write_folder_atomic
 
-    def held_until_released(path, write):
+    def held_until_released(path, write, **options):
         if path == run.checkpoint(1):
             assert release.wait(120), "never released"
-        real(path, write)
+        real(path, write, **options)
 
     monkeypatch.setattr(stages.write_behind, "write_folder_atomic", held_until_released)
     ran_before_landing = []
@@ -71,10 +71,10 @@ def test_a_failed_background_write_stops_the_run_at_the_next_stage_that_needs_it
     run = create_run(tmp_path / "run", config)
     real = stages.write_behind.write_folder_atomic
 
-    def full_disk(path, write):
+    def full_disk(path, write, **options):
         if path == run.checkpoint(1):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, write)
+        real(path, write, **options)
 
     monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk)
     done = []
