@@ -92,6 +92,9 @@ class StageContext:
     spec: StageSpec
     aside: Path | None = None
     """Where outputs this run replaces go once their replacement has landed (`superseded/<stage>-<time>/`)."""
+    staged: list[tuple[Path, Path]] = field(default_factory=list)
+    """(temporary, final) folders the body filled (`write_folder_atomic(..., staged=ctx.staged)`): renamed into
+    place with the tables, after everything else succeeded."""
     folders: dict[Path, Callable[[Path], None]] = field(default_factory=dict)
     """Folder outputs to write after the body (`write_folder`)."""
     unwritten: dict[Path, str] = field(default_factory=dict)
@@ -178,6 +181,13 @@ def read_table(path: Path) -> pa.Table:
 def write_table(path: Path, table: pa.Table, aside: Path | None = None) -> None:
     """Validate against the artifact's schema, write to a temporary name, move the artifact it replaces (if
     any) to `aside`, then rename."""
+    tmp = staged_table(path, table)
+    supersede([path], aside)
+    tmp.replace(path)
+
+
+def staged_table(path: Path, table: pa.Table) -> Path:
+    """Validate `table` against the artifact's schema and write it to a temporary name beside `path`."""
     expected = schemas.schema_for(path)
     schemas.validate(table, expected, path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -187,8 +197,7 @@ def write_table(path: Path, table: pa.Table, aside: Path | None = None) -> None:
     except BaseException:  # e.g. a full disk: leave no partial file behind, then fail as before
         tmp.unlink(missing_ok=True)
         raise
-    supersede([path], aside)
-    tmp.replace(path)
+    return tmp
 
 
 def identity(path: Path, verify: bool = True, removed_ok: bool = True) -> str:
@@ -290,27 +299,44 @@ def _execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, forc
     declared = {p.stem for p in outputs if p.suffix == ".parquet"}
     if set(tables) != declared:
         raise RuntimeError(f"stage {spec.name!r} returned tables {sorted(tables)}, declared {sorted(declared)}")
-    for path in outputs:
-        if path.suffix == ".parquet":
-            write_table(path, tables[path.stem], aside)
-    behind = spec.written_behind(run, iteration)
     report = StageReport(spec.name, iteration, key, {n: t.num_rows for n, t in tables.items()},
                          round(time.perf_counter() - start, 3), counters)
     manifest = {"key": key, "inputs": inputs, "config_hash": cfg.section_hash(*spec.config), "seed": cfg.seed,
                 "code": fingerprint(spec.module), "source": source_version(), "versions": package_versions(),
                 "created": stamp, "report": asdict(report)}
+    staged = list(ctx.staged)
+    try:
+        staged += [(staged_table(path, tables[path.stem]), path) for path in outputs if path.suffix == ".parquet"]
+        _land(spec, run, iteration, ctx, staged, manifest)
+    except BaseException:  # the outputs it would replace stay where they are
+        for tmp, _ in staged:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+    log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
+    return report
+
+
+def _land(spec: StageSpec, run: RunDir, iteration: int, ctx: StageContext, staged: list[tuple[Path, Path]],
+          manifest: dict) -> None:
+    """Put a computed stage's outputs in place, replacing the old ones only now: folders written behind are
+    handed to the writer first (in the foreground they land now, and a failure leaves every old output),
+    then the staged tables and folders are renamed in, then the manifests are written, last."""
+    aside, key, outputs = ctx.aside, manifest["key"], spec.writes(run, iteration)
+    behind = spec.written_behind(run, iteration)
+    for path in outputs:  # its manifest is written when it lands
+        if path in ctx.folders:
+            write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
+                                functools.partial(write_manifest, path, manifest, producer_identity(key, path)), aside)
+    for tmp, path in staged:
+        supersede([path], aside)
+        tmp.replace(path)
     for path in outputs:  # manifests last: an output without one is unfinished
         if path in ctx.unwritten:
             supersede([path], aside)
             write_json_atomic(manifest_path(path), {"artifact": path.stem, "sha256": producer_identity(key, path),
                                                     "files": {}, **manifest, "removed": ctx.unwritten[path]})
-        elif path in ctx.folders:  # its manifest is written when it lands
-            write_behind.submit(path, producer_identity(key, path), ctx.folders[path],
-                                functools.partial(write_manifest, path, manifest, producer_identity(key, path)), aside)
-        else:
+        elif path not in ctx.folders:
             write_manifest(path, manifest, producer_identity(key, path) if path in behind else None)
-    log.info("%s %04d: %s in %.1f s %s", spec.name, iteration, report.rows, report.seconds, counters)
-    return report
 
 
 def write_manifest(path: Path, manifest: dict, identity: str | None = None) -> None:

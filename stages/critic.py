@@ -66,7 +66,7 @@ def critic_train(run: Path, iteration: int, force: bool = False) -> StageReport:
 
 def _init(ctx: StageContext):
     model = create_critic(ctx.run.checkpoint(0), seed=derive_seed(ctx.cfg.seed, 0, "critic-init", "head") % 2**31)
-    write_folder_atomic(ctx.output("0000-critic"), model.save_pretrained, aside=ctx.aside)
+    write_folder_atomic(ctx.output("0000-critic"), model.save_pretrained, staged=ctx.staged)
     return {}, {"critic/parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -98,8 +98,8 @@ def _train(ctx: StageContext):
 
     state = ctx.run.critic_optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
     metrics, optimizer, global_step = optimize(model, state, episodes, cfg.critic.lr, ctx, "critic-train", step)
-    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained, aside=ctx.aside)
+    write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained, staged=ctx.staged)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic-optimizer"),
-                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step), aside=ctx.aside)
+                        lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step), staged=ctx.staged)
     return {"critic_metrics": pa.Table.from_pylist(metrics, schema=CRITIC_METRICS)}, {
         "critic/steps": len(metrics), "loss/value": metrics[-1]["loss"] if metrics else 0.0}

@@ -52,14 +52,19 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(require_folder(path, "the tokenizer"))
 
 
-def write_folder_atomic(path: Path, write: Callable[[Path], None], aside: Path | None = None) -> None:
-    """Let `write` fill a temporary folder beside `path`; only then move the folder it replaces (if any) to
-    `aside` and rename the new one into place, so an interrupted recompute leaves the old one where it was."""
+def write_folder_atomic(path: Path, write: Callable[[Path], None], aside: Path | None = None,
+                        staged: list[tuple[Path, Path]] | None = None) -> None:
+    """Let `write` fill a temporary folder beside `path`; then, or with `staged` later (a stage body's
+    `ctx.staged`: stages/artifacts.py renames it with the stage's other outputs), move the folder it replaces
+    (if any) to `aside` and rename the new one into place, so an interrupted recompute leaves the old one."""
     from stages.artifacts import supersede  # the manifest rules live there; artifacts imports this module
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     write(tmp)
+    if staged is not None:
+        staged.append((tmp, path))
+        return
     supersede([path], aside)
     os.replace(tmp, path)

@@ -186,9 +186,9 @@ def _train_distributed(ctx: StageContext):
         metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
         done = json.loads((out / "done.json").read_text())
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp),
-                            aside=ctx.aside)
+                            staged=ctx.staged)
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-optimizer"),
-                            lambda tmp: shutil.move(out / "optimizer", tmp), aside=ctx.aside)
+                            lambda tmp: shutil.move(out / "optimizer", tmp), staged=ctx.staged)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return _outputs(metrics, done["global_step"], done["episodes"])

@@ -72,8 +72,8 @@ def _warmstart(ctx: StageContext):
     rows, counters = [], {}
     if w.enabled:
         rows, counters = fine_tune(engine, task, cfg)
-    write_folder_atomic(ctx.output("0000"), engine.save, aside=ctx.aside)
-    write_folder_atomic(ctx.output("tokenizer"), engine.tokenizer.save_pretrained, aside=ctx.aside)
+    write_folder_atomic(ctx.output("0000"), engine.save, staged=ctx.staged)
+    write_folder_atomic(ctx.output("tokenizer"), engine.tokenizer.save_pretrained, staged=ctx.staged)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"warmstart": pa.Table.from_pylist(rows, schema=WARMSTART_METRICS)}, counters
 

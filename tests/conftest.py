@@ -90,3 +90,8 @@ def tiny_config():
     from stages.run_dir import load_preset
 
     return load_preset("tiny").with_overrides(TINY_OVERRIDES)
+
+
+SPO_CHILD = "import sys; sys.path[:0] = ['.', 'tests']; import conftest; from flows.cli import main; sys.exit(main())"
+"""`python -c SPO_CHILD ARGS` runs `spo ARGS` in a child process with the `coin` task registered, importing the
+project from its working directory."""

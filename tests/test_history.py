@@ -21,7 +21,7 @@ from stages.fingerprint import closure
 from stages.history import ConfigChangeRefused, reopen
 from stages.registry import iteration_stages
 from stages.run_dir import RunDir, create_run, load_preset
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import SPO_CHILD, TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,15 +55,11 @@ def copy_run(run: RunDir, tmp_path: Path, name: str = "run") -> RunDir:
     return RunDir(Path(shutil.copytree(run.root, tmp_path / name, ignore=shutil.ignore_patterns(".prefect*"))))
 
 
-SPO = "import sys; sys.path[:0] = ['.', 'tests']; import conftest; from flows.cli import main; sys.exit(main())"
-"""`spo` with the tests' `coin` task registered (tests/conftest.py), as a child process runs it."""
-
-
 def spo_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """`spo ARGS` in a child process that imports the project from `repo`."""
     env = {**os.environ, "SPO_PROGRESS": "0"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-c", SPO, *args], cwd=repo, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", SPO_CHILD, *args], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
