@@ -128,9 +128,8 @@ def cmd_compare(args) -> int:
     from flows.spo_compare import spo_compare
 
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
-    from stages.compare import comparison_dir
-
     from flows.spo_compare import stop_children
+    from stages.compare import comparison_dir
 
     _INTERRUPT.update(on_signal=stop_children, describe=lambda: f"finished runs and stages are kept; resume with: "
                                                                 f"spo compare {args.comparison}")
@@ -353,10 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    from flows.interrupts import Interrupted, interruptible
     from stages.artifacts import ArtifactError
     from stages.lock import RunLockedError
-
-    from flows.interrupts import Interrupted, interruptible
 
     _INTERRUPT.clear()
     try:

@@ -7,7 +7,8 @@ not reach it, flows/processes.py) and `spo` prints one line saying what finished
 resumes. Prefect's own console lines about the crash are silenced: the line says it. Should the unwinding
 take longer than `GRACE_SECONDS`, the process exits anyway, with the same line and status (128 + the signal);
 a process killed this way leaves what a SIGKILL leaves, which a resume tidies (docs/architecture.md#interrupts).
-A second signal during the unwinding is ignored: Prefect re-sends SIGTERM to itself once it has handled it.
+A second signal during the unwinding is ignored. Prefect's flow engine installs a SIGTERM handler of its own
+for the flow's duration; each flow takes SIGTERM back first thing (`reclaim`), so both signals stop the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def interruptible(describe: Callable[[], str], on_signal: Callable[[], None] = l
     def line(signum: int) -> str:
         try:
             what = describe()
-        except Exception as error:  # a damaged run must not hide the interrupt
+        except Exception as error:  # noqa: BLE001 (a damaged run must not hide the interrupt)
             what = f"({error})"
         return f"spo: interrupted by {signal.Signals(signum).name}: {what}"
 
@@ -67,6 +68,7 @@ def interruptible(describe: Callable[[], str], on_signal: Callable[[], None] = l
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _ACTIVE.append(handler)
     try:
         yield
     except BaseException as error:
@@ -79,8 +81,20 @@ def interruptible(describe: Callable[[], str], on_signal: Callable[[], None] = l
         print(line(signum), file=sys.stderr, flush=True)
         raise Interrupted(signum) from None
     finally:
+        _ACTIVE.remove(handler)
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+_ACTIVE: list[Callable] = []
+"""The handler of the innermost `interruptible` block of this process, if any."""
+
+
+def reclaim() -> None:
+    """Inside a flow: put this process's interrupt handler back for SIGTERM, which Prefect's flow engine took
+    for the flow's duration (it restores ours when the flow ends). Does nothing outside `interruptible`."""
+    if _ACTIVE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _ACTIVE[-1])
 
 
 def _is_termination(error: BaseException) -> bool:

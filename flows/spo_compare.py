@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.interrupts import reclaim
 from stages.compare import (
     ArmRun,
     comparison_dir,
@@ -33,7 +34,6 @@ from stages.compare import (
 from stages.launch import die_with_parent
 from stages.registry import unfinished_stages
 from stages.run_dir import REPO_ROOT, load_comparison
-
 
 CHILDREN: set[subprocess.Popen] = set()
 """The `spo run` processes running now (`stop_children` ends them on an interrupt)."""
@@ -77,6 +77,7 @@ def spo_compare(comparison: str, seeds: list[int] | None = None, threads: int = 
     """Run (or resume) every run of a comparison under `root` (default data/runs), or of the arms labelled
     `arms` only, and report it; returns the table as markdown."""
     logger = get_run_logger()
+    reclaim()  # SIGTERM stops the run as Ctrl-C does (flows/interrupts.py)
     config = load_comparison(comparison)
     if arms:
         config = config.with_arms(arms)

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.interrupts import reclaim
 from stages.artifacts import StageReport, cache_key, finished_report
 from stages.engines import engine_pool
 from stages.gc import retain
@@ -62,6 +63,7 @@ def spo_run(run: str, until: int | None = None, more: int | None = None,
     every stale stage of that iteration and later ones (`spo run --from N`). The run is locked throughout.
     """
     logger = get_run_logger()
+    reclaim()  # SIGTERM stops the run as Ctrl-C does (flows/interrupts.py)
     with (run_lock(Path(run), "flow spo-run"), engine_pool(), write_behind(),  # lands before engines close
           open_trackers(RunDir(Path(run))) as trackers):
         cfg = RunDir(Path(run)).config()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spo.config import ConfigError, RunConfig, changed_fields, is_frontier
-from stages.artifacts import ArtifactError, StageSpec, finished_report, identity, manifest_path, stage_key
+from stages.artifacts import StageSpec, finished_report, identity, manifest_path, stage_key
 from stages.fingerprint import fingerprint, source_version
 from stages.lock import run_lock
 from stages.registry import flow_plan, iteration_stages, run_stages, trained_iterations

@@ -23,7 +23,6 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spo.config import ArmConfig, ComparisonConfig, RunConfig, changed_fields
 

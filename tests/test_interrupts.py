@@ -97,8 +97,10 @@ def interrupt(run: Path, first: bool, point: str, signum: int) -> float:
 
 
 def fingerprints(root: Path) -> dict[str, str]:
-    return {str(m.relative_to(root)): combined_hash(json.loads(m.read_text())["files"])
-            for m in root.rglob("*.manifest.json") if "superseded" not in m.parts}
+    """Finished artifact -> content hash of its files (a retention tombstone: its identity)."""
+    manifests = {str(m.relative_to(root)): json.loads(m.read_text()) for m in root.rglob("*.manifest.json")
+                 if "superseded" not in m.parts}
+    return {p: combined_hash(m["files"]) if "files" in m else f"removed {m['sha256']}" for p, m in manifests.items()}
 
 
 @pytest.fixture(scope="module")
