@@ -20,8 +20,9 @@ from schemas.compare import COMPARE
 from spo.config import ComparisonConfig
 from spo.stats import paired_interval, summarize
 from stages.artifacts import cache_key, is_finished, supersede, write_table
+from stages.history import reopen
 from stages.registry import unfinished_stages
-from stages.run_dir import RUNS_DIR, RunDir, arm_config, create_run
+from stages.run_dir import RUNS_DIR, RunDir, arm_config
 from stages.share import share_outputs, share_run
 from stages.summary import CREDIT_KEYS, iteration_summary, save_figure
 
@@ -43,12 +44,13 @@ def comparison_dir(comparison: ComparisonConfig, root: Path | None = None) -> Pa
 
 
 def create_runs(comparison: ComparisonConfig, folder: Path, seeds: tuple[int, ...] | None = None) -> list[ArmRun]:
-    """Create (or reopen) the run of every (arm, seed) as `<folder>/<arm>-s<seed>`, seeds outermost."""
+    """Create (or reopen) the run of every (arm, seed) as `<folder>/<arm>-s<seed>`, seeds outermost; an arm whose
+    config changed in a field its finished stages read is refused (stages/history.py)."""
     runs = []
     for seed in seeds or comparison.seeds:
         for arm in comparison.arms:
             cfg = arm_config(comparison, arm, seed)
-            runs.append(ArmRun(arm.label, seed, create_run(folder / f"{arm.label}-s{seed}", cfg)))
+            runs.append(ArmRun(arm.label, seed, reopen(folder / f"{arm.label}-s{seed}", cfg)))
     return runs
 
 
