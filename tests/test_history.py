@@ -5,6 +5,7 @@ repository that a `spo` child process runs from, so this checkout is never edite
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from flows.cli import main as spo
 from flows.spo_run import spo_run
+from spo.losses import warmup_linear_decay
 from stages.fingerprint import closure
 from stages.history import ConfigChangeRefused, reopen
 from stages.registry import iteration_stages
@@ -100,15 +102,25 @@ def test_frontier_changes_apply_and_grow_the_run_while_a_read_field_is_refused(t
         reopen(run.root, cfg.with_overrides(["train.lr=0.5"]))
     checkpoints = {i: file_bytes(run.checkpoint(i)) for i in (0, 1, 2)}
     before = manifest_times(run.root)
-    grown = cfg.with_overrides(["iterations=3", "eval.every=3", "log.samples_every=0", "retention.optimizer_states=0"])
-    reopen(run.root, grown)
+    # --more past `iterations` grows the run; the other fields only affect work not yet done
+    assert spo(["run", "--run", str(run.root), "--more", "1", "--set", "eval.every=3", "--set", "log.samples_every=0",
+                "--set", "retention.optimizer_states=0"]) == 0
+    assert run.config().iterations == 3 and run.config().eval.every == 3
     assert run.changes()[-1]["how"] == "frontier" and run.changes()[-1]["from_iteration"] == 2
     assert run.config_at(1).iterations == 2 and run.config_at(2).iterations == 3
-    spo_run(str(run.root))
     assert recomputed(run.root, before) == {f"{s}-2" for s in iteration_stages(cfg)} | {"evaluate-3"}
     assert {i: file_bytes(run.checkpoint(i)) for i in (0, 1, 2)} == checkpoints
-    lrs = pq.read_table(run.artifact(2, "train_metrics")).column("lr").to_pylist()
-    assert min(lrs) > 0, "training past the old end ran at the old schedule's zero learning rate"
+    # past the planned end the schedule of the new horizon applies at the global step (docs/design.md#optimizer)
+    metrics = pq.read_table(run.artifact(2, "train_metrics")).to_pylist()
+    per_iteration = len(pq.read_table(run.artifact(1, "train_metrics")))
+
+    def schedule(horizon: int) -> list[float]:
+        total = horizon * per_iteration
+        warmup = min(math.ceil(cfg.train.warmup_ratio * total), total - 1)
+        return [cfg.train.lr * warmup_linear_decay(min(m["step"] - 1, total - 1), total, warmup) for m in metrics]
+
+    assert [m["lr"] for m in metrics] == pytest.approx(schedule(3))
+    assert schedule(3) != pytest.approx(schedule(2))
 
 
 def test_fork_shares_history_by_hard_links_and_leaves_the_source_untouched(two_iterations, tmp_path, capsys):
