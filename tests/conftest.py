@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from spo.tasks import Example, Task, register_task
+from tests.helpers import TINY_OVERRIDES
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -49,14 +50,6 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-TINY_OVERRIDES = [
-    "name=test", "iterations=1", "model.tiny.hidden_size=32", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
-    "model.tiny.intermediate_size=64", "task.name=coin", "task.options={}", "warmstart.max_steps=6", "warmstart.eval_every=3", "warmstart.eval_questions=16",
-    "warmstart.batch_size=16", "sample.questions_per_iteration=4", "sample.samples_per_question=4",
-    "sample.max_new_tokens=24", "resample.k=2", "partition.interval=3", "train.episodes_per_iteration=16",
-    "train.batch_size=8", "train.micro_batch_size=4", "eval.questions=8", "eval.samples_per_question=2",
-]
-"""The `tiny` preset shrunk to seconds: a 2-layer model on the `coin` test task, a handful of questions."""
 
 
 class CoinTask(Task):
@@ -91,7 +84,3 @@ def tiny_config():
 
     return load_preset("tiny").with_overrides(TINY_OVERRIDES)
 
-
-SPO_CHILD = "import sys; sys.path[:0] = ['.', 'tests']; import conftest; from flows.cli import main; sys.exit(main())"
-"""`python -c SPO_CHILD ARGS` runs `spo ARGS` in a child process with the `coin` task registered, importing the
-project from its working directory."""

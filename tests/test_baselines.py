@@ -6,15 +6,14 @@ Llama on the `coin` test task); its artifacts match their schemas, and every sta
 """
 
 
-import pyarrow.parquet as pq
 import pytest
 
-import schemas
 from flows.spo_run import spo_run
 from stages.artifacts import read_manifest, read_table
 from stages.checksums import combined_hash
 from stages.registry import find_stage, flow_plan
 from stages.run_dir import create_run, load_preset
+from tests.helpers import assert_tables_match_their_schemas
 
 PRESETS = {
     "tiny-ppo": [],
@@ -25,7 +24,7 @@ PRESETS = {
 
 @pytest.fixture(scope="module", params=sorted(PRESETS))
 def baseline(request, prefect_harness, tmp_path_factory):
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset(request.param).with_overrides([*TINY_OVERRIDES, *PRESETS[request.param]])
     run = create_run(tmp_path_factory.mktemp(request.param) / "run", cfg)
@@ -35,9 +34,7 @@ def baseline(request, prefect_harness, tmp_path_factory):
 
 def test_every_artifact_matches_its_schema(baseline):
     _, run = baseline
-    for path in run.root.rglob("*.parquet"):
-        if "superseded" not in path.parts:
-            schemas.validate(pq.read_table(path), schemas.schema_for(path), path)
+    assert_tables_match_their_schemas(run)
 
 
 def test_each_stage_rerun_alone_reproduces_its_outputs(baseline):

@@ -15,6 +15,7 @@ def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False, timeout=120)
 
 
+@pytest.mark.slow  # `spo` child processes
 @pytest.mark.parametrize("args, message", [
     (["run", "--preset", "tiny", "--set", "sample.temperature=-1"], "sample.temperature = -1.0: expected > 0"),
     (["run", "--preset", "tiny", "--set", "train.whitten=batch"], "no field 'whitten'"),
@@ -64,15 +65,17 @@ def test_preflight_names_a_missing_data_folder(tmp_path):
         preflight(cfg)
 
 
+@pytest.mark.slow  # `spo` child processes
 def test_debug_shows_the_traceback():
     result = spo("run", "--preset", "tiny", "--set", "sample.temperature=-1", "--debug")
     assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
+@pytest.mark.slow  # `spo` child processes
 def test_disk_use_outside_the_run_stays_flat(tmp_path):
     """Prefect's database and cached results of `spo run` live in the run folder: a longer run adds
     nothing under PREFECT_HOME (docs/architecture.md#caching)."""
-    from tests.test_compare import SMALL
+    from tests.helpers import SMALL
 
     home, run = tmp_path / "prefect_home", tmp_path / "run"
     sets = [a for s in SMALL for a in ("--set", s)]

@@ -17,26 +17,11 @@ from spo.stats import paired_interval
 from stages.compare import ArmRun, compare_rows
 from stages.run_dir import RunDir
 from stages.summary import iteration_summary
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers import comparison_file
+
+pytestmark = pytest.mark.slow  # a comparison's child runs
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["iterations=2", "eval.every=1",
-         'task.options={"n_operands": 2, "digits": 1, "n_train": 60, "n_test": 20}',  # a built-in task: children
-         *[o for o in TINY_OVERRIDES if not o.startswith(("name=", "iterations=", "task."))]]  # lack conftest's
-
-
-def comparison_file(folder: Path, name: str, seeds: list[int], arms: list[tuple[str, str, list[str]]]) -> Path:
-    """A comparison TOML over SMALL: arms of (label, preset, overrides)."""
-    def strings(items):
-        return "[" + ", ".join(f"'{s}'" for s in items) + "]"
-
-    path = folder / f"{name}.toml"
-    path.write_text(f'name = "{name}"\nseeds = {seeds}\nset = {strings(SMALL)}\n' + "".join(
-        f'\n[[arms]]\nlabel = "{label}"\npreset = "{preset}"\nset = {strings(overrides)}\n'
-        for label, preset, overrides in arms))
-    return path
-
-
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """smoke (3 arms x 2 seeds), two of its arms alone, smoke again, then other: one arm as in smoke, one with

@@ -27,7 +27,9 @@ from stages.artifacts import execute, manifest_path, read_manifest, read_table
 from stages.lock import lock_path
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
-from tests.test_compare import SMALL
+from tests.helpers import SMALL
+
+pytestmark = pytest.mark.slow  # torchrun ranks and Dask workers
 
 
 def drawn_advantages(ctx):

@@ -23,13 +23,21 @@ import safetensors.torch
 import torch
 
 import stages.write_behind
-from stages import registry
 from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
-from stages.checksums import combined_hash
-from stages.history import ConfigChangeRefused, reopen, stage_status
-from stages.lock import lock_path, read_holder
+from stages.history import ConfigChangeRefused, reopen
+from stages.lock import read_holder
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
+from tests.helpers import (
+    assert_equal_to,
+    fingerprints,
+    flow_plan,
+    manifest_times,
+    recomputed_stages,
+    run_plan,
+)
+
+pytestmark = pytest.mark.slow  # child processes killed mid-write
 
 TESTS = Path(__file__).resolve().parent
 
@@ -48,6 +56,7 @@ from stages.engines import engine_pool
 from stages.lock import RunLockedError
 from stages.registry import find_stage
 from stages.run_dir import RunDir
+
 
 armed, manifests, outputs = False, 0, 0
 
@@ -129,24 +138,9 @@ kills the background write of train's checkpoint (stages/write_behind.py) while 
 
 
 def fault_config():
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     return load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=2"])
-
-
-def flow_plan(run: RunDir) -> list[tuple[str, int]]:
-    """The stages `spo-run` executes, in order (stages/registry.py)."""
-    cfg = run.config()
-    return [pair for step in registry.flow_plan(cfg, range(cfg.iterations)) for pair in step]
-
-
-def run_plan(run: RunDir, redo_from: int | None = None) -> None:
-    """Every stage in order, as the flow runs them; with `redo_from` (`spo run --from N`) stale stages of
-    iteration N and later are recomputed."""
-    for name, i in flow_plan(run):
-        function, spec = find_stage(name, run.config())
-        function(run.root, i, force=redo_from is not None and i >= redo_from
-                 and stage_status(spec, run, i).startswith("stale"))
 
 
 def runner(run: RunDir, target: str = "", point: str = "none") -> subprocess.Popen:
@@ -156,36 +150,9 @@ def runner(run: RunDir, target: str = "", point: str = "none") -> subprocess.Pop
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def fingerprints(root: Path) -> dict[str, str]:
-    """Finished artifact -> content hash (of its files' recorded hashes; a checkpoint's `sha256` is its
-    producer's identity, stages/artifacts.py), outside superseded/."""
-    return {str(m.relative_to(root)): combined_hash(json.loads(m.read_text())["files"])
-            for m in root.rglob("*.manifest.json") if "superseded" not in m.parts}
-
-
-def manifest_times(root: Path) -> dict[str, int]:
-    return {p: (root / p).stat().st_mtime_ns for p in fingerprints(root)}
-
-
-def recomputed_stages(root: Path, before: dict[str, int]) -> set[str]:
-    """`<stage>-<iteration>` of every manifest written since `before`."""
-    after = manifest_times(root)
-    reports = [json.loads((root / p).read_text())["report"] for p, t in after.items() if before.get(p) != t]
-    return {f"{r['stage']}-{r['iteration']}" for r in reports}
-
-
-def assert_equal_to(reference: RunDir, run: RunDir, temporaries: bool = False) -> None:
-    """The same finished artifacts, byte for byte, as the undisturbed run (and, unless `temporaries`, no
-    temporary file left)."""
-    expected, got = fingerprints(reference.root), fingerprints(run.root)
-    differing = sorted(p for p in expected.keys() | got.keys() if expected.get(p) != got.get(p))
-    assert not differing, f"artifacts differ from the undisturbed run: {differing}"
-    assert temporaries or not list(run.root.rglob("*.tmp*")), list(run.root.rglob("*.tmp*"))
-    assert not lock_path(run.root).exists()
-
-
 def assert_nothing_partial_under_a_final_name(run: RunDir) -> None:
     """Final-named Parquet files are whole, manifests match their files, final checkpoints load."""
+    assert list(run.root.rglob("*.parquet")), "no table to check"
     for path in run.root.rglob("*.parquet"):
         if "superseded" not in path.parts and not path.name.startswith("."):
             pq.read_table(path)

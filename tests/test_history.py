@@ -23,20 +23,9 @@ from stages.fingerprint import closure
 from stages.history import ConfigChangeRefused, reopen
 from stages.registry import iteration_stages
 from stages.run_dir import RunDir, create_run, load_preset
-from tests.conftest import SPO_CHILD, TINY_OVERRIDES
+from tests.helpers import SPO_CHILD, TINY_OVERRIDES, manifest_times, recomputed_stages
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def manifest_times(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*.manifest.json")
-            if "superseded" not in p.parts}
-
-
-def recomputed(root: Path, before: dict[str, int]) -> set[str]:
-    after = manifest_times(root)
-    reports = [json.loads((root / p).read_text())["report"] for p, t in after.items() if before.get(p) != t]
-    return {f"{r['stage']}-{r['iteration']}" for r in reports}
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
@@ -65,6 +54,7 @@ def spo_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow  # `spo` child processes
 def test_a_comment_edit_recomputes_nothing_and_an_edit_to_the_loss_makes_only_train_stale(two_iterations,
                                                                                             tmp_path):
     run = copy_run(two_iterations, tmp_path)
@@ -108,7 +98,7 @@ def test_frontier_changes_apply_and_grow_the_run_while_a_read_field_is_refused(t
     assert run.config().iterations == 3 and run.config().eval.every == 3
     assert run.changes()[-1]["how"] == "frontier" and run.changes()[-1]["from_iteration"] == 2
     assert run.config_at(1).iterations == 2 and run.config_at(2).iterations == 3
-    assert recomputed(run.root, before) == {f"{s}-2" for s in iteration_stages(cfg)} | {"evaluate-3"}
+    assert recomputed_stages(run.root, before) == {f"{s}-2" for s in iteration_stages(cfg)} | {"evaluate-3"}
     assert {i: file_bytes(run.checkpoint(i)) for i in (0, 1, 2)} == checkpoints
     # past the planned end the schedule of the new horizon applies at the global step (docs/design.md#optimizer)
     metrics = pq.read_table(run.artifact(2, "train_metrics")).to_pylist()

@@ -5,7 +5,6 @@ Real parts: `spo run` child processes with their own temporary Prefect servers, 
 signal lands when the child's progress bar shows the stage (its stderr), as a person would press Ctrl-C.
 """
 
-import json
 import os
 import re
 import signal
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.checksums import combined_hash
 from stages.lock import lock_path
-from tests.conftest import SPO_CHILD, TINY_OVERRIDES
+from tests.helpers import SPO_CHILD, TINY_OVERRIDES, fingerprints
+
+pytestmark = pytest.mark.slow  # `spo run` child processes
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = [*TINY_OVERRIDES, "iterations=2", "warmstart.max_steps=60", "warmstart.eval_every=30",
@@ -94,13 +94,6 @@ def interrupt(run: Path, first: bool, point: str, signum: int) -> float:
     assert not left, f"processes left after {name} at {point}: {left}"
     assert not lock_path(run).exists()
     return seconds
-
-
-def fingerprints(root: Path) -> dict[str, str]:
-    """Finished artifact -> content hash of its files (a retention tombstone: its identity)."""
-    manifests = {str(m.relative_to(root)): json.loads(m.read_text()) for m in root.rglob("*.manifest.json")
-                 if "superseded" not in m.parts}
-    return {p: combined_hash(m["files"]) if "files" in m else f"removed {m['sha256']}" for p, m in manifests.items()}
 
 
 @pytest.fixture(scope="module")

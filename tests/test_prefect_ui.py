@@ -19,8 +19,9 @@ import pytest
 
 from stages.run_dir import create_run
 from stages.summary import iteration_summary
-from tests.servers import REPO, SPO_CLI, log_tails, prefect_server
-from tests.test_serve import ARITH
+from tests.helpers import ARITH, REPO, SPO_CLI, log_tails, prefect_server
+
+pytestmark = pytest.mark.slow  # a Prefect server and a browser
 
 CHROMIUM = shutil.which("chromium")
 DOCS = REPO / "docs"

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_compare import SMALL, comparison_file
+from tests.helpers import SMALL, comparison_file
+
+pytestmark = pytest.mark.slow  # child processes and servers
 
 REPO = Path(__file__).resolve().parents[1]
 

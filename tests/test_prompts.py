@@ -13,7 +13,7 @@ from spo.tasks import Gsm8kTask, Math500Task
 from stages.artifacts import read_table
 from stages.resources import load_tokenizer, prompt_text_and_ids
 from stages.run_dir import create_run, load_preset
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")

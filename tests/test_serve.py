@@ -24,7 +24,9 @@ from stages.lock import lock_path
 from stages.registry import trained_iterations
 from stages.run_dir import create_run
 from stages.summary import unevaluated_checkpoints
-from tests.servers import REPO, SPO_CLI, log_tails, prefect_server, stop, wait_for
+from tests.helpers import ARITH, REPO, SPO_CLI, log_tails, prefect_server, stop, wait_for
+
+pytestmark = pytest.mark.slow  # a Prefect server and served flow runs
 
 
 def live_manifest_times(root: Path) -> dict[str, int]:
@@ -96,10 +98,6 @@ def test_serve_errors_are_one_line(tmp_path, tiny_config, capsys):
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert spo(["serve", str(run.root), "--eval-interval", "60"]) == 2
     assert capsys.readouterr().err.startswith("spo: error: PREFECT_API_URL is not set")
-
-
-ARITH = ["task.name=arith", 'task.options={"n_operands": 2, "digits": 2, "n_train": 400, "n_test": 40}']
-"""A built-in task: served flow runs are new processes, which do not see tasks registered by conftest."""
 
 
 def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):

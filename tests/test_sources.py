@@ -91,8 +91,7 @@ def test_bad_columns_and_rows_are_named_by_file_row_and_field(shared_data, tmp_p
 def test_a_run_on_parquet_files_goes_through_the_flow(prefect_harness, shared_data, tmp_path):
     from flows.spo_run import spo_run
     from stages.summary import iteration_summary
-    from tests.conftest import TINY_OVERRIDES
-    from tests.test_stages import GSM8K
+    from tests.helpers import GSM8K, TINY_OVERRIDES
 
     for split in ("train", "test"):
         lines = (shared_data / "gsm8k" / f"{split}.jsonl").read_text().splitlines()[:40]

@@ -12,16 +12,13 @@ from spo.advantages import chain_token_advantages
 from stages.artifacts import read_table
 from stages.registry import find_stage, iteration_stages
 from stages.run_dir import create_run
-
-GSM8K = ["task.name=gsm8k", "task.options={}", "model.tiny.tokenizer=bpe", "model.tiny.bpe_vocab_size=300",
-         "model.tiny.max_position_embeddings=512", "warmstart.enabled=false", "sample.context_size=400",
-         "sample.max_new_tokens=24", "partition.interval=4", "sample.questions_per_iteration=3"]
+from tests.helpers import GSM8K
 
 
 @pytest.fixture(scope="module")
 def gsm8k_run(tmp_path_factory, shared_data):
     from stages.run_dir import load_preset
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + GSM8K + [f"task.data={shared_data / 'gsm8k'}"])
     run = create_run(tmp_path_factory.mktemp("gsm8k") / "run", cfg)

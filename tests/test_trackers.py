@@ -18,7 +18,7 @@ from flows.spo_run import spo_run  # noqa: E402
 from stages.run_dir import create_run, load_preset  # noqa: E402
 from stages.summary import iteration_summary  # noqa: E402
 from stages.trackers import iteration_scalars  # noqa: E402
-from tests.conftest import TINY_OVERRIDES  # noqa: E402
+from tests.helpers import TINY_OVERRIDES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

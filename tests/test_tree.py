@@ -19,7 +19,7 @@ TREE = ["algorithm=spo-tree", "tree.branching=[2,2,2]", "partition.method=fixed_
 def tree_run(tmp_path_factory):
     """A tiny spo-tree run through two iterations, driven stage by stage."""
     from stages.run_dir import load_preset
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + TREE)
     run = create_run(tmp_path_factory.mktemp("tree") / "run", cfg)

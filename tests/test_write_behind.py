@@ -17,7 +17,7 @@ from stages.engines import engine_pool
 from stages.registry import find_stage
 from stages.run_dir import RunDir, create_run, load_preset
 from stages.write_behind import write_behind
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 
 def plan(run: RunDir) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@ import json
 
 from stages.engines import engine_pool
 from stages.run_dir import create_run
-from tests.test_faults import fingerprints, run_plan
+from tests.helpers import fingerprints, run_plan
 
 
 def test_a_reused_engine_gives_the_outputs_of_fresh_ones(tmp_path, tiny_config):

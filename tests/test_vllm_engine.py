@@ -7,10 +7,12 @@ numbers are printed with `pytest -s`.
 
 import numpy as np
 import pytest
-import vllm
+import vllm  # noqa: F401 (the test install brings vLLM: a missing one fails here, never skips)
 
 from spo.policy import SampleRequest, make_engine
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
+
+pytestmark = pytest.mark.slow  # vLLM engines
 
 CORPUS = ["Q: 12+34+56= A: 12+34=46; 46+56=102. #### 102", "Q: 3+4= A: 3+4=7. #### 7"]
 OPTIONS = {"enforce_eager": True}
@@ -120,7 +122,7 @@ def vllm_run(prefect_harness, tmp_path_factory):
     """One iteration of the tiny preset through the Prefect flow with the vLLM engine sampling."""
     from flows.spo_run import spo_run
     from stages.run_dir import create_run, load_preset
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides([*TINY_OVERRIDES, "model.tiny.hidden_size=64", "model.engine=vllm",
                                               'model.vllm_options={"enforce_eager": true}'])
@@ -132,12 +134,10 @@ def vllm_run(prefect_harness, tmp_path_factory):
 def test_a_flow_iteration_with_vllm_and_its_evaluation_reruns_alone(vllm_run):
     import pyarrow.parquet as pq
 
-    import schemas
     from stages.artifacts import read_manifest
     from stages.registry import find_stage
 
-    for path in vllm_run.root.rglob("*.parquet"):
-        schemas.validate(pq.read_table(path), schemas.schema_for(path), path)
+    assert_tables_match_their_schemas(vllm_run)
     rollouts = pq.read_table(vllm_run.artifact(0, "rollouts")).to_pylist()
     assert all(r["engine_logp"] is not None for r in rollouts), "vLLM's sampling log-probs are stored"
     gap = max(abs(a - b) for r in rollouts for a, b in zip(r["engine_logp"], r["logp"]))

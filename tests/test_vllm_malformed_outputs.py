@@ -1,6 +1,6 @@
 """The vLLM adapter's conversions on the cases real vLLM does not produce on demand: malformed outputs.
 
-Everything real vLLM can answer is tested against it in tests/test_vllm.py. Here, plain objects shaped
+Everything real vLLM can answer is tested against it in tests/test_vllm_engine.py. Here, plain objects shaped
 like vLLM's `CompletionOutput` / `Logprob` stand in for outputs a working vLLM never returns (a "stop"
 without the stop token, missing log-probs, an unknown finish reason), to check that the adapter refuses
 them with a clear error.
