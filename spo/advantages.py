@@ -17,9 +17,6 @@ import numpy as np
 
 from spo.segments import validate_boundaries
 
-WHITEN_SCOPES = ("micro_batch", "batch", "none")
-"""Where the train stage standardises advantages before the loss (docs/design.md#whitening): inside each
-micro-batch (the reference), over the epoch's episodes, or not at all."""
 STD_EPS = 1e-8
 """Added to the std in every grpo division, as the reference (docs/design.md#tree-values)."""
 

@@ -86,9 +86,9 @@ def _advantages():
 
 
 def _whiten_scopes():
-    from spo.advantages import WHITEN_SCOPES
+    from spo.ppo import WHITENING
 
-    return WHITEN_SCOPES
+    return WHITENING
 
 
 def _engines():

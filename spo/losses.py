@@ -76,7 +76,7 @@ class PolicyLossOutput(NamedTuple):
     """One micro-batch's loss terms (differentiable) and diagnostics (detached 0-dim tensors)."""
 
     total: torch.Tensor
-    """policy + kl; zeroed (graph kept) when the ratio_threshold skip fires."""
+    """policy + kl."""
     policy: torch.Tensor
     """PPO-clip surrogate, token mean over the mask."""
     kl: torch.Tensor
@@ -87,8 +87,6 @@ class PolicyLossOutput(NamedTuple):
     """Fraction of masked tokens whose ratio lies outside [1 - clip, 1 + clip]."""
     approx_kl: torch.Tensor
     """k3 estimate of KL(old || new), masked token mean: mean(r - 1 - log r)."""
-    skipped: bool
-    """True when ratio_mean exceeded ratio_threshold and the loss was zeroed."""
 
 
 def policy_loss(
@@ -99,7 +97,6 @@ def policy_loss(
     mask: torch.Tensor,
     clip: float = 0.2,
     kl_coef: float = 1e-4,
-    ratio_threshold: float | None = None,
 ) -> PolicyLossOutput:
     """Return the PPO-clip + k3-KL loss of one micro-batch (docs/design.md#loss).
 
@@ -107,7 +104,6 @@ def policy_loss(
     ``max(-A r, -A clip(r, 1 - clip, 1 + clip))``; kl = ``kl_coef`` * mean over all B sequences of
     the per-sequence sum over masked tokens of ``clamp(exp(d) - d - 1, 0, 1e9)``,
     ``d = clamp(ref_logp - logp, -10, 10)`` (Schulman's k3 estimator, http://joschu.net/blog/kl-approx.html).
-    With ``ratio_threshold``, a micro-batch whose masked mean ratio exceeds it is skipped (loss x 0).
 
     Args:
         logp: (B, T) log-probs of the sampled tokens under the policy being trained (with grad).
@@ -117,7 +113,6 @@ def policy_loss(
         mask: (B, T) bool or 0/1 mask of the tokens in the loss.
         clip: PPO clip range eps; the reference uses 0.2.
         kl_coef: KL coefficient beta; the reference uses 1e-4.
-        ratio_threshold: skip threshold on the mean ratio (the reference uses 10); None disables it.
 
     >>> z = torch.zeros(1, 2)
     >>> out = policy_loss(z, z, z, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2))
@@ -143,11 +138,7 @@ def policy_loss(
         ratio_mean = masked_mean(ratio, mask)
         clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), mask)
         approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
-    total = policy + kl
-    skipped = ratio_threshold is not None and bool(ratio_mean > ratio_threshold)
-    if skipped:
-        total = total * 0.0  # as the reference: backward still runs, every gradient is 0
-    return PolicyLossOutput(total, policy, kl, ratio_mean, clip_fraction, approx_kl, skipped)
+    return PolicyLossOutput(policy + kl, policy, kl, ratio_mean, clip_fraction, approx_kl)
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,

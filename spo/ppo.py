@@ -2,7 +2,9 @@
 
 The train stage owns the data, the schedule and the checkpoints; this file owns the arithmetic of a
 step: pad the episodes of each micro-batch, recompute log-probs with gradients, whiten advantages in
-the configured scope, take `spo.losses.policy_loss`, accumulate, clip and step (docs/design.md#loss).
+the configured scope (`WHITENING`), take `spo.losses.policy_loss`, accumulate, clip and step
+(docs/design.md#loss). Everything a step reads besides the model, the optimizer and the batch is one
+`PPOSettings`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from spo.advantages import WHITEN_SCOPES
 from spo.losses import masked_whiten, policy_loss, value_loss
 from spo.policy.critic import state_values
 from spo.policy.logprobs import is_fsdp, response_logprobs
@@ -65,20 +66,58 @@ def batch_whitened(episodes: Sequence[Episode]) -> list[list[float]]:
     return [white[i, : len(e.response_ids)].tolist() for i, e in enumerate(episodes)]
 
 
-def ppo_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: Sequence[Episode],
-    micro_batch_size: int,
-    temperature: float,
-    pad_id: int,
-    clip: float,
-    kl_coef: float,
-    whiten: str,
-    grad_clip: float,
-    rank: int = 0,
-    world: int = 1,
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class Whitening:
+    """One scope of advantage standardisation (docs/design.md#whitening)."""
+
+    per_micro_batch: bool
+    """Standardise inside each micro-batch, in `ppo_step` (the reference)."""
+    per_epoch: bool
+    """Standardise over all the episodes an epoch trains on, before they are batched (`epoch_episodes`)."""
+
+
+WHITENING: dict[str, Whitening] = {
+    "micro_batch": Whitening(per_micro_batch=True, per_epoch=False),
+    "batch": Whitening(per_micro_batch=False, per_epoch=True),
+    "none": Whitening(per_micro_batch=False, per_epoch=False),
+}
+"""`train.whiten`: inside each micro-batch (the reference), over the epoch's episodes, or not at all."""
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """What a PPO step reads besides the model, the optimizer and the batch (from `train.*`)."""
+
+    micro_batch_size: int
+    """Episodes per forward/backward pass; their losses accumulate into one step."""
+    temperature: float
+    """Sampling temperature: log-probs are recomputed at it (docs/design.md#probabilities)."""
+    pad_id: int
+    """The tokenizer's padding id."""
+    clip: float
+    """PPO ratio clip epsilon."""
+    kl_coef: float
+    """Weight of the k3 KL to the initial policy."""
+    whiten: str
+    """A key of `WHITENING`."""
+    grad_clip: float
+    """Global gradient-norm clip."""
+
+    def __post_init__(self) -> None:
+        if self.whiten not in WHITENING:
+            raise ValueError(f"unknown whiten scope {self.whiten!r}; choose one of {sorted(WHITENING)}")
+
+
+def epoch_episodes(chosen: Sequence[Episode], settings: PPOSettings) -> list[Episode]:
+    """The episodes an epoch trains on, their advantages whitened together when the scope says so."""
+    if not WHITENING[settings.whiten].per_epoch or not chosen:
+        return list(chosen)
+    return [Episode(e.prompt_ids, e.response_ids, adv, e.mask, e.old_logp, e.ref_logp)
+            for e, adv in zip(chosen, batch_whitened(chosen))]
+
+
+def ppo_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Episode],
+             settings: PPOSettings, rank: int = 0, world: int = 1) -> dict[str, float]:
     """Accumulate the loss of each micro-batch (each weighted by its share of the batch), clip, step.
 
     With `world` > 1 (data parallel, torch.distributed initialised), this process takes micro-batches
@@ -88,36 +127,33 @@ def ppo_step(
     replicated one all-reduces them here.
 
     Args:
-        batch: the episodes of one optimizer step (the same on every process).
-        whiten: "micro_batch" standardises advantages inside each micro-batch (reference); "batch" and
-            "none" expect the caller to have prepared them (see `batch_whitened`).
+        batch: the episodes of one optimizer step (the same on every process), from `epoch_episodes`.
 
     Returns:
         The step's metrics: loss parts and diagnostics averaged over micro-batches, grad norm, counts.
     """
-    if whiten not in WHITEN_SCOPES:
-        raise ValueError(f"unknown whiten scope {whiten!r}; choose one of {list(WHITEN_SCOPES)}")
+    s = settings
     device = next(model.parameters()).device
     names = ("loss", "loss_policy", "loss_kl", "ratio_mean", "clipfrac", "approx_kl", "tokens")
     sums = dict.fromkeys(names, 0.0)
     sharded = is_fsdp(model)
-    micro_batches = [batch[start : start + micro_batch_size] for start in range(0, len(batch), micro_batch_size)]
+    micro_batches = [batch[start : start + s.micro_batch_size] for start in range(0, len(batch), s.micro_batch_size)]
     mine = micro_batches[rank::world]
     optimizer.zero_grad(set_to_none=True)
     for k, micro in enumerate(mine):
         if sharded:
             model.set_requires_gradient_sync(k == len(mine) - 1)
         logp, real = response_logprobs(
-            model, [e.prompt_ids for e in micro], [e.response_ids for e in micro], temperature, pad_id
+            model, [e.prompt_ids for e in micro], [e.response_ids for e in micro], s.temperature, s.pad_id
         )  # (B, T), (B, T)
         width = logp.shape[1]
         mask = pad_rows([e.mask for e in micro], width, False, torch.bool).to(device)
         adv = pad_rows([e.advantages for e in micro], width, 0.0, torch.float32).to(device)
-        if whiten == "micro_batch":
+        if WHITENING[s.whiten].per_micro_batch:
             adv = masked_whiten(adv, mask, fallback_mask=real)
         old = pad_rows([e.old_logp for e in micro], width, 0.0, torch.float32).to(device)
         ref = pad_rows([e.ref_logp for e in micro], width, 0.0, torch.float32).to(device)
-        out = policy_loss(logp, old, ref, adv, mask, clip=clip, kl_coef=kl_coef)
+        out = policy_loss(logp, old, ref, adv, mask, clip=s.clip, kl_coef=s.kl_coef)
         share = len(micro) / len(batch)
         (out.total * share * (world if sharded else 1)).backward()
         for name, value in (("loss", out.total), ("loss_policy", out.policy), ("loss_kl", out.kl),
@@ -127,7 +163,7 @@ def ppo_step(
         sums["tokens"] += int(mask.sum())
     if world > 1:
         sums = _summed_over_processes(model, sums, device, gradients=not sharded)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
     optimizer.step()
     return {**sums, "tokens": int(sums["tokens"]), "grad_norm": float(grad_norm), "sequences": len(batch)}
 

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from schemas.critic_metrics import CRITIC_METRICS
 from schemas.critic_values import CRITIC_VALUES
@@ -81,6 +83,26 @@ def _values(ctx: StageContext):
         "critic/value_mean": float(flat.mean()) if flat.size else 0.0}
 
 
+@dataclass
+class CriticUpdate:
+    """The critic's clipped value loss, as `stages.train.optimize` runs it (the policy's batches and schedule)."""
+
+    model: torch.nn.Module
+    lr: float
+    micro_batch_size: int
+    pad_id: int
+    value_clip: float
+    grad_clip: float
+    name: str = "critic-train"
+
+    def epoch(self, chosen: list[CriticEpisode]) -> list[CriticEpisode]:
+        return chosen
+
+    def step(self, optimizer: torch.optim.Optimizer, batch: list[CriticEpisode]) -> dict:
+        return critic_step(self.model, optimizer, batch, self.micro_batch_size, self.pad_id, self.value_clip,
+                           self.grad_clip)
+
+
 def _train(ctx: StageContext):
     cfg = ctx.cfg
     values = {r["rollout_id"]: r["values"] for r in ctx.read("critic_values").to_pylist()}
@@ -92,12 +114,10 @@ def _train(ctx: StageContext):
     model = load_critic(ctx.run.critic(ctx.iteration), resolve_device(cfg.model.device))
     pad_id = load_tokenizer(ctx.run.tokenizer()).pad_token_id
 
-    def step(optimizer, batch: list[CriticEpisode]) -> dict:
-        return critic_step(model, optimizer, batch, cfg.train.micro_batch_size, pad_id, cfg.critic.value_clip,
-                           cfg.train.grad_clip)
-
+    update = CriticUpdate(model, cfg.critic.lr, cfg.train.micro_batch_size, pad_id, cfg.critic.value_clip,
+                          cfg.train.grad_clip)
     state = ctx.run.critic_optimizer_state(ctx.iteration) if ctx.iteration > 0 else None
-    metrics, optimizer, global_step = optimize(model, state, episodes, cfg.critic.lr, ctx, "critic-train", step)
+    metrics, optimizer, global_step = optimize(ctx, update, episodes, state)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic"), model.save_pretrained, staged=ctx.staged)
     write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}-critic-optimizer"),
                         lambda folder: save_optimizer_state(folder, optimizer.state_dict(), global_step), staged=ctx.staged)

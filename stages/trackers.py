@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 from spo.config import RunConfig
 from stages.artifacts import manifest_path, read_table

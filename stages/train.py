@@ -21,7 +21,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,7 +33,7 @@ import torch
 from schemas.train_metrics import TRAIN_METRICS
 from spo.losses import warmup_linear_decay
 from spo.policy.transformers_engine import resolve_dtype
-from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
+from spo.ppo import Episode, PPOSettings, episode_order, epoch_episodes, ppo_step
 from spo.seeds import derive_seed
 from stages import write_behind
 from stages.artifacts import StageContext, StageReport, StageSpec, execute, read_manifest
@@ -92,9 +94,8 @@ def iteration_step(ctx: StageContext, policy, state: Path | None, resume: tuple 
     rows = ctx.read("episodes").to_pylist()
     ref_logps = (reference_logps(load_policy(ctx.run.checkpoint(0), cfg, role="reference"), rows,
                                  cfg.sample.temperature) if cfg.train.kl_coef > 0 else None)
-    episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
-    metrics, optimizer, global_step = optimize(policy.model, state, episodes, cfg.train.lr, ctx, "train", step,
-                                               prepare, resume=resume)
+    episodes, update = policy_update(ctx, rows, ref_logps, policy.model, policy.tokenizer.pad_token_id)
+    metrics, optimizer, global_step = optimize(ctx, update, episodes, state, resume=resume)
     return metrics, optimizer, global_step, len(episodes)
 
 
@@ -139,31 +140,43 @@ def _outputs(metrics: list[dict], global_step: int, episodes: int):
     }
 
 
-def episodes_and_steps(ctx: StageContext, rows: list[dict], ref_logps: list | None, model: torch.nn.Module,
-                       pad_id: int, rank: int = 0, world: int = 1) -> tuple[list[Episode], Callable, Callable]:
-    """The iteration's episodes, the PPO step on a batch (this process's share of it) and the batch
-    preparation (whitening over the epoch when `train.whiten = "batch"`)."""
+@dataclass
+class PolicyUpdate:
+    """PPO-clip on the policy, as `optimize` runs it: the episodes of each epoch (whitened over the epoch where
+    `train.whiten` says so), then one `spo.ppo.ppo_step` per batch (this process's share of it)."""
+
+    model: torch.nn.Module
+    settings: PPOSettings
+    lr: float
+    """Peak learning rate (`train.lr`)."""
+    low_precision: bool
+    """Compute in bfloat16 over float32 master weights, where the sampler samples in it (docs/design.md#optimizer)."""
+    rank: int = 0
+    world: int = 1
+    name: str = "train"
+    """The seed stream of the episode order and the progress bar's name."""
+
+    def epoch(self, chosen: list[Episode]) -> list[Episode]:
+        return epoch_episodes(chosen, self.settings)
+
+    def step(self, optimizer: torch.optim.Optimizer, batch: list[Episode]) -> dict:
+        device = next(self.model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.low_precision):
+            return ppo_step(self.model, optimizer, batch, self.settings, rank=self.rank, world=self.world)
+
+
+def policy_update(ctx: StageContext, rows: list[dict], ref_logps: list | None, model: torch.nn.Module, pad_id: int,
+                  rank: int = 0, world: int = 1) -> tuple[list[Episode], PolicyUpdate]:
+    """The iteration's episodes (rows of episodes.parquet with their reference log-probs) and the update."""
     cfg, t = ctx.cfg, ctx.cfg.train
-    temperature = cfg.sample.temperature
     refs = ref_logps if ref_logps is not None else [r["old_logp"] for r in rows]
     episodes = [Episode(r["prompt_ids"], r["response_ids"], r["advantages"], r["mask"], r["old_logp"], ref)
                 for r, ref in zip(rows, refs)]
+    settings = PPOSettings(micro_batch_size=t.micro_batch_size, temperature=cfg.sample.temperature, pad_id=pad_id,
+                           clip=t.clip, kl_coef=t.kl_coef, whiten=t.whiten, grad_clip=t.grad_clip)
     device = next(model.parameters()).device
-    # float32 master weights; compute in bfloat16 where the sampler samples in it (docs/design.md#optimizer)
     low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
-
-    def prepare(chosen: list[Episode]) -> list[Episode]:
-        if t.whiten != "batch" or not chosen:
-            return chosen
-        return [Episode(e.prompt_ids, e.response_ids, adv, e.mask, e.old_logp, e.ref_logp)
-                for e, adv in zip(chosen, batch_whitened(chosen))]
-
-    def step(optimizer, batch: list[Episode]) -> dict:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-            return ppo_step(model, optimizer, batch, t.micro_batch_size, temperature, pad_id, t.clip,
-                            t.kl_coef, t.whiten, t.grad_clip, rank=rank, world=world)
-
-    return episodes, step, prepare
+    return episodes, PolicyUpdate(model, settings, t.lr, low_precision, rank, world)
 
 
 def _train_distributed(ctx: StageContext):
@@ -194,15 +207,27 @@ def _train_distributed(ctx: StageContext):
     return _outputs(metrics, done["global_step"], done["episodes"])
 
 
-def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: float, ctx: StageContext, name: str,
-             step: Callable, prepare: Callable = lambda chosen: chosen, load_state: Callable | None = None,
-             resume: tuple[torch.optim.Optimizer, int] | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
+class Update(Protocol):
+    """What `optimize` steps: the policy's PPO (`PolicyUpdate`) or PPO's critic (stages/critic.py)."""
+
+    model: torch.nn.Module
+    lr: float
+    name: str
+
+    def epoch(self, chosen: list) -> list: ...
+
+    def step(self, optimizer: torch.optim.Optimizer, batch: list) -> dict: ...
+
+
+def optimize(ctx: StageContext, update: Update, episodes: list, state: Path | None,
+             resume: tuple[torch.optim.Optimizer, int] | None = None,
+             load_state: Callable | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
     """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
-    `train.episodes_per_iteration`), `step(optimizer, batch)` per batch under the warm-up + linear-decay
-    schedule of peak `lr`, AdamW continued from `resume` (an optimizer and its global step) or from `state`
-    (through `load_state(state, model, optimizer)` where given). Returns the per-step metrics, the optimizer
-    and the global step. The policy (`name` "train", also each rank of a distributed one) and PPO's critic
-    ("critic-train") train this way."""
+    `train.episodes_per_iteration`), `update.step(optimizer, batch)` per batch under the warm-up +
+    linear-decay schedule of peak `update.lr`, AdamW continued from `resume` (an optimizer and its global
+    step) or from `state` (through `load_state(state, model, optimizer)` where given). Returns the per-step
+    metrics, the optimizer and the global step."""
+    model, lr, name = update.model, update.lr, update.name
     cfg, t = ctx.cfg, ctx.cfg.train
     rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
     wanted = t.episodes_per_iteration
@@ -220,12 +245,12 @@ def optimize(model: torch.nn.Module, state: Path | None, episodes: list, lr: flo
     n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
     with progress_bar(n_steps, f"{name} {ctx.iteration:04d}") as bar:
         for epoch in range(t.epochs):
-            chosen = prepare([episodes[i] for i in episode_order(len(episodes), wanted, rng)])
+            chosen = update.epoch([episodes[i] for i in episode_order(len(episodes), wanted, rng)])
             for start in range(0, len(chosen), t.batch_size):
                 step_lr = lr * warmup_linear_decay(min(global_step, total_steps - 1), total_steps, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
-                out = step(optimizer, chosen[start : start + t.batch_size])
+                out = update.step(optimizer, chosen[start : start + t.batch_size])
                 global_step += 1
                 metrics.append({"step": global_step, "epoch": epoch, "lr": step_lr, **out})
                 bar.update(1)

@@ -29,9 +29,9 @@ from stages.artifacts import StageContext
 from stages.run_dir import RunDir
 from stages.train import (
     SPEC,
-    episodes_and_steps,
     load_optimizer_state,
     optimize,
+    policy_update,
     reference_logps,
     save_optimizer_state,
     saved_step,
@@ -62,11 +62,10 @@ def main(run: Path, iteration: int, out: Path) -> None:
         for layer in model.get_decoder().layers:
             fully_shard(layer)
         fully_shard(model)
-    episodes, step, prepare = episodes_and_steps(ctx, rows, ref_logps, model, policy.tokenizer.pad_token_id,
-                                                 rank=rank, world=world)
+    episodes, update = policy_update(ctx, rows, ref_logps, model, policy.tokenizer.pad_token_id, rank=rank,
+                                     world=world)
     state = root.optimizer_state(iteration) if iteration > 0 else None
-    metrics, optimizer, global_step = optimize(model, state, episodes, cfg.train.lr, ctx, "train", step, prepare,
-                                               load_state=_load_state)
+    metrics, optimizer, global_step = optimize(ctx, update, episodes, state, load_state=_load_state)
     weights, optimizer_state = _full_state(model, optimizer)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import torch
 
 from spo.policy.logprobs import response_logprobs
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
-from spo.ppo import Episode, batch_whitened, episode_order, ppo_step
+from spo.ppo import Episode, PPOSettings, batch_whitened, episode_order, ppo_step
 
 
 def tiny():
@@ -29,11 +29,15 @@ def episodes(model, tokenizer, n=6, seed=0):
     return out
 
 
+def settings(micro: int, whiten: str = "none") -> PPOSettings:
+    return PPOSettings(micro_batch_size=micro, temperature=1.0, pad_id=0, clip=0.2, kl_coef=0.0, whiten=whiten,
+                       grad_clip=1e9)
+
+
 def step(model, batch, micro, whiten="none"):
     model = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    metrics = ppo_step(model, optimizer, batch, micro, temperature=1.0, pad_id=0, clip=0.2, kl_coef=0.0,
-                       whiten=whiten, grad_clip=1e9)
+    metrics = ppo_step(model, optimizer, batch, settings(micro, whiten))
     return model, metrics
 
 
@@ -48,7 +52,7 @@ def test_gradient_accumulation_weights_micro_batches_by_size():
     for start in range(0, 6, 2):
         part = copy.deepcopy(model)
         optimizer = torch.optim.SGD(part.parameters(), lr=0.1)
-        ppo_step(part, optimizer, batch[start : start + 2], 2, 1.0, 0, 0.2, 0.0, "none", 1e9)
+        ppo_step(part, optimizer, batch[start : start + 2], settings(2))
         for g, p0, p1 in zip(grads, model.parameters(), part.parameters()):
             g += (p1 - p0).detach() / 3  # each micro-batch holds a third of the batch
     for g, p0, p in zip(grads, model.parameters(), accumulated.parameters()):
