@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from spo.grading import MATH_CHECKERS, extract_answer
+from spo.grading import MATH_CHECKERS, math_answer
 from spo.math_normalize import normalize_answer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding math500/")
     data = parser.parse_args().data
     rows = [json.loads(line) for line in (data / "math500" / "test.jsonl").read_text().splitlines()]
-    references = [{"pred": extract_answer(r["solution"], "math500"), "gold": r["answer"], "equal": True,
+    references = [{"pred": math_answer(r["solution"]), "gold": r["answer"], "equal": True,
                    "kind": "reference"} for r in rows]
     shifted = [{"pred": a["answer"], "gold": b["answer"], "kind": "next row's answer",
                 "equal": normalize_answer(a["answer"]) == normalize_answer(b["answer"])}

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from spo.grading import SympyWorker, extract_answer, math_equal
+from spo.grading import SympyWorker, math_answer, math_equal
 from spo.tasks import Gsm8kTask
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,7 +37,7 @@ def main() -> None:
     answers = [row["answer"] for row in rows]
 
     timed("MATH-500: reference solution vs answer (extract + equal)",
-          lambda solution, gold: math_equal(extract_answer(solution, "math500"), gold),
+          lambda solution, gold: math_equal(math_answer(solution), gold),
           [(row["solution"], row["answer"]) for row in rows])  # fmt: skip
     different = list(zip(answers, answers[1:] + answers[:1]))
     timed("MATH-500: answer vs the next row's answer (mostly unequal)", math_equal, different)

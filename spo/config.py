@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,13 +64,21 @@ class _Checked:
     _section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        problems = []
         for f in dataclasses.fields(self):
             if "check" in f.metadata:
                 test, expected = f.metadata["check"]
                 value = getattr(self, f.name)
                 if not test(value):
                     expected = expected() if callable(expected) else expected
-                    raise ConfigError(f"{self._section}{f.name} = {value!r}: expected {expected}")
+                    problems.append(f"{self._section}{f.name} = {value!r}: expected {expected}")
+        problems += [] if problems else self._combination_problems()  # combinations of valid values only
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _combination_problems(self) -> list[str]:
+        """Combinations of this section's fields that cannot run (every field valid on its own)."""
+        return []
 
 
 def _partitions():
@@ -89,6 +97,24 @@ def _whiten_scopes():
     from spo.ppo import WHITENING
 
     return WHITENING
+
+
+def _algorithms():
+    from spo.algorithms import ALGORITHMS
+
+    return ALGORITHMS
+
+
+def _tokenizer_kinds():
+    from spo.policy.tiny import TOKENIZER_KINDS
+
+    return TOKENIZER_KINDS
+
+
+def _shardings():
+    from spo.sharding import SHARDINGS
+
+    return SHARDINGS
 
 
 def _engines():
@@ -114,7 +140,7 @@ class TinyModelConfig(_Checked):
     """A small Llama built locally when `ModelConfig.path` is empty (tests and the CPU demo)."""
 
     _section: ClassVar[str] = "model.tiny."
-    tokenizer: str = field(default="char", metadata=one_of(lambda: ("char", "bpe")))
+    tokenizer: str = field(default="char", metadata=one_of(_tokenizer_kinds))
     """"char" (one token per character of the task's text) or "bpe" (trained on the task's text)."""
     bpe_vocab_size: int = field(default=512, metadata=at_least(64))
     """Vocabulary size of the BPE tokenizer; ignored for "char"."""
@@ -129,11 +155,11 @@ class TinyModelConfig(_Checked):
     max_position_embeddings: int = field(default=256, metadata=at_least(2))
     """Longest sequence (prompt + response) the model accepts; at least `sample.context_size`."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _combination_problems(self) -> list[str]:
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"model.tiny.hidden_size = {self.hidden_size}: expected a multiple of "
-                              f"model.tiny.num_heads = {self.num_heads}")
+            return [f"model.tiny.hidden_size = {self.hidden_size}: expected a multiple of model.tiny.num_heads = "
+                    f"{self.num_heads}"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -308,24 +334,24 @@ class TrainConfig(_Checked):
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
     world_size: int = field(default=1, metadata={**at_least(1), **FRONTIER})
     """Data-parallel processes of the train stage (torch.distributed.run); 1 trains in the flow's process."""
-    sharding: str = field(default="ddp", metadata={**one_of(lambda: ("ddp", "fsdp")), **FRONTIER})
+    sharding: str = field(default="ddp", metadata={**one_of(_shardings), **FRONTIER})
     """With world_size > 1: "ddp" (a full copy per process, gradients summed) or "fsdp" (FSDP2, parameters,
     gradients and optimizer state sharded per decoder layer, for a model that does not fit one device)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _combination_problems(self) -> list[str]:
+        problems = []
         if self.batch_size % self.micro_batch_size:
-            raise ConfigError(f"train.batch_size = {self.batch_size}: expected a multiple of "
-                              f"train.micro_batch_size = {self.micro_batch_size} (gradient accumulation needs "
-                              f"whole micro-batches)")
-        if self.world_size > 1 and (self.batch_size // self.micro_batch_size) % self.world_size:
-            raise ConfigError(f"train.world_size = {self.world_size}: expected to divide the "
-                              f"{self.batch_size // self.micro_batch_size} micro-batches of a batch "
-                              f"(train.batch_size / train.micro_batch_size), so every process takes as many")
+            problems.append(f"train.batch_size = {self.batch_size}: expected a multiple of train.micro_batch_size = "
+                            f"{self.micro_batch_size} (gradient accumulation needs whole micro-batches)")
+        elif self.world_size > 1 and (self.batch_size // self.micro_batch_size) % self.world_size:
+            problems.append(f"train.world_size = {self.world_size}: expected to divide the "
+                            f"{self.batch_size // self.micro_batch_size} micro-batches of a batch "
+                            f"(train.batch_size / train.micro_batch_size), so every process takes as many")
         if self.world_size > 1 and (not self.episodes_per_iteration or self.episodes_per_iteration % self.batch_size):
-            raise ConfigError(f"train.world_size = {self.world_size} needs train.episodes_per_iteration, now "
-                              f"{self.episodes_per_iteration}, to be a positive multiple of train.batch_size = "
-                              f"{self.batch_size}: every step must give each process the same work")
+            problems.append(f"train.world_size = {self.world_size} needs train.episodes_per_iteration, now "
+                            f"{self.episodes_per_iteration}, to be a positive multiple of train.batch_size = "
+                            f"{self.batch_size}: every step must give each process the same work")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -355,11 +381,11 @@ class EvalConfig(_Checked):
     greedy: bool = True
     """Also decode greedily (one answer per question)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _combination_problems(self) -> list[str]:
         if not self.greedy and not self.samples_per_question:
-            raise ConfigError("eval.greedy = False and eval.samples_per_question = 0: an evaluation with "
-                              "nothing to decode; turn on one of them")
+            return ["eval.greedy = False and eval.samples_per_question = 0: an evaluation with nothing to decode; "
+                    "turn on one of them"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -447,7 +473,7 @@ class RunConfig(_Checked):
     """Run name; the run directory defaults to `data/runs/<name>`."""
     seed: int = field(default=42, metadata=at_least(0))
     """Run seed; every sampling request derives its own seed from it (docs/design.md#seeds)."""
-    algorithm: str = field(default="spo-chain", metadata=one_of(lambda: ALGORITHMS))
+    algorithm: str = field(default="spo-chain", metadata=one_of(_algorithms))
     """"spo-chain" (also GRPO/RLOO/baselines, by partition and advantage) or "spo-tree"."""
     iterations: int = field(default=1000, metadata={**at_least(1), **FRONTIER})
     """Policy iterations; also the horizon of the learning-rate decay from the iteration where it was set on
@@ -468,10 +494,8 @@ class RunConfig(_Checked):
     launch: LaunchConfig = field(default_factory=LaunchConfig, metadata=FRONTIER)
     log: LogConfig = field(default_factory=LogConfig, metadata=FRONTIER)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for problem in _cross_field_problems(self):
-            raise ConfigError(problem)
+    def _combination_problems(self) -> list[str]:
+        return _cross_field_problems(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -481,28 +505,15 @@ class RunConfig(_Checked):
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
         """Build from a (possibly partial) dict; unknown keys and bad values are errors naming `where`."""
         try:
-            return _build(cls, data, where)
+            return build_table(cls, data, where)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
 
     def with_overrides(self, assignments: list[str], where: str = "--set") -> RunConfig:
-        """Apply `section.field=value` strings; values are parsed by the field's type."""
-        data = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            if not sep:
-                raise ValueError(f"{where}: {assignment!r} is not key=value")
-            *path, leaf = key.strip().split(".")
-            node, owner = data, RunConfig
-            for part in path:
-                if part not in node or not isinstance(node[part], dict):
-                    raise ValueError(f"{where}: {key!r}: no section {part!r}")
-                owner = _field_type(owner, part, where)
-                node = node[part]
-            if leaf not in node:
-                raise ValueError(f"{where}: {key!r}: no field {leaf!r}")
-            node[leaf] = _parse_value(raw.strip(), _field_type(owner, leaf, where), f"{where} {key}")
-        return RunConfig.from_dict(data, where)
+        """Apply `section.field=value` strings (spo/overrides.py); values are parsed by the field's type."""
+        from spo.overrides import apply_overrides
+
+        return RunConfig.from_dict(apply_overrides(self.to_dict(), RunConfig, assignments, where), where)
 
     def section_hash(self, *names: str) -> str:
         """Short content hash of the named fields or sections, dotted for nested ones (stage cache keys), without
@@ -531,13 +542,10 @@ class RunConfig(_Checked):
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ALGORITHMS = ("spo-chain", "spo-tree")
-"""How a run samples: rollouts cut into segments, or trees of segments."""
-
-
 def _cross_field_problems(cfg: RunConfig) -> list[str]:
     """Combinations of fields that cannot run, or would run without doing what they say."""
     from spo.advantages import ADVANTAGES, methods_for
+    from spo.algorithms import ALGORITHMS
     from spo.tasks import make_task
 
     problems = []
@@ -548,16 +556,8 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     if method.algorithm != cfg.algorithm:
         problems.append(f"advantage.method = {cfg.advantage.method!r} works on {method.algorithm} samples, but "
                         f"algorithm = {cfg.algorithm!r}; choose one of {methods_for(cfg.algorithm)}")
-    elif cfg.algorithm == "spo-chain" and method.uses_values and cfg.partition.method == "none":
-        problems.append(f"advantage.method = {cfg.advantage.method!r} needs boundary values, but partition.method "
-                        f"= 'none' cuts nothing: every advantage would be 0; choose a partition")
-    elif cfg.algorithm == "spo-chain" and not method.uses_values and cfg.partition.method != "none":
-        problems.append(f"advantage.method = {cfg.advantage.method!r} reads no values, but partition.method = "
-                        f"{cfg.partition.method!r} would sample MC continuations for nothing; set "
-                        f"partition.method = 'none'")
-    if cfg.algorithm == "spo-tree" and cfg.partition.method != "fixed_length":
-        problems.append(f"algorithm = 'spo-tree' grows levels of partition.segment_tokens tokens, so "
-                        f"partition.method must be 'fixed_length', got {cfg.partition.method!r}")
+    else:
+        problems += ALGORITHMS[cfg.algorithm].problems(cfg)
     if cfg.prompt.system and not cfg.prompt.chat_template:
         problems.append(f"prompt.system = {cfg.prompt.system!r} is set, but prompt.chat_template = false sends no "
                         f"system message; set prompt.chat_template = true or leave prompt.system empty")
@@ -574,73 +574,8 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class ArmConfig:
-    """One arm of a comparison: a preset plus overrides (docs/design.md#comparisons)."""
-
-    label: str
-    """Short name, unique in the comparison; the arm's runs are `<comparison>/<label>-s<seed>`."""
-    preset: str
-    """A preset of data/presets/ (without .toml)."""
-    set: tuple[str, ...] = ()
-    """`section.field=value` overrides, applied after the comparison's own `set`."""
-
-
-@dataclass(frozen=True)
-class ComparisonConfig:
-    """Arms run on the same seeds and compared seed by seed (`spo compare`)."""
-
-    name: str
-    """Comparison name; its runs live under `data/runs/<name>/`."""
-    description: str = ""
-    """What the comparison asks, for the table's title."""
-    seeds: tuple[int, ...] = (1, 2, 3)
-    """Run seeds; every arm runs every seed, and arms of one seed share their warm start."""
-    set: tuple[str, ...] = ()
-    """Overrides applied to every arm (e.g. the iteration count), before the arm's own."""
-    arms: tuple[ArmConfig, ...] = ()
-    """The arms; the first is the reference the others are compared with."""
-
-    def __post_init__(self) -> None:
-        labels = [a.label for a in self.arms]
-        if not labels:
-            raise ValueError(f"comparison {self.name!r}: arms is empty, expected at least one [[arms]] table")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"comparison {self.name!r}: arm labels must be unique, got {labels}")
-        bad = [label for label in labels if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", label)]
-        if bad:
-            raise ValueError(f"comparison {self.name!r}: arm labels {bad} must be letters, digits and _.+- "
-                             f"(they name folders)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"comparison {self.name!r}: seeds {list(self.seeds)} must be distinct ints >= 0")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "comparison") -> ComparisonConfig:
-        """Build from a parsed TOML table; unknown keys are errors naming `where`."""
-        return _build(cls, data, where)
-
-    def with_arms(self, labels: Sequence[str]) -> ComparisonConfig:
-        """The comparison restricted to the arms labelled `labels`, in that order (the first is the reference).
-
-        >>> c = ComparisonConfig("c", arms=(ArmConfig("a", "tiny"), ArmConfig("b", "tiny"), ArmConfig("c", "tiny")))
-        >>> [a.label for a in c.with_arms(["c", "a"]).arms]
-        ['c', 'a']
-        """
-        by_label = {a.label: a for a in self.arms}
-        unknown = [label for label in labels if label not in by_label]
-        if unknown:
-            raise ValueError(f"comparison {self.name!r} has no arm {unknown[0]!r}; its arms: {list(by_label)}")
-        return dataclasses.replace(self, arms=tuple(by_label[label] for label in labels))
-
-
-def _field_type(owner: type, name: str, where: str) -> Any:
-    hints = typing.get_type_hints(owner)
-    if name not in hints:
-        raise ValueError(f"{where}: {owner.__name__} has no field {name!r}")
-    return hints[name]
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def build_table(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build config dataclass `cls` from a parsed table (TOML, JSON); every bad field is reported at once."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a table for {cls.__name__}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -648,15 +583,20 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {unknown} in {cls.__name__}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+    kwargs, problems = {}, []
+    for name, value in data.items():  # every bad field of every section, reported together
+        try:
+            kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("; ".join(problems))
     return cls(**kwargs)
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     if dataclasses.is_dataclass(kind):
-        return _build(kind, value, where)
+        return build_table(kind, value, where)
     origin = typing.get_origin(kind)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -679,24 +619,6 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind is str and isinstance(value, str):
         return value
     raise ValueError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-
-
-def _parse_value(raw: str, kind: Any, where: str) -> Any:
-    """Parse a command-line value by the field's type (JSON for lists and tables)."""
-    if kind is str:
-        return raw
-    if kind is bool:
-        if raw.lower() not in ("true", "false"):
-            raise ValueError(f"{where}: expected true or false, got {raw!r}")
-        return raw.lower() == "true"
-    try:
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        return json.loads(raw)
-    except ValueError as error:
-        raise ValueError(f"{where}: cannot parse {raw!r} as {getattr(kind, '__name__', kind)}: {error}")
 
 
 @functools.cache

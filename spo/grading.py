@@ -1,6 +1,7 @@
 """Final-answer extraction and equivalence for GSM8K, MATH-500 and the arithmetic demo task.
 
-`extract_answer(text, task)` pulls the final answer out of a response; `gsm8k_equal` compares GSM8K
+`marked_answer` (GSM8K, arith) and `math_answer` (MATH) pull the final answer out of a response, each task
+calling its own (spo/tasks/, the one registry of tasks); `gsm8k_equal` compares GSM8K
 numbers; `math_equal` compares LaTeX answers: string equality after normalisation, then exact numbers,
 then structure (tuples, intervals, sets, `\\pm`, unions, matrices, equations) and sympy for the scalars.
 Every sympy step runs under a time limit: SIGALRM in the main thread, otherwise a `SympyWorker` child
@@ -47,16 +48,24 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def _after_last_marker(text: str) -> str | None:
-    """The first line after the last `####`, stripped (GSM8K and arith format)."""
+def marked_answer(text: str) -> str | None:
+    """The first line after the last `####`, stripped (GSM8K and arith format), or None when there is none.
+
+    >>> marked_answer("48/2 = 24\\n#### 72"), marked_answer("A: 18")
+    ('72', None)
+    """
     if ANSWER_MARKER not in text:
         return None
     lines = text.rsplit(ANSWER_MARKER, 1)[1].strip().splitlines()
     return lines[0].strip() if lines and lines[0].strip() else None
 
 
-def _math_answer(text: str) -> str | None:
-    """MATH extraction by priority: boxed, `final answer is $...$`, `The answer is ...`, last number."""
+def math_answer(text: str) -> str | None:
+    """MATH extraction by priority: boxed, `final answer is $...$`, `The answer is ...`, last number.
+
+    >>> math_answer("So $\\\\boxed{5}$."), math_answer("The final answer is $x=5$. I hope it is correct")
+    ('5', 'x=5')
+    """
     boxed = extract_boxed(text)
     if boxed is not None and boxed.strip():
         return boxed.strip()
@@ -70,30 +79,6 @@ def _math_answer(text: str) -> str | None:
             return candidate
     numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+", text)
     return numbers[-1].rstrip(",") if numbers else None
-
-
-_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "gsm8k": _after_last_marker,
-    "arith": _after_last_marker,
-    "math500": _math_answer,
-}
-
-
-def extract_answer(text: str, task: str) -> str | None:
-    """Return the final answer written in a response, or None when there is none.
-
-    Args:
-        text: the response (for MC values: response prefix + continuation).
-        task: "gsm8k" or "arith" (text after the last `####`), or "math500" (boxed first).
-
-    >>> extract_answer("48/2 = 24\\n#### 72", "gsm8k"), extract_answer("So $\\\\boxed{5}$.", "math500")
-    ('72', '5')
-    >>> extract_answer("The final answer is $x=5$. I hope it is correct", "math500")
-    'x=5'
-    """
-    if task not in _EXTRACTORS:
-        raise ValueError(f"unknown task {task!r} for answer extraction; choose one of {sorted(_EXTRACTORS)}")
-    return _EXTRACTORS[task](text)
 
 
 def _gsm8k_number(text: str) -> Decimal | None:

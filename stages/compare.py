@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.compare import COMPARE
-from spo.config import ComparisonConfig
+from spo.comparison import ComparisonConfig
 from spo.stats import paired_interval, summarize
 from stages.artifacts import cache_key, is_finished, supersede, write_table
 from stages.history import reopen

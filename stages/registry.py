@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spo.advantages import ADVANTAGES
+from spo.algorithms import ALGORITHMS
 from spo.config import RunConfig
 from spo.tasks import TASKS
 from stages import (
@@ -67,6 +68,9 @@ def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
 
 
 PIPELINES: dict[str, Callable[[RunConfig], dict[str, Stage]]] = {"spo-chain": chain_stages, "spo-tree": tree_stages}
+"""The stages of each algorithm of `spo.algorithms.ALGORITHMS` (the registry the config checks)."""
+if set(PIPELINES) != set(ALGORITHMS):
+    raise RuntimeError(f"stages/registry.py: pipelines {sorted(PIPELINES)} != algorithms {sorted(ALGORITHMS)}")
 
 
 def iteration_stages(cfg: RunConfig) -> dict[str, Stage]:

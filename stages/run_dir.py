@@ -24,7 +24,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from spo.config import ArmConfig, ComparisonConfig, RunConfig, changed_fields
+from spo.comparison import ArmConfig, ComparisonConfig
+from spo.config import RunConfig, changed_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from schemas.train_metrics import TRAIN_METRICS
 from spo.policy import make_engine
 from spo.policy.logprobs import is_fsdp
+from spo.sharding import SHARDINGS
 from stages.artifacts import StageContext
 from stages.run_dir import RunDir
 from stages.train import (
@@ -56,12 +57,7 @@ def main(run: Path, iteration: int, out: Path) -> None:
     dist.all_gather_object(shares, mine)
     ref_logps = None if mine is None else [shares[i % world][i // world] for i in range(len(rows))]
     model = policy.model
-    if cfg.train.sharding == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in model.get_decoder().layers:
-            fully_shard(layer)
-        fully_shard(model)
+    SHARDINGS[cfg.train.sharding](model)
     episodes, update = policy_update(ctx, rows, ref_logps, model, policy.tokenizer.pad_token_id, rank=rank,
                                      world=world)
     state = root.optimizer_state(iteration) if iteration > 0 else None

@@ -123,3 +123,19 @@ def test_a_loop_of_base_presets_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(stages.run_dir, "PRESETS_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"b.toml: base = 'a' makes a loop \(a -> b -> a\)"):
         load_preset("a")
+
+
+def test_every_bad_field_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        RunConfig().with_overrides(["sample.temperature=-1", "train.clip=0", "train.whiten=sometimes"])
+    message = str(error.value)
+    assert "sample.temperature = -1.0: expected > 0" in message and "train.clip = 0.0: expected > 0" in message
+    assert "train.whiten = 'sometimes': expected one of ['batch', 'micro_batch', 'none']" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("field, value", [("algorithm", "spo-forest"), ("train.sharding", "zero3"),
+                                          ("model.tiny.tokenizer", "word"), ("train.whiten", "token")])
+def test_every_string_choice_is_checked_against_its_registry_when_the_config_loads(field, value):
+    with pytest.raises(ConfigError, match=f"{field} = '{value}': expected one of"):
+        RunConfig().with_overrides([f"{field}={value}"])

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from spo.grading import (
     SympyWorker,
     call_with_time_limit,
-    extract_answer,
     extract_boxed,
     gsm8k_equal,
+    marked_answer,
+    math_answer,
     math_equal,
 )
+from spo.tasks import make_task
 
 # ---------------------------------------------------------------- extraction
 
@@ -55,16 +57,16 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
     ],
 )
 def test_extract_answer_math500(text: str, expected: str | None) -> None:
-    assert extract_answer(text, "math500") == expected
+    assert math_answer(text) == expected
 
 
 def test_extract_answer_hash_format() -> None:
-    assert extract_answer("48/2 = 24\n#### 72", "gsm8k") == "72"
-    assert extract_answer("#### 1\n#### 2\nProblem: next", "gsm8k") == "2"  # last marker, first line
-    assert extract_answer("A: 18", "gsm8k") is None
-    assert extract_answer("27+82=109. #### ", "arith") is None  # a marker with nothing after it
-    with pytest.raises(ValueError, match=r"unknown task 'mmlu'.*\['arith', 'gsm8k', 'math500'\]"):
-        extract_answer("#### 1", "mmlu")
+    assert marked_answer("48/2 = 24\n#### 72") == "72"
+    assert marked_answer("#### 1\n#### 2\nProblem: next") == "2"  # last marker, first line
+    assert marked_answer("A: 18") is None
+    assert marked_answer("27+82=109. #### ") is None  # a marker with nothing after it
+    with pytest.raises(ValueError, match=r"unknown task 'mmlu'; choose one of \[.*'gsm8k', 'math500'\]"):
+        make_task("mmlu")  # each task extracts its own answers: one registry of tasks
 
 
 # ---------------------------------------------------------------- gsm8k_equal
@@ -192,7 +194,7 @@ def math500_rows(shared_data: Path) -> list[dict]:
 
 def test_math500_reference_solutions_match_their_answers(math500_rows: list[dict]) -> None:
     misses = [(i, row["answer"]) for i, row in enumerate(math500_rows)
-              if not math_equal(extract_answer(row["solution"], "math500"), row["answer"])]  # fmt: skip
+              if not math_equal(math_answer(row["solution"]), row["answer"])]  # fmt: skip
     assert len(math500_rows) == 500
     assert misses == []  # measured: 500 / 500 equal
 

@@ -5,7 +5,7 @@ randomly initialised from a seeded generator. `create_tiny_checkpoint` writes bo
 in Hugging Face format, so `make_engine("transformers", path)` loads it like any checkpoint.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -14,8 +14,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Special tokens of every tiny tokenizer, ids 0-3 in this order."""
-
-TOKENIZER_KINDS = ("char", "bpe")
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
@@ -144,6 +142,14 @@ TINY_CHAT_TEMPLATE = (
 """The chat template of tiny models built for `prompt.chat_template = true`: role markers in plain text."""
 
 
+
+TOKENIZER_KINDS: dict[str, Callable[[Iterable[str], int], PreTrainedTokenizerFast]] = {
+    "char": lambda texts, vocab_size: build_char_tokenizer(texts),
+    "bpe": lambda texts, vocab_size: build_bpe_tokenizer(texts, vocab_size=vocab_size),
+}
+"""`model.tiny.tokenizer`: one token per character of the task's text, or BPE trained on it (of
+`model.tiny.bpe_vocab_size`)."""
+
 def create_tiny_checkpoint(
     path: str | Path,
     texts: Iterable[str],
@@ -165,14 +171,9 @@ def create_tiny_checkpoint(
     Returns:
         The checkpoint directory.
     """
-    if tokenizer_kind == "char":
-        tokenizer = build_char_tokenizer(texts)
-    elif tokenizer_kind == "bpe":
-        tokenizer = build_bpe_tokenizer(texts, vocab_size=bpe_vocab_size)
-    else:
-        raise ValueError(
-            f"unknown tokenizer_kind {tokenizer_kind!r}; choose one of {sorted(TOKENIZER_KINDS)}"
-        )
+    if tokenizer_kind not in TOKENIZER_KINDS:
+        raise ValueError(f"unknown tokenizer_kind {tokenizer_kind!r}; choose one of {sorted(TOKENIZER_KINDS)}")
+    tokenizer = TOKENIZER_KINDS[tokenizer_kind](texts, bpe_vocab_size)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     model = build_tiny_model(tokenizer, **model_options)

@@ -8,7 +8,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from spo.grading import extract_answer
+from spo.grading import marked_answer
 from spo.tasks.base import Example, Task
 
 _OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -119,7 +119,7 @@ class ArithTask(Task):
         return " " + example.solution
 
     def extract_answer(self, response: str) -> str | None:
-        return extract_answer(response, "arith")
+        return marked_answer(response)
 
     def answers_equal(self, pred: str, gold: str) -> bool:
         """Integer comparison; anything that is not an integer is wrong."""

@@ -3,7 +3,7 @@
 import re
 from collections.abc import Mapping
 
-from spo.grading import extract_answer, gsm8k_equal
+from spo.grading import gsm8k_equal, marked_answer
 from spo.tasks.base import DataPath, Example, Task, fill_template
 from spo.tasks.sources import checked_columns, checked_splits, read_rows
 
@@ -82,7 +82,7 @@ class Gsm8kTask(Task):
         return " " + remove_calculator_notes(example.solution).strip()
 
     def extract_answer(self, response: str) -> str | None:
-        return extract_answer(response, "gsm8k")
+        return marked_answer(response)
 
     def answers_equal(self, pred: str, gold: str) -> bool:
         return gsm8k_equal(pred, gold)

@@ -3,7 +3,7 @@
 import importlib.util
 from collections.abc import Mapping
 
-from spo.grading import MATH_CHECKERS, extract_answer
+from spo.grading import MATH_CHECKERS, math_answer
 from spo.tasks.base import DataPath, Example, Task, fill_template
 from spo.tasks.sources import checked_columns, checked_splits, read_rows
 
@@ -95,7 +95,7 @@ class Math500Task(Task):
         return example.solution.strip() + "\n\n" + ANSWER_LINE.replace("{answer}", example.answer)
 
     def extract_answer(self, response: str) -> str | None:
-        return extract_answer(response, "math500")
+        return math_answer(response)
 
     def answers_equal(self, pred: str, gold: str) -> bool:
         return self.checker(pred, gold, timeout=self.grading_timeout)
