@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spo.credit import CreditSplit, net_credit
-from stages.artifacts import read_table
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import read_table
+from stages.runtime.run_dir import RunDir
 
 
 def iteration_splits(run: RunDir, iteration: int) -> tuple[list[CreditSplit], list[CreditSplit]]:

@@ -17,7 +17,7 @@ then the line
 where X is the second iteration's wall time minus its own computation and Z counts the times a file of a
 checkpoint or optimizer state up to the second iteration's (checkpoint 2) was hashed from the start of the
 second iteration on, leaving out checkpoint 1's own hash when written behind the flow (the first
-iteration's, landing during the second). Saves and hashes made by the background writer (stages/write_behind.py) overlap the
+iteration's, landing during the second). Saves and hashes made by the background writer (stages/runtime/write_behind.py) overlap the
 stages that run meanwhile: they are printed apart, and only the time a stage waits for them counts as its
 overhead. Model loads, saves, hashes and waits are timed by wrapping the library calls that do them (this
 script only observes; nothing in the pipeline knows about it). Benchmarks never assert on time.
@@ -101,11 +101,11 @@ def checkpoint_hashes(calls: list[tuple[int, str, bool]], first_new: int) -> int
 
 def instrument() -> None:
     """Time model loads and saves and count checkpoint hashes, for this code and for older versions."""
-    import stages.artifacts
+    import stages.runtime.artifacts
     from spo.policy.transformers_engine import TransformersEngine
 
     try:
-        import stages.write_behind
+        import stages.runtime.write_behind
     except ImportError:  # older code: every write in the foreground
         pass
 
@@ -114,13 +114,13 @@ def instrument() -> None:
     if hasattr(TransformersEngine, "reload"):
         timed(TransformersEngine, "reload", "load")
     if hasattr(stages, "write_behind"):
-        timed(stages.write_behind.WriteBehind, "wait", "wait")
-    if hasattr(stages.artifacts, "check_records"):  # hashes recorded per file (stages/checksums.py)
-        import stages.checksums
+        timed(stages.runtime.write_behind.WriteBehind, "wait", "wait")
+    if hasattr(stages.runtime.artifacts, "check_records"):  # hashes recorded per file (stages/runtime/checksums.py)
+        import stages.runtime.checksums
 
-        timed(stages.checksums, "file_sha256", "hash", counted=in_checkpoint)
+        timed(stages.runtime.checksums, "file_sha256", "hash", counted=in_checkpoint)
     else:  # older code: one content hash of a whole artifact at every read
-        timed(stages.artifacts, "content_hash", "hash", counted=in_checkpoint)
+        timed(stages.runtime.artifacts, "content_hash", "hash", counted=in_checkpoint)
     import torch
 
     timed(torch, "save", "save")
@@ -169,7 +169,7 @@ def main() -> None:
     instrument()
     from flows.processes import prefect_api
     from flows.spo_run import spo_run
-    from stages.run_dir import create_run, load_preset
+    from stages.runtime.run_dir import create_run, load_preset
 
     cfg = load_preset("tiny").with_overrides([
         "name=orchestration", f"model.path={root / 'model'}", "warmstart.enabled=false", "iterations=3",

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402  (after the environment above)
 from safetensors.torch import load_file  # noqa: E402
 
-from stages.artifacts import read_table  # noqa: E402
-from stages.registry import find_stage  # noqa: E402
-from stages.run_dir import RunDir, create_run, load_preset  # noqa: E402
+from stages.runtime.artifacts import read_table  # noqa: E402
+from stages.runtime.registry import find_stage  # noqa: E402
+from stages.runtime.run_dir import RunDir, create_run, load_preset  # noqa: E402
 
 
 def run_stage(run: RunDir, name: str, iteration: int = 0) -> tuple[float, float]:

@@ -42,8 +42,8 @@ _INTERRUPT: dict = {}
 def _config_from_args(args, base=None):
     """The preset (or `base`, an existing run's config) with the --set overrides, checked against this machine."""
     from spo.config import ConfigError
-    from stages.preflight import preflight
-    from stages.run_dir import PRESETS_DIR, load_preset
+    from stages.runtime.preflight import preflight
+    from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
     if args.preset:
         base = load_preset(args.preset)
@@ -56,16 +56,16 @@ def _config_from_args(args, base=None):
 
 
 def _run_dir(args, cfg) -> Path:
-    from stages.run_dir import RUNS_DIR
+    from stages.runtime.run_dir import RUNS_DIR
 
     return Path(args.run) if args.run else RUNS_DIR / cfg.name
 
 
 def cmd_run(args) -> int:
-    from stages.history import reopen
-    from stages.lock import run_lock
-    from stages.registry import trained_iterations
-    from stages.run_dir import RunDir
+    from stages.runtime.history import reopen
+    from stages.runtime.lock import run_lock
+    from stages.runtime.registry import trained_iterations
+    from stages.runtime.run_dir import RunDir
 
     existing = args.run and RunDir(Path(args.run)).config_path.is_file()
     if args.more is not None and not existing:
@@ -88,8 +88,8 @@ def cmd_run(args) -> int:
 
 def _progress(root: Path) -> str:
     """What an interrupted run has finished, and the command that resumes it (flows/interrupts.py)."""
-    from stages.registry import trained_iterations
-    from stages.run_dir import RunDir
+    from stages.runtime.registry import trained_iterations
+    from stages.runtime.run_dir import RunDir
 
     run = RunDir(Path(root))
     if not run.config_path.is_file():
@@ -100,8 +100,8 @@ def _progress(root: Path) -> str:
 
 
 def cmd_fork(args) -> int:
-    from stages.history import fork
-    from stages.run_dir import RunDir
+    from stages.runtime.history import fork
+    from stages.runtime.run_dir import RunDir
 
     source = RunDir(Path(args.dir))
     cfg = _config_from_args(args, source.config())
@@ -112,8 +112,8 @@ def cmd_fork(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from stages.preflight import preflight
-    from stages.run_dir import arm_config, load_comparison
+    from stages.runtime.preflight import preflight
+    from stages.runtime.run_dir import arm_config, load_comparison
 
     arms = args.arms.split(",") if args.arms else None
     comparison = load_comparison(args.comparison)  # a bad file or arm fails here, before Prefect starts
@@ -129,7 +129,7 @@ def cmd_compare(args) -> int:
 
     flow = spo_compare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
     from flows.spo_compare import stop_children
-    from stages.compare import comparison_dir
+    from stages.reports.compare import comparison_dir
 
     _INTERRUPT.update(on_signal=stop_children, describe=lambda: f"finished runs and stages are kept; resume with: "
                                                                 f"spo compare {args.comparison}")
@@ -139,8 +139,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from stages.preflight import preflight
-    from stages.run_dir import RunDir
+    from stages.runtime.preflight import preflight
+    from stages.runtime.run_dir import RunDir
 
     preflight(RunDir(Path(args.dir)).config())
     from flows.spo_eval import spo_eval
@@ -152,7 +152,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from stages.gc import gc
+    from stages.runtime.gc import gc
 
     report = gc(Path(args.dir), args.keep_last, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
@@ -164,7 +164,7 @@ def cmd_gc(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from stages.verify import verify_run
+    from stages.runtime.verify import verify_run
 
     checked, problems = verify_run(Path(args.dir))
     for problem in problems:
@@ -196,12 +196,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from stages.history import reopen
+    from stages.runtime.history import reopen
 
     start = time.perf_counter()
     cfg = _config_from_args(args)
     from flows.spo_run import spo_run
-    from stages.summary import summary_markdown
+    from stages.reports.summary import summary_markdown
 
     _INTERRUPT["describe"] = lambda: _progress(_run_dir(args, cfg))
     run = reopen(_run_dir(args, cfg), cfg)
@@ -219,9 +219,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from stages.history import CACHED, UNFINISHED, stage_status
-    from stages.registry import find_stage
-    from stages.run_dir import RunDir
+    from stages.runtime.history import CACHED, UNFINISHED, stage_status
+    from stages.runtime.registry import find_stage
+    from stages.runtime.run_dir import RunDir
 
     run = RunDir(Path(args.run))
     function, spec = find_stage(args.name, run.config())
@@ -237,16 +237,16 @@ def cmd_stage(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from stages.history import history_text
-    from stages.inspect_run import inspect_run, tree_text
-    from stages.run_dir import RunDir
+    from stages.reports.inspect_run import inspect_run, tree_text
+    from stages.runtime.history import history_text
+    from stages.runtime.run_dir import RunDir
 
     if args.tree is not None:
         print(tree_text(Path(args.dir), args.iteration or 0, args.tree))
     else:
         print(inspect_run(Path(args.dir), args.iteration, args.stage))
         if args.iteration is None and args.stage is None:  # the whole run: what made it
-            print("\nhistory (stages/history.py):\n" + history_text(RunDir(Path(args.dir))))
+            print("\nhistory (stages/runtime/history.py):\n" + history_text(RunDir(Path(args.dir))))
     return 0
 
 
@@ -353,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     from flows.interrupts import Interrupted, interruptible
-    from stages.artifacts import ArtifactError
-    from stages.lock import RunLockedError
+    from stages.runtime.artifacts import ArtifactError
+    from stages.runtime.lock import RunLockedError
 
     _INTERRUPT.clear()
     try:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stages.launch import die_with_parent
+from stages.sampling.launch import die_with_parent
 
 PREFECT_DATABASE = ".prefect"
 """Folder of a run's temporary Prefect database, inside the run."""

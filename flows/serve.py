@@ -24,7 +24,7 @@ from prefect.settings import get_current_settings
 from flows.processes import PREFECT_RESULTS
 from flows.spo_eval import spo_eval
 from flows.spo_run import spo_run
-from stages.run_dir import RunDir
+from stages.runtime.run_dir import RunDir
 
 FLOWS = {"run": spo_run, "eval": spo_eval}
 """Served flow name -> flow."""

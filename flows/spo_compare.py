@@ -3,7 +3,7 @@
 1. Create the runs (`data/runs/<comparison>/<arm>-s<seed>/`).
 2. Reuse what other comparisons under the same root finished with the same stage keys, then
    warm-start one run per group of runs with the same warm-start key and share it with the group
-   (stages/compare.py): one warm start per seed, never recomputed, never a different one copied.
+   (stages/reports/compare.py): one warm start per seed, never recomputed, never a different one copied.
 3. Run every run that is not finished, each a `spo run` child process reporting to this flow's
    Prefect server, `parallel` at a time, each with `threads` torch threads.
 4. Write the report: compare.parquet, compare.md, the plots, and the table as a Prefect artifact.
@@ -21,7 +21,7 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.interrupts import reclaim
-from stages.compare import (
+from stages.reports.compare import (
     ArmRun,
     comparison_dir,
     comparison_report,
@@ -31,9 +31,9 @@ from stages.compare import (
     warm_start_finished,
     warm_start_groups,
 )
-from stages.launch import die_with_parent
-from stages.registry import unfinished_stages
-from stages.run_dir import REPO_ROOT, load_comparison
+from stages.runtime.registry import unfinished_stages
+from stages.runtime.run_dir import REPO_ROOT, load_comparison
+from stages.sampling.launch import die_with_parent
 
 CHILDREN: set[subprocess.Popen] = set()
 """The `spo run` processes running now (`stop_children` ends them on an interrupt)."""

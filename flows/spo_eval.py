@@ -13,9 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.spo_run import run_stage
-from stages.lock import run_lock
-from stages.run_dir import RunDir
-from stages.summary import unevaluated_checkpoints
+from stages.reports.summary import unevaluated_checkpoints
+from stages.runtime.lock import run_lock
+from stages.runtime.run_dir import RunDir
 
 
 @flow(name="spo-eval")

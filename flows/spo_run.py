@@ -1,7 +1,7 @@
 """The Prefect flow of a run: warm start, then iterations of the stage chain, evaluating as configured.
 
 Each stage is one task, cached on the identities of its inputs, its config sections and the seed
-(`stages.artifacts.cache_key`). A run is a history (stages/history.py): running the flow again skips
+(`stages.runtime.artifacts.cache_key`). A run is a history (stages/runtime/history.py): running the flow again skips
 finished stages whatever code made them, and a crashed or interrupted run resumes at the first unfinished
 one; with `from_iteration` every stage from that iteration on that is stale (other inputs, config or code)
 is recomputed. Tasks pass paths, never tables.
@@ -15,16 +15,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.interrupts import reclaim
-from stages.artifacts import StageReport, cache_key, finished_report
-from stages.engines import engine_pool
-from stages.gc import retain
-from stages.history import history_line, stage_status
-from stages.lock import run_lock
-from stages.registry import find_stage, flow_plan, iteration_range
-from stages.run_dir import RunDir
-from stages.summary import iteration_line, iteration_summary, plot_run, summary_markdown
-from stages.trackers import open_trackers
-from stages.write_behind import write_behind
+from stages.reports.summary import iteration_line, iteration_summary, plot_run, summary_markdown
+from stages.reports.trackers import open_trackers
+from stages.runtime.artifacts import StageReport, cache_key, finished_report
+from stages.runtime.gc import retain
+from stages.runtime.history import history_line, stage_status
+from stages.runtime.lock import run_lock
+from stages.runtime.registry import find_stage, flow_plan, iteration_range
+from stages.runtime.run_dir import RunDir
+from stages.runtime.write_behind import write_behind
+from stages.sampling.engines import engine_pool
 
 
 def _stage_cache_key(context, parameters) -> str | None:
@@ -40,7 +40,7 @@ def stage_task(name: str, run: str, iteration: int, key: str | None, force: bool
 
 def run_stage(name: str, run: str, iteration: int, redo_stale: bool = False) -> StageReport:
     """The stage's task; a cached result is reused only while the stage's outputs are intact on disk, and
-    with `redo_stale` only while the stage is not stale (`stages.history.stage_status`).
+    with `redo_stale` only while the stage is not stale (`stages.runtime.history.stage_status`).
 
     The stage manifests decide what is finished; Prefect's cache mirrors them (its records are kept in
     the run folder, flows/processes.py; docs/architecture.md#caching).

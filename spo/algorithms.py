@@ -1,6 +1,6 @@
 """How a run samples (`algorithm`): the one registry of algorithms and the settings each needs.
 
-The stages each algorithm runs, in order, are in stages/registry.py (`PIPELINES`, keyed by these names).
+The stages each algorithm runs, in order, are in stages/runtime/registry.py (`PIPELINES`, keyed by these names).
 """
 
 from __future__ import annotations

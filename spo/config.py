@@ -94,7 +94,7 @@ def _advantages():
 
 
 def _whiten_scopes():
-    from spo.ppo import WHITENING
+    from spo.whitening import WHITENING
 
     return WHITENING
 

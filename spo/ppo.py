@@ -18,6 +18,7 @@ import torch
 from spo.losses import masked_whiten, policy_loss, value_loss
 from spo.policy.critic import state_values
 from spo.policy.logprobs import is_fsdp, response_logprobs
+from spo.whitening import WHITENING
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,6 @@ def batch_whitened(episodes: Sequence[Episode]) -> list[list[float]]:
     real = pad_rows([[True] * len(e.response_ids) for e in episodes], width, False, torch.bool)
     white = masked_whiten(adv, mask, fallback_mask=real)
     return [white[i, : len(e.response_ids)].tolist() for i, e in enumerate(episodes)]
-
-
-@dataclass(frozen=True)
-class Whitening:
-    """One scope of advantage standardisation (docs/design.md#whitening)."""
-
-    per_micro_batch: bool
-    """Standardise inside each micro-batch, in `ppo_step` (the reference)."""
-    per_epoch: bool
-    """Standardise over all the episodes an epoch trains on, before they are batched (`epoch_episodes`)."""
-
-
-WHITENING: dict[str, Whitening] = {
-    "micro_batch": Whitening(per_micro_batch=True, per_epoch=False),
-    "batch": Whitening(per_micro_batch=False, per_epoch=True),
-    "none": Whitening(per_micro_batch=False, per_epoch=False),
-}
-"""`train.whiten`: inside each micro-batch (the reference), over the epoch's episodes, or not at all."""
 
 
 @dataclass(frozen=True)

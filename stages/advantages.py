@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from schemas.episodes import EPISODES
 from spo.advantages import ADVANTAGES, ChainRollout, advantage_method, loss_mask
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_tokenizer
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_tokenizer
+from stages.runtime.run_dir import RunDir
 
 
 def _reads(run: RunDir, i: int) -> list[Path]:

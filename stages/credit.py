@@ -19,9 +19,9 @@ from schemas.credit import CREDIT
 from spo.config import PromptConfig
 from spo.credit import STOP, credit_split, first_wrong_token
 from spo.tasks import Task
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_task, load_tokenizer, prompt_ids
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_task, load_tokenizer, prompt_ids
+from stages.runtime.run_dir import RunDir
 
 SPEC = StageSpec(
     name="credit",

@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from schemas.boundaries import BOUNDARIES
 from spo.segments import PARTITIONS, partition_boundaries
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_tokenizer
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_tokenizer
+from stages.runtime.run_dir import RunDir
 
 SPEC = StageSpec(
     name="partition",

@@ -10,9 +10,9 @@ import pyarrow as pa
 
 from schemas.prompts import PROMPTS
 from spo.seeds import derive_seed
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_task, load_tokenizer, prompt_text_and_ids
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_task, load_tokenizer, prompt_text_and_ids
+from stages.runtime.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 

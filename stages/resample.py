@@ -16,12 +16,12 @@ import pyarrow as pa
 from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
 from spo.seeds import derive_seed
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.engines import load_policy
-from stages.resources import load_task
-from stages.run_dir import RunDir
-from stages.sampling import fitted_request, sample_continuations
-from stages.shards import sharding
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_task
+from stages.runtime.run_dir import RunDir
+from stages.sampling.engines import load_policy
+from stages.sampling.sequence import fitted_request, sample_continuations
+from stages.sampling.shards import sharding
 
 SPEC = StageSpec(
     name="resample",

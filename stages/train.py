@@ -6,24 +6,19 @@ Checkpoint i+1 holds the policy weights (Hugging Face format) and the tokenizer;
 learning-rate schedule (docs/design.md#optimizer). The two are separate artifacts so that sampling
 stages depend on the weights alone and retention can drop old optimizer states
 (docs/architecture.md#retention). Inside a flow both are written behind it while the next iteration
-samples (stages/write_behind.py).
+samples (stages/runtime/write_behind.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import random
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,17 +26,15 @@ import safetensors.torch
 import torch
 
 from schemas.train_metrics import TRAIN_METRICS
-from spo.losses import warmup_linear_decay
-from spo.policy.transformers_engine import resolve_dtype
-from spo.ppo import Episode, PPOSettings, episode_order, epoch_episodes, ppo_step
-from spo.seeds import derive_seed
-from stages import write_behind
-from stages.artifacts import StageContext, StageReport, StageSpec, execute, read_manifest
-from stages.engines import live_optimizer, load_policy, saved
-from stages.launch import die_with_parent
-from stages.progress import progress_bar
-from stages.resources import write_folder_atomic
-from stages.run_dir import RunDir
+from stages.runtime import write_behind
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute, read_manifest
+from stages.runtime.resources import write_folder_atomic
+from stages.runtime.run_dir import RunDir
+from stages.sampling.engines import live_optimizer, load_policy, saved
+from stages.sampling.launch import die_with_parent
+from stages.training import ranks
+from stages.training.optimize import optimize, save_optimizer_state
+from stages.training.policy import policy_update, reference_logps
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +55,6 @@ def train(run: Path, iteration: int, force: bool = False) -> StageReport:
     return execute(SPEC, RunDir(Path(run)), iteration, _train, force)
 
 
-def steps_per_iteration(episodes: int, batch_size: int, epochs: int) -> int:
-    return epochs * math.ceil(episodes / batch_size)
-
-
 def _train(ctx: StageContext):
     write_behind.wait()  # the last checkpoint may still be being written from the tensors this stage changes
     if ctx.cfg.train.world_size > 1:
@@ -73,7 +62,7 @@ def _train(ctx: StageContext):
     cfg, every, i = ctx.cfg, ctx.cfg.retention.optimizer_every, ctx.iteration
     policy = load_policy(ctx.run.checkpoint(i), cfg, role="trainer")
     state = ctx.run.optimizer_state(i) if i > 0 else None
-    resume = live_optimizer("trainer", state)  # the optimizer that made `state`, still in memory (stages/engines.py)
+    resume = live_optimizer("trainer", state)  # the optimizer that made `state`, still in memory (stages/sampling/engines.py)
     if resume is None and state is not None and not written(state):
         resume = replayed(ctx, policy)
     metrics, optimizer, global_step, episodes = iteration_step(ctx, policy, state, resume)
@@ -140,52 +129,13 @@ def _outputs(metrics: list[dict], global_step: int, episodes: int):
     }
 
 
-@dataclass
-class PolicyUpdate:
-    """PPO-clip on the policy, as `optimize` runs it: the episodes of each epoch (whitened over the epoch where
-    `train.whiten` says so), then one `spo.ppo.ppo_step` per batch (this process's share of it)."""
-
-    model: torch.nn.Module
-    settings: PPOSettings
-    lr: float
-    """Peak learning rate (`train.lr`)."""
-    low_precision: bool
-    """Compute in bfloat16 over float32 master weights, where the sampler samples in it (docs/design.md#optimizer)."""
-    rank: int = 0
-    world: int = 1
-    name: str = "train"
-    """The seed stream of the episode order and the progress bar's name."""
-
-    def epoch(self, chosen: list[Episode]) -> list[Episode]:
-        return epoch_episodes(chosen, self.settings)
-
-    def step(self, optimizer: torch.optim.Optimizer, batch: list[Episode]) -> dict:
-        device = next(self.model.parameters()).device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.low_precision):
-            return ppo_step(self.model, optimizer, batch, self.settings, rank=self.rank, world=self.world)
-
-
-def policy_update(ctx: StageContext, rows: list[dict], ref_logps: list | None, model: torch.nn.Module, pad_id: int,
-                  rank: int = 0, world: int = 1) -> tuple[list[Episode], PolicyUpdate]:
-    """The iteration's episodes (rows of episodes.parquet with their reference log-probs) and the update."""
-    cfg, t = ctx.cfg, ctx.cfg.train
-    refs = ref_logps if ref_logps is not None else [r["old_logp"] for r in rows]
-    episodes = [Episode(r["prompt_ids"], r["response_ids"], r["advantages"], r["mask"], r["old_logp"], ref)
-                for r, ref in zip(rows, refs)]
-    settings = PPOSettings(micro_batch_size=t.micro_batch_size, temperature=cfg.sample.temperature, pad_id=pad_id,
-                           clip=t.clip, kl_coef=t.kl_coef, whiten=t.whiten, grad_clip=t.grad_clip)
-    device = next(model.parameters()).device
-    low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
-    return episodes, PolicyUpdate(model, settings, t.lr, low_precision, rank, world)
-
-
 def _train_distributed(ctx: StageContext):
-    """`train.world_size` ranks via torch.distributed.run (stages/train_rank.py); their output moves into place."""
+    """`train.world_size` ranks via torch.distributed.run (stages/training/ranks.py); their output moves into place."""
     t, out = ctx.cfg.train, ctx.run.iteration_dir(ctx.iteration) / f".train-ranks-{os.getpid()}"
     shutil.rmtree(out, ignore_errors=True)
     launcher = list(ctx.cfg.launch.torchrun_args) or ["--standalone"]
     command = [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={t.world_size}",
-               "-m", "stages.train_rank", str(ctx.run.root), str(ctx.iteration), str(out)]
+               "-m", ranks.__name__, str(ctx.run.root), str(ctx.iteration), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
@@ -207,77 +157,3 @@ def _train_distributed(ctx: StageContext):
     return _outputs(metrics, done["global_step"], done["episodes"])
 
 
-class Update(Protocol):
-    """What `optimize` steps: the policy's PPO (`PolicyUpdate`) or PPO's critic (stages/critic.py)."""
-
-    model: torch.nn.Module
-    lr: float
-    name: str
-
-    def epoch(self, chosen: list) -> list: ...
-
-    def step(self, optimizer: torch.optim.Optimizer, batch: list) -> dict: ...
-
-
-def optimize(ctx: StageContext, update: Update, episodes: list, state: Path | None,
-             resume: tuple[torch.optim.Optimizer, int] | None = None,
-             load_state: Callable | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
-    """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
-    `train.episodes_per_iteration`), `update.step(optimizer, batch)` per batch under the warm-up +
-    linear-decay schedule of peak `update.lr`, AdamW continued from `resume` (an optimizer and its global
-    step) or from `state` (through `load_state(state, model, optimizer)` where given). Returns the per-step
-    metrics, the optimizer and the global step."""
-    model, lr, name = update.model, update.lr, update.name
-    cfg, t = ctx.cfg, ctx.cfg.train
-    rng = random.Random(derive_seed(cfg.seed, ctx.iteration, name, "order"))
-    wanted = t.episodes_per_iteration
-    # the horizon in force at this iteration: an extended run decays towards its new end (docs/design.md#optimizer)
-    total_steps = max(cfg.iterations * steps_per_iteration(wanted or len(episodes), t.batch_size, t.epochs), 1)
-    warmup = min(math.ceil(t.warmup_ratio * total_steps), total_steps - 1)
-    if resume is not None:
-        optimizer, global_step = resume
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
-                                      weight_decay=t.weight_decay)
-        global_step = 0 if state is None else (load_state or load_optimizer_state)(state, model, optimizer)
-    model.train()
-    metrics = []
-    n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
-    with progress_bar(n_steps, f"{name} {ctx.iteration:04d}") as bar:
-        for epoch in range(t.epochs):
-            chosen = update.epoch([episodes[i] for i in episode_order(len(episodes), wanted, rng)])
-            for start in range(0, len(chosen), t.batch_size):
-                step_lr = lr * warmup_linear_decay(min(global_step, total_steps - 1), total_steps, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = step_lr
-                out = update.step(optimizer, chosen[start : start + t.batch_size])
-                global_step += 1
-                metrics.append({"step": global_step, "epoch": epoch, "lr": step_lr, **out})
-                bar.update(1)
-    model.eval()
-    return metrics, optimizer, global_step
-
-
-def save_optimizer_state(folder: Path, state: dict, global_step: int) -> None:
-    """Write the AdamW state (an `optimizer.state_dict()`) and the global step the next iteration continues from."""
-    folder.mkdir(parents=True)
-    torch.save(state, folder / "optimizer.pt")
-    (folder / "trainer_state.json").write_text(json.dumps({"step": global_step}))
-
-
-def reference_logps(reference, rows: list[dict], temperature: float) -> list[list[float]]:
-    """Log-probs of the frozen initial policy (`reference`, the engine of checkpoint 0), temperature-scaled
-    like the old ones."""
-    scores = reference.score([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], temperature)
-    return [s.tolist() for s in scores]
-
-
-def load_optimizer_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore the AdamW state of a previous train stage; return the global step it continues from."""
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    return saved_step(folder)
-
-
-def saved_step(folder: Path) -> int:
-    """The global step an optimizer state was saved at."""
-    return json.loads((folder / "trainer_state.json").read_text())["step"]

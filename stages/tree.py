@@ -21,12 +21,13 @@ import pyarrow as pa
 
 from schemas.tree_nodes import TREE_NODES
 from spo.seeds import derive_seed
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.engines import load_policy
-from stages.resources import load_task
-from stages.run_dir import RunDir
-from stages.sampling import fitted_request, sample_continuations
-from stages.shards import sharding
+from spo.trees import root_id, tree_prefixes
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_task
+from stages.runtime.run_dir import RunDir
+from stages.sampling.engines import load_policy
+from stages.sampling.sequence import fitted_request, sample_continuations
+from stages.sampling.shards import sharding
 
 
 def level_spec(depth: int) -> StageSpec:
@@ -49,20 +50,6 @@ def grow_level(depth: int):
 
     stage.__doc__ = f"Sample depth {depth} of every prompt's tree."
     return stage
-
-
-def root_id(prompt_index: int) -> str:
-    """The node id of a prompt's tree root (the prompt itself); children append `.<j>`."""
-    return str(prompt_index)
-
-
-def tree_prefixes(prompts: list[dict], levels: list[list[dict]]) -> dict[str, list[int]]:
-    """Response token ids from the prompt through each node (the node's own segment included)."""
-    prefixes = {root_id(p["prompt_index"]): [] for p in prompts}
-    for level in levels:
-        for node in level:
-            prefixes[node["node_id"]] = prefixes[node["parent_id"]] + list(node["segment_ids"])
-    return prefixes
 
 
 def _grow(ctx: StageContext, depth: int):

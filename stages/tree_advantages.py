@@ -23,10 +23,10 @@ from schemas.episodes import EPISODES
 from schemas.replay import REPLAY
 from spo.advantages import loss_mask, tree_values_and_advantages
 from spo.seeds import derive_seed
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.resources import load_tokenizer
-from stages.run_dir import RunDir
-from stages.tree import root_id, tree_prefixes
+from spo.trees import root_id, tree_prefixes
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.resources import load_tokenizer
+from stages.runtime.run_dir import RunDir
 
 
 def spec(depth: int) -> StageSpec:

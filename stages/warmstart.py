@@ -25,12 +25,12 @@ from spo.policy.tiny import TINY_CHAT_TEMPLATE, create_tiny_checkpoint
 from spo.seeds import derive_seed
 from spo.sft import sft_step
 from spo.tasks import Task
-from stages.artifacts import StageContext, StageReport, StageSpec, execute
-from stages.engines import load_policy
-from stages.evaluate import answer_rows
-from stages.progress import progress_bar
-from stages.resources import load_task, prompt_ids, write_folder_atomic
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
+from stages.runtime.progress import progress_bar
+from stages.runtime.resources import load_task, prompt_ids, write_folder_atomic
+from stages.runtime.run_dir import RunDir
+from stages.sampling.engines import load_policy
+from stages.sampling.sequence import answer_rows
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ register_task("coin", CoinTask)
 
 @pytest.fixture
 def tiny_config():
-    from stages.run_dir import load_preset
+    from stages.runtime.run_dir import load_preset
 
     return load_preset("tiny").with_overrides(TINY_OVERRIDES)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 
-from stages import registry
-from stages.checksums import combined_hash
-from stages.history import stage_status
-from stages.lock import lock_path
-from stages.registry import find_stage
-from stages.run_dir import RunDir
+from stages.runtime import registry
+from stages.runtime.checksums import combined_hash
+from stages.runtime.history import stage_status
+from stages.runtime.lock import lock_path
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SPO_CLI = [sys.executable, "-m", "flows.cli"]
@@ -139,7 +139,7 @@ project from its working directory."""
 
 
 def flow_plan(run: RunDir) -> list[tuple[str, int]]:
-    """The stages `spo-run` executes, in order (stages/registry.py)."""
+    """The stages `spo-run` executes, in order (stages/runtime/registry.py)."""
     cfg = run.config()
     return [pair for step in registry.flow_plan(cfg, range(cfg.iterations)) for pair in step]
 
@@ -170,7 +170,7 @@ def assert_tables_match_their_schemas(run: RunDir) -> int:
 
 def fingerprints(root: Path) -> dict[str, str]:
     """Finished artifact -> content hash (of its files' recorded hashes; a checkpoint's `sha256` is its
-    producer's identity, stages/artifacts.py; a retention tombstone, its identity), outside superseded/."""
+    producer's identity, stages/runtime/artifacts.py; a retention tombstone, its identity), outside superseded/."""
     manifests = {str(m.relative_to(root)): json.loads(m.read_text()) for m in root.rglob("*.manifest.json")
                  if "superseded" not in m.parts}
     return {p: combined_hash(m["files"]) if "files" in m else f"removed {m['sha256']}" for p, m in manifests.items()}

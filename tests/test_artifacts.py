@@ -1,4 +1,4 @@
-"""stages/artifacts.py and schemas/: validation, atomic writes, manifests, keys, superseding."""
+"""stages/runtime/artifacts.py and schemas/: validation, atomic writes, manifests, keys, superseding."""
 
 import json
 
@@ -9,7 +9,7 @@ import pytest
 import schemas
 from schemas.boundaries import BOUNDARIES
 from spo.config import RunConfig
-from stages.artifacts import (
+from stages.runtime.artifacts import (
     ArtifactError,
     StageSpec,
     cache_key,
@@ -19,7 +19,7 @@ from stages.artifacts import (
     read_table,
     write_table,
 )
-from stages.run_dir import RunDir, create_run
+from stages.runtime.run_dir import RunDir, create_run
 
 
 def boundaries_table(n=3):

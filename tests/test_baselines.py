@@ -9,10 +9,10 @@ Llama on the `coin` test task); its artifacts match their schemas, and every sta
 import pytest
 
 from flows.spo_run import spo_run
-from stages.artifacts import read_manifest, read_table
-from stages.checksums import combined_hash
-from stages.registry import find_stage, flow_plan
-from stages.run_dir import create_run, load_preset
+from stages.runtime.artifacts import read_manifest, read_table
+from stages.runtime.checksums import combined_hash
+from stages.runtime.registry import find_stage, flow_plan
+from stages.runtime.run_dir import create_run, load_preset
 from tests.helpers import assert_tables_match_their_schemas
 
 PRESETS = {

@@ -46,8 +46,8 @@ def test_preflight_refuses_an_optional_part_that_is_missing(monkeypatch, package
     import importlib.util
 
     from spo.config import ConfigError
-    from stages.preflight import preflight
-    from stages.run_dir import load_preset
+    from stages.runtime.preflight import preflight
+    from stages.runtime.run_dir import load_preset
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
@@ -57,8 +57,8 @@ def test_preflight_refuses_an_optional_part_that_is_missing(monkeypatch, package
 
 def test_preflight_names_a_missing_data_folder(tmp_path):
     from spo.config import ConfigError
-    from stages.preflight import preflight
-    from stages.run_dir import load_preset
+    from stages.runtime.preflight import preflight
+    from stages.runtime.run_dir import load_preset
 
     cfg = load_preset("tiny").with_overrides(["task.name=gsm8k", "task.options={}", f"task.data={tmp_path}"])
     with pytest.raises(ConfigError, match=f"task 'gsm8k' .*{tmp_path}/train.jsonl: no such file"):
@@ -96,7 +96,7 @@ def test_disk_use_outside_the_run_stays_flat(tmp_path):
 
 def test_a_bad_dask_address_is_named():
     from spo.config import ConfigError
-    from stages.run_dir import load_preset
+    from stages.runtime.run_dir import load_preset
 
     with pytest.raises(ConfigError, match="launch.dask_scheduler = 'localhost:8786': expected a Dask address"):
         load_preset("tiny").with_overrides(["launch.dask_scheduler=localhost:8786"])

@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from spo.stats import paired_interval
-from stages.compare import ArmRun, compare_rows
-from stages.run_dir import RunDir
-from stages.summary import iteration_summary
+from stages.reports.compare import ArmRun, compare_rows
+from stages.reports.summary import iteration_summary
+from stages.runtime.run_dir import RunDir
 from tests.helpers import comparison_file
 
 pytestmark = pytest.mark.slow  # a comparison's child runs

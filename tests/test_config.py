@@ -3,7 +3,7 @@
 import pytest
 
 from spo.config import ConfigError, RunConfig, field_docs
-from stages.run_dir import COMPARISONS_DIR, PRESETS_DIR, arm_config, load_comparison, load_preset
+from stages.runtime.run_dir import COMPARISONS_DIR, PRESETS_DIR, arm_config, load_comparison, load_preset
 
 BAD_VALUES = {
     "model.tiny.tokenizer": '"word"', "model.tiny.bpe_vocab_size": "10", "model.tiny.hidden_size": "0",
@@ -33,7 +33,7 @@ BAD_VALUES = {
 }
 """One value per field that the config must refuse."""
 CHECKED_AT_RUN_START = {"model.path", "task.data"}
-"""Fields whose bad values are files that do not exist: checked when a run starts (stages/preflight.py)."""
+"""Fields whose bad values are files that do not exist: checked when a run starts (stages/runtime/preflight.py)."""
 
 
 def test_every_field_has_a_bad_value_here():
@@ -116,11 +116,11 @@ def test_unknown_preset_lists_the_known_ones():
 
 
 def test_a_loop_of_base_presets_is_named(tmp_path, monkeypatch):
-    import stages.run_dir
+    import stages.runtime.run_dir
 
     (tmp_path / "a.toml").write_text('base = "b"\nname = "a"\n')
     (tmp_path / "b.toml").write_text('base = "a"\nname = "b"\n')
-    monkeypatch.setattr(stages.run_dir, "PRESETS_DIR", tmp_path)
+    monkeypatch.setattr(stages.runtime.run_dir, "PRESETS_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"b.toml: base = 'a' makes a loop \(a -> b -> a\)"):
         load_preset("a")
 

@@ -23,10 +23,10 @@ from safetensors.torch import load_file
 
 from schemas.episodes import EPISODES
 from stages import advantages
-from stages.artifacts import execute, manifest_path, read_manifest, read_table
-from stages.lock import lock_path
-from stages.registry import find_stage
-from stages.run_dir import RunDir, create_run, load_preset
+from stages.runtime.artifacts import execute, manifest_path, read_manifest, read_table
+from stages.runtime.lock import lock_path
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir, create_run, load_preset
 from tests.helpers import SMALL
 
 pytestmark = pytest.mark.slow  # torchrun ranks and Dask workers
@@ -92,7 +92,7 @@ def rank_processes() -> dict[int, int]:
     found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"stages.train_rank" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and b"stages.training.ranks" in (entry / "cmdline").read_bytes():
                 env = dict(kv.split(b"=", 1) for kv in (entry / "environ").read_bytes().split(b"\0") if b"=" in kv)
                 found[int(entry.name)] = int(env.get(b"RANK", b"-1"))
         except OSError:
@@ -159,8 +159,8 @@ def test_two_dask_workers_sample_the_single_process_artifact(partitioned, tmp_pa
 RESAMPLE = """
 from pathlib import Path
 
-from stages.registry import find_stage
-from stages.run_dir import RunDir
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir
 
 if __name__ == "__main__":  # the local cluster's workers are spawned: they re-import this file
     run = RunDir(Path({root!r}))

@@ -2,8 +2,8 @@
 
 import json
 
-from stages.engines import engine_pool
-from stages.run_dir import create_run
+from stages.runtime.run_dir import create_run
+from stages.sampling.engines import engine_pool
 from tests.helpers import fingerprints, run_plan
 
 

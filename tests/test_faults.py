@@ -22,12 +22,12 @@ import pytest
 import safetensors.torch
 import torch
 
-import stages.write_behind
-from stages.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
-from stages.history import ConfigChangeRefused, reopen
-from stages.lock import read_holder
-from stages.registry import find_stage
-from stages.run_dir import RunDir, create_run, load_preset
+import stages.runtime.write_behind
+from stages.runtime.artifacts import ArtifactError, is_finished, manifest_path, read_manifest, read_table
+from stages.runtime.history import ConfigChangeRefused, reopen
+from stages.runtime.lock import read_holder
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir, create_run, load_preset
 from tests.helpers import (
     assert_equal_to,
     fingerprints,
@@ -51,11 +51,11 @@ import torch
 torch.set_num_threads(1)
 import pyarrow.parquet as pq
 import contextlib, threading
-import stages.artifacts, stages.warmstart, stages.write_behind
-from stages.engines import engine_pool
-from stages.lock import RunLockedError
-from stages.registry import find_stage
-from stages.run_dir import RunDir
+import stages.runtime.artifacts, stages.warmstart, stages.runtime.write_behind
+from stages.sampling.engines import engine_pool
+from stages.runtime.lock import RunLockedError
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir
 
 
 armed, manifests, outputs = False, 0, 0
@@ -81,7 +81,7 @@ def replace(src, dst):
     real_replace(src, dst)
 os.replace = replace
 
-real_manifest = stages.artifacts.write_json_atomic
+real_manifest = stages.runtime.artifacts.write_json_atomic
 def write_manifest(path, data):
     global manifests
     manifests += 1
@@ -89,7 +89,7 @@ def write_manifest(path, data):
         path.with_name(f".{path.name}.tmp-{os.getpid()}").write_text(json.dumps(data)[:40])
         die()
     real_manifest(path, data)
-stages.artifacts.write_json_atomic = write_manifest
+stages.runtime.artifacts.write_json_atomic = write_manifest
 
 def interrupting(real_folder):
     def write_folder(path, write, **options):
@@ -100,7 +100,7 @@ def interrupting(real_folder):
             die()
         real_folder(path, write_then_die if armed and point in ("checkpoint", "behind") else write, **options)
     return write_folder
-for module in (stages.write_behind, stages.warmstart):
+for module in (stages.runtime.write_behind, stages.warmstart):
     module.write_folder_atomic = interrupting(module.write_folder_atomic)
 
 if point == "patient":  # start together with the other runner
@@ -111,7 +111,7 @@ if point == "patient":  # start together with the other runner
 with contextlib.ExitStack() as flow:
     if point == "behind":  # as in a flow: checkpoints are written behind it, and the kill lands in that write
         flow.enter_context(engine_pool())
-        flow.enter_context(stages.write_behind.write_behind())
+        flow.enter_context(stages.runtime.write_behind.write_behind())
     for name, i in plan:
         function, spec = find_stage(name, RunDir(root).config())
         armed = f"{name}-{i}" == target or (armed and point == "behind")  # the write comes after the stage
@@ -133,7 +133,7 @@ KILLS = [("warmstart-0", "checkpoint"), ("evaluate-0", "parquet"), ("prompts-0",
          ("advantages-0", "rename"), ("train-0", "checkpoint"), ("train-0", "behind"), ("train-1", "manifest"),
          ("evaluate-2", "rename")]
 """(stage-iteration, where the SIGKILL lands): every stage is killed inside its write at least once; "behind"
-kills the background write of train's checkpoint (stages/write_behind.py) while the next stages run."""
+kills the background write of train's checkpoint (stages/runtime/write_behind.py) while the next stages run."""
 
 
 
@@ -267,7 +267,7 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
     assert not list(run.root.rglob("*.tmp*"))
     read_table(run.artifact(0, "episodes"))  # the old one stays until a replacement has landed
 
-    real_folder = stages.write_behind.write_folder_atomic
+    real_folder = stages.runtime.write_behind.write_folder_atomic
 
     def full_disk_checkpoint(path, write, **options):
         def write_then_fail(folder):
@@ -275,7 +275,7 @@ def test_a_full_disk_mid_write_leaves_nothing_partial(tmp_path, reference, monke
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
         real_folder(path, write_then_fail, **options)
 
-    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk_checkpoint)
+    monkeypatch.setattr(stages.runtime.write_behind, "write_folder_atomic", full_disk_checkpoint)
     with pytest.raises(OSError, match="No space left"):
         find_stage("train", run.config())[0](run.root, 1, force=True)
     monkeypatch.undo()

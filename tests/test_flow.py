@@ -16,9 +16,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.cli import main as spo
 from flows.spo_run import spo_run
-from stages.artifacts import manifest_path
-from stages.registry import iteration_stages
-from stages.run_dir import RunDir, create_run
+from stages.runtime.artifacts import manifest_path
+from stages.runtime.registry import iteration_stages
+from stages.runtime.run_dir import RunDir, create_run
 from tests.helpers import assert_tables_match_their_schemas
 
 
@@ -35,7 +35,7 @@ def manifests(root: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def finished_run(prefect_harness, tmp_path_factory):
     """One tiny run through one iteration, and the state of its flow run."""
-    from stages.run_dir import load_preset
+    from stages.runtime.run_dir import load_preset
     from tests.helpers import TINY_OVERRIDES
 
     run = create_run(tmp_path_factory.mktemp("flow") / "run", load_preset("tiny").with_overrides(TINY_OVERRIDES))

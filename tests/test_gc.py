@@ -1,7 +1,7 @@
-"""Retention (`stages/gc.py`): which checkpoints go, which stay and why, tombstones, optimizer states.
+"""Retention (`stages/runtime/gc.py`): which checkpoints go, which stay and why, tombstones, optimizer states.
 
 gc only reads the layout (checkpoint folders, manifests, eval files), so runs here are made of small
-checkpoint folders with real manifests (`stages.checksums.file_records`) instead of trained models.
+checkpoint folders with real manifests (`stages.runtime.checksums.file_records`) instead of trained models.
 """
 
 import json
@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from flows.cli import main as spo
 from spo.config import RetentionConfig
-from stages.artifacts import ArtifactError, manifest_path, read_manifest
-from stages.checksums import combined_hash, file_records
-from stages.gc import gc, retain
-from stages.lock import RunLockedError, lock_path
-from stages.run_dir import RunDir, write_json_atomic
+from stages.runtime.artifacts import ArtifactError, manifest_path, read_manifest
+from stages.runtime.checksums import combined_hash, file_records
+from stages.runtime.gc import gc, retain
+from stages.runtime.lock import RunLockedError, lock_path
+from stages.runtime.run_dir import RunDir, write_json_atomic
 
 
 def finish(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""A run is a history (stages/history.py): code edits, config changes, forks and growth on real tiny runs.
+"""A run is a history (stages/runtime/history.py): code edits, config changes, forks and growth on real tiny runs.
 
 Real parts: real Prefect flow runs, real Parquet, a real tiny Llama; code edits are made in a copy of the
 repository that a `spo` child process runs from, so this checkout is never edited.
@@ -19,10 +19,10 @@ import pytest
 from flows.cli import main as spo
 from flows.spo_run import spo_run
 from spo.losses import warmup_linear_decay
-from stages.fingerprint import closure
-from stages.history import ConfigChangeRefused, reopen
-from stages.registry import iteration_stages
-from stages.run_dir import RunDir, create_run, load_preset
+from stages.runtime.fingerprint import closure
+from stages.runtime.history import ConfigChangeRefused, reopen
+from stages.runtime.registry import iteration_stages
+from stages.runtime.run_dir import RunDir, create_run, load_preset
 from tests.helpers import SPO_CHILD, TINY_OVERRIDES, manifest_times, recomputed_stages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_a_comment_edit_recomputes_nothing_and_an_edit_to_the_loss_makes_only_tr
     assert statuses == {"generate": "cached", "partition": "cached", "resample": "cached",
                         "advantages": "cached", "train": "stale: code changed"}, statuses
     assert manifest_times(run.root) == before, "`spo stage` recomputed a finished stage without --force"
-    assert "spo.losses" in closure("stages.critic")  # critic-train goes stale with train
+    assert "spo.losses" in closure("stages.critic_train")  # critic-train goes stale with train
 
 
 def test_frontier_changes_apply_and_grow_the_run_while_a_read_field_is_refused(two_iterations, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.lock import lock_path
+from stages.runtime.lock import lock_path
 from tests.helpers import SPO_CHILD, TINY_OVERRIDES, fingerprints
 
 pytestmark = pytest.mark.slow  # `spo run` child processes

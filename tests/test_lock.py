@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from stages.lock import LockHolder, RunLockedError, lock_path, process_alive, read_holder, run_lock
+from stages.runtime.lock import LockHolder, RunLockedError, lock_path, process_alive, read_holder, run_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def write_lock(root, host: str, pid: int, purpose: str = "test") -> LockHolder:
 
 TRY_LOCK = """
     import sys, time
-    from stages.lock import RunLockedError, run_lock
+    from stages.runtime.lock import RunLockedError, run_lock
     try:
         with run_lock(sys.argv[1], "other process"):
             print("acquired", flush=True)
@@ -128,7 +128,7 @@ def test_racing_takeovers_of_a_stale_lock_let_exactly_one_process_in(tmp_path):
 
 HOLD_AND_LOG = """
     import sys, time
-    from stages.lock import RunLockedError, run_lock
+    from stages.runtime.lock import RunLockedError, run_lock
     end = time.monotonic() + 3
     while time.monotonic() < end:
         try:

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stages.run_dir import create_run
-from stages.summary import iteration_summary
+from stages.reports.summary import iteration_summary
+from stages.runtime.run_dir import create_run
 from tests.helpers import ARITH, REPO, SPO_CLI, log_tails, prefect_server
 
 pytestmark = pytest.mark.slow  # a Prefect server and a browser

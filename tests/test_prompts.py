@@ -10,9 +10,9 @@ import pytest
 from spo.config import PromptConfig
 from spo.policy.tiny import TINY_CHAT_TEMPLATE, build_bpe_tokenizer
 from spo.tasks import Gsm8kTask, Math500Task
-from stages.artifacts import read_table
-from stages.resources import load_tokenizer, prompt_text_and_ids
-from stages.run_dir import create_run, load_preset
+from stages.runtime.artifacts import read_table
+from stages.runtime.resources import load_tokenizer, prompt_text_and_ids
+from stages.runtime.run_dir import create_run, load_preset
 from tests.helpers import TINY_OVERRIDES
 
 
@@ -66,7 +66,7 @@ def test_a_chat_template_run_goes_through_the_flow(prefect_harness, tmp_path):
 def test_a_chat_template_needs_a_tokenizer_that_has_one(tmp_path):
     from spo.config import ConfigError
     from spo.policy.tiny import create_tiny_checkpoint
-    from stages.preflight import preflight
+    from stages.runtime.preflight import preflight
 
     folder = create_tiny_checkpoint(tmp_path / "plain", ["1+1=2"], tokenizer_kind="bpe", bpe_vocab_size=270,
                                     hidden_size=8, num_layers=1, num_heads=1, intermediate_size=8)

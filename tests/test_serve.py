@@ -18,12 +18,12 @@ from flows.cli import main as spo
 from flows.serve import Schedule, deployment, serve
 from flows.spo_eval import spo_eval
 from flows.spo_run import spo_run
-from stages.artifacts import manifest_path
-from stages.gc import gc
-from stages.lock import lock_path
-from stages.registry import trained_iterations
-from stages.run_dir import create_run
-from stages.summary import unevaluated_checkpoints
+from stages.reports.summary import unevaluated_checkpoints
+from stages.runtime.artifacts import manifest_path
+from stages.runtime.gc import gc
+from stages.runtime.lock import lock_path
+from stages.runtime.registry import trained_iterations
+from stages.runtime.run_dir import create_run
 from tests.helpers import ARITH, REPO, SPO_CLI, log_tails, prefect_server, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a Prefect server and served flow runs

@@ -16,7 +16,7 @@ import pytest
 
 from spo.config import ConfigError
 from spo.tasks import Gsm8kTask, Math500Task
-from stages.run_dir import create_run, load_preset
+from stages.runtime.run_dir import create_run, load_preset
 
 RENAMED = {"question": "prompt", "answer": "reference"}
 """Column names a user's GSM8K copy might use."""
@@ -90,7 +90,7 @@ def test_bad_columns_and_rows_are_named_by_file_row_and_field(shared_data, tmp_p
 
 def test_a_run_on_parquet_files_goes_through_the_flow(prefect_harness, shared_data, tmp_path):
     from flows.spo_run import spo_run
-    from stages.summary import iteration_summary
+    from stages.reports.summary import iteration_summary
     from tests.helpers import GSM8K, TINY_OVERRIDES
 
     for split in ("train", "test"):

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from spo.advantages import chain_token_advantages
-from stages.artifacts import read_table
-from stages.registry import find_stage, iteration_stages
-from stages.run_dir import create_run
+from stages.runtime.artifacts import read_table
+from stages.runtime.registry import find_stage, iteration_stages
+from stages.runtime.run_dir import create_run
 from tests.helpers import GSM8K
 
 
 @pytest.fixture(scope="module")
 def gsm8k_run(tmp_path_factory, shared_data):
-    from stages.run_dir import load_preset
+    from stages.runtime.run_dir import load_preset
     from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + GSM8K + [f"task.data={shared_data / 'gsm8k'}"])
@@ -74,7 +74,7 @@ def test_episodes_match_the_core_functions_on_the_stored_artifacts(gsm8k_run):
 
 def test_mc_continuations_are_graded_on_the_whole_answer(gsm8k_run):
     """docs/design.md#mc-rewards: the text graded is the rollout's prefix followed by the continuation."""
-    from stages.resources import load_task, load_tokenizer
+    from stages.runtime.resources import load_task, load_tokenizer
 
     cfg = gsm8k_run.config()
     task, tokenizer = load_task(cfg), load_tokenizer(gsm8k_run.checkpoint(0))

@@ -5,10 +5,10 @@ import pytest
 
 from flows.cli import main as spo
 from spo.advantages import tree_values_and_advantages
-from stages.artifacts import read_table
-from stages.inspect_run import tree_text
-from stages.registry import find_stage, iteration_stages
-from stages.run_dir import create_run
+from stages.reports.inspect_run import tree_text
+from stages.runtime.artifacts import read_table
+from stages.runtime.registry import find_stage, iteration_stages
+from stages.runtime.run_dir import create_run
 
 TREE = ["algorithm=spo-tree", "tree.branching=[2,2,2]", "partition.method=fixed_length", "partition.segment_tokens=4",
         "advantage.method=tree", "tree.replay_per_question=3",
@@ -18,7 +18,7 @@ TREE = ["algorithm=spo-tree", "tree.branching=[2,2,2]", "partition.method=fixed_
 @pytest.fixture(scope="module")
 def tree_run(tmp_path_factory):
     """A tiny spo-tree run through two iterations, driven stage by stage."""
-    from stages.run_dir import load_preset
+    from stages.runtime.run_dir import load_preset
     from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + TREE)

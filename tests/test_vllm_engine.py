@@ -121,7 +121,7 @@ def test_reload_swaps_the_weights_in_place(engine, checkpoints, torch_engine):
 def vllm_run(prefect_harness, tmp_path_factory):
     """One iteration of the tiny preset through the Prefect flow with the vLLM engine sampling."""
     from flows.spo_run import spo_run
-    from stages.run_dir import create_run, load_preset
+    from stages.runtime.run_dir import create_run, load_preset
     from tests.helpers import TINY_OVERRIDES
 
     cfg = load_preset("tiny").with_overrides([*TINY_OVERRIDES, "model.tiny.hidden_size=64", "model.engine=vllm",
@@ -134,8 +134,8 @@ def vllm_run(prefect_harness, tmp_path_factory):
 def test_a_flow_iteration_with_vllm_and_its_evaluation_reruns_alone(vllm_run):
     import pyarrow.parquet as pq
 
-    from stages.artifacts import read_manifest
-    from stages.registry import find_stage
+    from stages.runtime.artifacts import read_manifest
+    from stages.runtime.registry import find_stage
 
     assert_tables_match_their_schemas(vllm_run)
     rollouts = pq.read_table(vllm_run.artifact(0, "rollouts")).to_pylist()

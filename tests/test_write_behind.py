@@ -1,4 +1,4 @@
-"""Checkpoints written behind the flow (stages/write_behind.py): the next stages run before the train
+"""Checkpoints written behind the flow (stages/runtime/write_behind.py): the next stages run before the train
 stage's folders land, with the same keys and bytes as a run that writes them in the foreground, and a
 failed background write stops the run at the next stage that needs the folder."""
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import stages.write_behind
-from stages import registry
-from stages.artifacts import manifest_path
-from stages.checksums import combined_hash
-from stages.engines import engine_pool
-from stages.registry import find_stage
-from stages.run_dir import RunDir, create_run, load_preset
-from stages.write_behind import write_behind
+import stages.runtime.write_behind
+from stages.runtime import registry
+from stages.runtime.artifacts import manifest_path
+from stages.runtime.checksums import combined_hash
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir, create_run, load_preset
+from stages.runtime.write_behind import write_behind
+from stages.sampling.engines import engine_pool
 from tests.helpers import TINY_OVERRIDES
 
 
@@ -46,14 +46,14 @@ def test_the_next_stages_run_before_the_checkpoint_lands_with_the_same_keys_and_
         find_stage(name, config)[0](foreground.root, i)
 
     run = create_run(tmp_path / "behind", config)
-    release, real = threading.Event(), stages.write_behind.write_folder_atomic
+    release, real = threading.Event(), stages.runtime.write_behind.write_folder_atomic
 
     def held_until_released(path, write, **options):
         if path == run.checkpoint(1):
             assert release.wait(120), "never released"
         real(path, write, **options)
 
-    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", held_until_released)
+    monkeypatch.setattr(stages.runtime.write_behind, "write_folder_atomic", held_until_released)
     ran_before_landing = []
     with engine_pool(), write_behind():
         for name, i in plan(run):
@@ -69,14 +69,14 @@ def test_the_next_stages_run_before_the_checkpoint_lands_with_the_same_keys_and_
 
 def test_a_failed_background_write_stops_the_run_at_the_next_stage_that_needs_it(tmp_path, config, monkeypatch):
     run = create_run(tmp_path / "run", config)
-    real = stages.write_behind.write_folder_atomic
+    real = stages.runtime.write_behind.write_folder_atomic
 
     def full_disk(path, write, **options):
         if path == run.checkpoint(1):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, write, **options)
 
-    monkeypatch.setattr(stages.write_behind, "write_folder_atomic", full_disk)
+    monkeypatch.setattr(stages.runtime.write_behind, "write_folder_atomic", full_disk)
     done = []
     with pytest.raises(OSError, match="No space left"), engine_pool(), write_behind():
         for name, i in plan(run):

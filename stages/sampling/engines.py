@@ -21,7 +21,7 @@ from pathlib import Path
 
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
-from stages import write_behind
+from stages.runtime import write_behind
 
 ROLES = ("sampler", "trainer", "reference")
 """sampler: `model.engine`, samples and scores; trainer: the transformers module the train stage updates;

@@ -58,8 +58,8 @@ class Sharding:
 def sharding(ctx, keys: Sequence[str]) -> Sharding | None:
     """The Dask plan of a sampling stage (`ctx`, a StageContext) sampling its iteration's checkpoint, or None
     to sample in this process."""
-    from stages import write_behind
-    from stages.artifacts import read_manifest
+    from stages.runtime import write_behind
+    from stages.runtime.artifacts import read_manifest
 
     cfg = ctx.cfg
     if not (cfg.launch.dask_scheduler or cfg.launch.dask_workers):
@@ -148,11 +148,11 @@ def _merge(table: pa.Table, results: list[list], progress: Callable[[int], None]
 
 def sample_shard(cfg: RunConfig, checkpoint: Path, shard: list[tuple[int, SampleRequest]]) -> pa.Table:
     """On a worker: sample one shard with the worker's sampler (built once, weights reloaded in place for
-    a new checkpoint: stages/engines.py); a table of its samples."""
+    a new checkpoint: stages/sampling/engines.py); a table of its samples."""
     import torch
     from distributed import get_worker
 
-    from stages.engines import EnginePool, build_engine
+    from stages.sampling.engines import EnginePool, build_engine
 
     torch.set_num_threads(cfg.launch.dask_threads)
     worker = get_worker()

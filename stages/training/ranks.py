@@ -1,6 +1,6 @@
 """One process of a distributed train stage, started by torch.distributed.run (docs/architecture.md#scale-out).
 
-    python -m torch.distributed.run --standalone --nproc-per-node W -m stages.train_rank RUN ITERATION OUT
+    python -m torch.distributed.run --standalone --nproc-per-node W -m stages.training.ranks RUN ITERATION OUT
 
 Every rank reads the same episodes and draws the same order, takes micro-batches rank, rank + W, ... of
 each step (spo.ppo.ppo_step), and the gradients are summed over the ranks: the step is the
@@ -26,26 +26,21 @@ from schemas.train_metrics import TRAIN_METRICS
 from spo.policy import make_engine
 from spo.policy.logprobs import is_fsdp
 from spo.sharding import SHARDINGS
-from stages.artifacts import StageContext
-from stages.run_dir import RunDir
-from stages.train import (
-    SPEC,
-    load_optimizer_state,
-    optimize,
-    policy_update,
-    reference_logps,
-    save_optimizer_state,
-    saved_step,
-)
+from stages.runtime.artifacts import StageContext
+from stages.runtime.run_dir import RunDir
+from stages.training.optimize import load_optimizer_state, optimize, save_optimizer_state, saved_step
+from stages.training.policy import policy_update, reference_logps
 
 
 def main(run: Path, iteration: int, out: Path) -> None:
     device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if torch.cuda.is_available() else torch.device("cpu")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    from stages.runtime.registry import find_stage  # the stage that launched this process
+
     root = RunDir(run)
-    cfg = root.config()
-    ctx = StageContext(root, iteration, cfg, SPEC)
+    cfg = root.config_at(iteration)
+    ctx = StageContext(root, iteration, cfg, find_stage("train", cfg)[1])
     policy = make_engine("transformers", root.checkpoint(iteration), dtype="float32", device=str(device))
     rows = ctx.read("episodes").to_pylist()
     mine = None

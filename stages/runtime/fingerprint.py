@@ -18,7 +18,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("spo", "stages", "schemas")
 """The project packages a fingerprint covers; flows/ orchestrates and never decides an artifact's bytes."""
 

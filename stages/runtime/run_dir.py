@@ -27,7 +27,7 @@ from pathlib import Path
 from spo.comparison import ArmConfig, ComparisonConfig
 from spo.config import RunConfig, changed_fields
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
 COMPARISONS_DIR = REPO_ROOT / "data" / "comparisons"
 RUNS_DIR = REPO_ROOT / "data" / "runs"
@@ -221,7 +221,7 @@ def write_json_atomic(path: Path, data: object) -> None:
 def create_run(root: Path, cfg: RunConfig, from_iteration: int = 0, how: str = "frontier") -> RunDir:
     """Create a run, or reopen it with `cfg`; a changed config replaces run.json, keeps the old one in
     history/ and is recorded in run.json's `changes` as applying from iteration `from_iteration`. Whether a
-    change may apply is decided before (stages/history.py, docs/architecture.md#history).
+    change may apply is decided before (stages/runtime/history.py, docs/architecture.md#history).
     """
     run = RunDir(Path(root))
     record = {"config": cfg.to_dict(), "seed": cfg.seed, "versions": package_versions(),

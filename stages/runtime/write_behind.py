@@ -2,8 +2,8 @@
 
 At real size a train stage's new weights and AdamW state are gigabytes (6 GB at 0.5B in float32), and
 writing them takes seconds to minutes that no later stage needs to wait for: inside a flow the sampler
-takes the new weights from memory (stages/engines.py), and the stage keys identify a train output by
-the train stage's key, not by its bytes (stages/artifacts.py, `StageSpec.written_behind`). So within
+takes the new weights from memory (stages/sampling/engines.py), and the stage keys identify a train output by
+the train stage's key, not by its bytes (stages/runtime/artifacts.py, `StageSpec.written_behind`). So within
 `write_behind()` (the flow opens it) a stage hands such a folder to one background thread, which writes
 it under a temporary name, renames it, hashes its files once and writes its manifest last, exactly as a
 write in the foreground would, while the next stages run.
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-from stages.resources import write_folder_atomic
+from stages.runtime.resources import write_folder_atomic
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ A stage declares what it reads and writes (`StageSpec`). `execute` then:
    against `schemas/`, writes it to a temporary name, moves the output it replaces (if any) to
    `superseded/` and renames the new one into place, and writes the manifest last. An artifact without a
    manifest is unfinished and is never read.
-Each manifest also records the stage's code fingerprint (stages/fingerprint.py), the source version and the
+Each manifest also records the stage's code fingerprint (stages/runtime/fingerprint.py), the source version and the
 package versions, so `spo stage` and `spo inspect` can say what made it. All of this runs under the
-run-directory lock (`stages.lock`), which also makes any temporary file left beside an output by a killed
+run-directory lock (`stages.runtime.lock`), which also makes any temporary file left beside an output by a killed
 writer safe to delete.
 """
 
@@ -33,12 +33,12 @@ import pyarrow.parquet as pq
 
 import schemas
 from spo.config import RunConfig
-from stages import write_behind
-from stages.checksums import ChecksumError, check_records, combined_hash, file_records
-from stages.engines import load_timer
-from stages.fingerprint import fingerprint, source_version
-from stages.lock import run_lock
-from stages.run_dir import RunDir, package_versions, repair_hint, write_json_atomic
+from stages.runtime import write_behind
+from stages.runtime.checksums import ChecksumError, check_records, combined_hash, file_records
+from stages.runtime.fingerprint import fingerprint, source_version
+from stages.runtime.lock import run_lock
+from stages.runtime.run_dir import RunDir, package_versions, repair_hint, write_json_atomic
+from stages.sampling.engines import load_timer
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,10 @@ class StageSpec:
     """Config sections or dotted fields the stage reads (part of its key)."""
     module: str
     """The module that defines the stage (`__name__` there): its code fingerprint is the stage's
-    (stages/fingerprint.py)."""
+    (stages/runtime/fingerprint.py)."""
     written_behind: Callable[[RunDir, int], list[Path]] = lambda run, i: []
     """Folder outputs the body hands to `StageContext.write_folder`: inside a flow they are written in the
-    background (stages/write_behind.py), so they are identified by this stage's key, not by their bytes."""
+    background (stages/runtime/write_behind.py), so they are identified by this stage's key, not by their bytes."""
     rebuilds: Callable[[RunDir, int], list[Path]] = lambda run, i: []
     """Inputs the body rebuilds itself when retention left only their tombstone (train replays an optimizer
     state it needs, stages/train.py::replayed)."""
@@ -141,7 +141,7 @@ def read_manifest(path: Path, verify: bool = True, removed_ok: bool = False, ful
 
     Args:
         verify: check the files against the manifest's record (size and time; a file that no longer
-            fits is re-hashed, stages/checksums.py).
+            fits is re-hashed, stages/runtime/checksums.py).
         full: with `verify`, re-hash every file (`spo verify`).
         removed_ok: accept an artifact that retention removed (its manifest keeps the hash, so keys
             that read it stay computable); anything that needs its bytes must not pass this.
@@ -216,7 +216,7 @@ def producer_identity(key: str, path: Path) -> str:
 def stage_key(spec: StageSpec, run: RunDir, iteration: int, cfg: RunConfig) -> str:
     """Identities of the inputs (as recorded, after the cheap check) + config sections + seed, hashed. An
     input removed by retention still has its recorded hash. The code is not part of it: it has a fingerprint
-    of its own (stages/fingerprint.py), so new code never makes finished work unfinished."""
+    of its own (stages/runtime/fingerprint.py), so new code never makes finished work unfinished."""
     inputs = [identity(p) for p in spec.reads(run, iteration)]
     text = json.dumps([spec.name, iteration, inputs, cfg.section_hash(*spec.config), cfg.seed])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -267,7 +267,7 @@ def execute(spec: StageSpec, run: RunDir, iteration: int, body: StageBody, force
     """Run a stage unless its outputs are finished (or with `force`; see the module docstring).
 
     Raises:
-        stages.lock.RunLockedError: another live process writes to the run.
+        stages.runtime.lock.RunLockedError: another live process writes to the run.
     """
     with run_lock(run.root, f"stage {spec.name} {iteration:04d}"):
         return _execute(spec, run, iteration, body, force)

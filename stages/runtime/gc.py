@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spo.config import RetentionConfig
-from stages.artifacts import manifest_path
-from stages.lock import run_lock
-from stages.run_dir import RunDir, write_json_atomic
+from stages.runtime.artifacts import manifest_path
+from stages.runtime.lock import run_lock
+from stages.runtime.run_dir import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def gc(run: Path, keep_last: int, dry_run: bool = False) -> GcReport:
     """Remove old checkpoints of `run`, keeping the newest `keep_last` and those still needed (module docstring).
 
     Raises:
-        stages.lock.RunLockedError: another process writes to the run.
+        stages.runtime.lock.RunLockedError: another process writes to the run.
     """
     if keep_last < 0:
         raise ValueError(f"--keep-last must be >= 0, got {keep_last}")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from stages.artifacts import read_manifest, read_table
-from stages.resources import load_tokenizer
-from stages.run_dir import RunDir
-from stages.summary import iteration_summary, summary_markdown
+from stages.reports.summary import iteration_summary, summary_markdown
+from stages.runtime.artifacts import read_manifest, read_table
+from stages.runtime.resources import load_tokenizer
+from stages.runtime.run_dir import RunDir
 
 EXAMPLES = 3
 
@@ -78,7 +78,7 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
 
 def tree_text(root: Path, iteration: int, prompt_index: int) -> str:
     """One prompt's SPO-tree as indented text: each node's segment, value V and advantage A."""
-    from stages.tree import root_id
+    from spo.trees import root_id
     from stages.tree_advantages import node_values_and_advantages
 
     run = RunDir(Path(root))

@@ -1,5 +1,5 @@
 """What stages load besides artifacts (the task, a tokenizer) and atomic folder writes; engines are in
-stages/engines.py."""
+stages/sampling/engines.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spo.config import PromptConfig, RunConfig
 from spo.tasks import TASKS, Example, Task, make_task
-from stages.run_dir import REPO_ROOT, require_folder
+from stages.runtime.run_dir import REPO_ROOT, require_folder
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 """Default home of the benchmark data: the read-only copy beside the checkout."""
@@ -55,9 +55,11 @@ def load_tokenizer(path: Path):
 def write_folder_atomic(path: Path, write: Callable[[Path], None], aside: Path | None = None,
                         staged: list[tuple[Path, Path]] | None = None) -> None:
     """Let `write` fill a temporary folder beside `path`; then, or with `staged` later (a stage body's
-    `ctx.staged`: stages/artifacts.py renames it with the stage's other outputs), move the folder it replaces
+    `ctx.staged`: stages/runtime/artifacts.py renames it with the stage's other outputs), move the folder it replaces
     (if any) to `aside` and rename the new one into place, so an interrupted recompute leaves the old one."""
-    from stages.artifacts import supersede  # the manifest rules live there; artifacts imports this module
+    from stages.runtime.artifacts import (
+        supersede,  # the manifest rules live there; artifacts imports this module
+    )
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():

@@ -15,7 +15,9 @@ from spo.tasks import TASKS
 from stages import (
     advantages,
     credit,
-    critic,
+    critic_init,
+    critic_train,
+    critic_values,
     evaluate,
     generate,
     partition,
@@ -26,8 +28,8 @@ from stages import (
     tree_advantages,
     warmstart,
 )
-from stages.artifacts import StageSpec, is_finished, manifest_path
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import StageSpec, is_finished, manifest_path
+from stages.runtime.run_dir import RunDir
 
 Stage = tuple[Callable, StageSpec]
 
@@ -51,11 +53,11 @@ def chain_stages(cfg: RunConfig) -> dict[str, Stage]:
     valued = [partition, resample] if method.uses_values else []
     stages = {m.SPEC.name: (getattr(m, m.SPEC.name), m.SPEC) for m in (prompts, generate, *valued)}
     if method.uses_critic:
-        stages["critic-values"] = (critic.critic_values, critic.VALUES)
+        stages["critic-values"] = (critic_values.critic_values, critic_values.SPEC)
     stages.update({"advantages": (advantages.advantages, advantages.SPEC), **probe_stages(cfg),
                    "train": (train.train, train.SPEC)})
     if method.uses_critic:
-        stages["critic-train"] = (critic.critic_train, critic.TRAIN)
+        stages["critic-train"] = (critic_train.critic_train, critic_train.SPEC)
     return stages
 
 
@@ -70,7 +72,7 @@ def tree_stages(cfg: RunConfig) -> dict[str, Stage]:
 PIPELINES: dict[str, Callable[[RunConfig], dict[str, Stage]]] = {"spo-chain": chain_stages, "spo-tree": tree_stages}
 """The stages of each algorithm of `spo.algorithms.ALGORITHMS` (the registry the config checks)."""
 if set(PIPELINES) != set(ALGORITHMS):
-    raise RuntimeError(f"stages/registry.py: pipelines {sorted(PIPELINES)} != algorithms {sorted(ALGORITHMS)}")
+    raise RuntimeError(f"stages/runtime/registry.py: pipelines {sorted(PIPELINES)} != algorithms {sorted(ALGORITHMS)}")
 
 
 def iteration_stages(cfg: RunConfig) -> dict[str, Stage]:
@@ -82,7 +84,7 @@ def start_stages(cfg: RunConfig) -> dict[str, Stage]:
     """The stages that make checkpoint 0 (and PPO's initial critic), before the first iteration."""
     initial = {"warmstart": COMMON["warmstart"]}
     if ADVANTAGES[cfg.advantage.method].uses_critic:
-        initial["critic-init"] = (critic.critic_init, critic.INIT)
+        initial["critic-init"] = (critic_init.critic_init, critic_init.SPEC)
     return initial
 
 

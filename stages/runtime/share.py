@@ -1,12 +1,12 @@
 """Sharing a finished stage between runs whose stage keys agree (a comparison's common warm start).
 
 A stage key is a hash of the stage's input content hashes, the config fields it reads and the run seed
-(stages/artifacts.py). Two runs with the same key for a stage, whose outputs were made by the code this
-process runs (the same fingerprint, stages/fingerprint.py), would compute the same outputs, so the outputs
+(stages/runtime/artifacts.py). Two runs with the same key for a stage, whose outputs were made by the code this
+process runs (the same fingerprint, stages/runtime/fingerprint.py), would compute the same outputs, so the outputs
 of one can serve the other: they are hard-linked into the other run (artifacts are never modified in
 place, only renamed), manifests last. Runs whose keys or fingerprints differ are left alone, so a
 different warm start, or one of older code, is never copied silently; `spo fork` links history as it is
-(`link_outputs`, stages/history.py). `spo compare` uses it for the warm
+(`link_outputs`, stages/runtime/history.py). `spo compare` uses it for the warm
 start its arms have in common, and to reuse runs of other comparisons with the same stages (an arm
 that two comparisons share is computed once). See docs/architecture.md#sharing.
 """
@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from stages.artifacts import (
+from stages.runtime.artifacts import (
     StageSpec,
     cache_key,
     finished_report,
@@ -27,9 +27,9 @@ from stages.artifacts import (
     manifest_path,
     remove_stale_temporaries,
 )
-from stages.fingerprint import fingerprint
-from stages.lock import run_lock
-from stages.run_dir import RunDir, write_json_atomic
+from stages.runtime.fingerprint import fingerprint
+from stages.runtime.lock import run_lock
+from stages.runtime.run_dir import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _link(src: Path, dst: Path) -> None:
 def share_run(source: RunDir, target: RunDir) -> int:
     """Share `source`'s finished stages with `target` in flow order, up to the first whose key differs or
     that `source` has not finished; returns how many stages `target` got."""
-    from stages.registry import flow_plan, run_stages
+    from stages.runtime.registry import flow_plan, run_stages
 
     cfg = target.config()
     stages, shared = run_stages(cfg), 0

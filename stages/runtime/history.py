@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spo.config import ConfigError, RunConfig, changed_fields, is_frontier
-from stages.artifacts import StageSpec, finished_report, identity, manifest_path, stage_key
-from stages.fingerprint import fingerprint, source_version
-from stages.lock import run_lock
-from stages.registry import flow_plan, iteration_stages, run_stages, trained_iterations
-from stages.run_dir import RunDir, create_run, write_json_atomic
+from stages.runtime.artifacts import StageSpec, finished_report, identity, manifest_path, stage_key
+from stages.runtime.fingerprint import fingerprint, source_version
+from stages.runtime.lock import run_lock
+from stages.runtime.registry import flow_plan, iteration_stages, run_stages, trained_iterations
+from stages.runtime.run_dir import RunDir, create_run, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def fork(source: RunDir, target: Path, cfg: RunConfig, from_iteration: int) -> t
     """A new run at `target` with config `cfg` that shares `source`'s finished stages before iteration
     `from_iteration` (the warm start, iterations < N and the evaluation of checkpoint N) by hard links, as
     history; `source` is never modified. Returns the new run and how many stages it shares."""
-    from stages.share import link_outputs
+    from stages.runtime.share import link_outputs
 
     target = Path(target)
     if RunDir(target).config_path.exists():

@@ -1,5 +1,6 @@
 """The sampling sequence every sampling stage shares: fit the requests, sample with a progress bar,
-decode, grade, count (generate, resample, the tree levels, evaluate and the warm-start checks)."""
+decode, grade, count (generate, resample, the tree levels, evaluate and the warm-start checks); `answer_rows`
+is the whole sequence for graded answers to a task's questions (evaluate, the warm-start checks)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spo.config import PromptConfig
 from spo.policy import Engine, SampleRequest
+from spo.seeds import derive_seed
 from spo.tasks import Example, Task
-from stages.progress import progress_bar
-from stages.shards import Sharding
+from stages.runtime.progress import progress_bar
+from stages.runtime.resources import prompt_ids
+from stages.sampling.shards import Sharding
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperatu
 def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], heads: Sequence[Sequence[int]],
                          desc: str, prefix: str, shards: Sharding | None = None
                          ) -> tuple[list[list[Continuation]], dict[str, float]]:
-    """Sample every request (on a Dask cluster with `shards`, stages/shards.py), decode each continuation
+    """Sample every request (on a Dask cluster with `shards`, stages/sampling/shards.py), decode each continuation
     after its request's head (the response tokens before it: none for a fresh response, the prefix's for
     an MC continuation or a tree level), and count.
 
@@ -77,3 +81,25 @@ def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], head
                 f"{prefix}/shared_prefix_tokens": now.shared_prefix_tokens - before.shared_prefix_tokens,
                 f"{prefix}/seconds": round(seconds, 3), **extra}
     return continuations, counters
+
+
+def answer_rows(engine: Engine, task: Task, prompt: PromptConfig, examples: Sequence[Example], mode: str, n: int,
+                temperature: float, max_new_tokens: int, context_size: int, seed: int, desc: str,
+                shards=None) -> list[dict]:
+    """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
+    tokenizer = engine.tokenizer
+    prompts = [prompt_ids(prompt, task, tokenizer, e) for e in examples]
+    # iteration 0 in every seed: each checkpoint is scored on the same draws (common random numbers), so
+    # accuracies of two checkpoints differ by their weights, not by the dice
+    requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
+                               derive_seed(seed, 0, f"evaluate-{mode}", e.id), tokenizer.eos_token_id)
+                for p, e in zip(prompts, examples)]
+    results, _ = sample_continuations(engine, requests, [[]] * len(requests), desc, "eval", shards)
+    rows = []
+    for example, samples in zip(examples, results):
+        for j, sample in enumerate(samples):
+            reward, correct = sample.grade(task, example)
+            rows.append({"question_id": example.id, "mode": mode, "sample_index": j, "response_text": sample.text,
+                         "finish_reason": sample.finish_reason, "reward": reward, "correct": correct,
+                         "n_tokens": len(sample.token_ids)})
+    return rows

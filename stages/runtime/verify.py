@@ -1,7 +1,7 @@
 """`spo verify DIR`: re-hash every finished artifact and checkpoint of a run against its manifest.
 
 Reads check a file's size and modification time against its record and re-hash only what no longer
-fits (stages/checksums.py): a same-size change that kept the time is caught in Parquet by its page
+fits (stages/runtime/checksums.py): a same-size change that kept the time is caught in Parquet by its page
 checksums when read, and anywhere by this full pass (docs/architecture.md#keys).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.artifacts import ArtifactError, read_manifest
+from stages.runtime.artifacts import ArtifactError, read_manifest
 
 
 def verify_run(root: Path) -> tuple[int, list[str]]:

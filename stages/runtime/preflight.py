@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from spo.config import ConfigError, RunConfig
-from stages.resources import load_task
+from stages.runtime.resources import load_task
 
 
 def preflight(cfg: RunConfig) -> None:

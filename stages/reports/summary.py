@@ -6,8 +6,8 @@ import base64
 import json
 from pathlib import Path
 
-from stages.artifacts import manifest_path
-from stages.run_dir import RunDir
+from stages.runtime.artifacts import manifest_path
+from stages.runtime.run_dir import RunDir
 
 COLUMNS = ("iteration", "reward_mean", "train_accuracy", "eval_greedy", "eval_sample", "mc_continuations",
            "sampled_tokens", "shared_prefix_tokens", "trained_tokens", "credit_first_wrong", "loss", "seconds")

@@ -18,10 +18,10 @@ import shutil
 from collections.abc import Iterator
 
 from spo.config import RunConfig
-from stages.artifacts import manifest_path, read_table
-from stages.resources import load_tokenizer
-from stages.run_dir import RunDir
-from stages.summary import iteration_reports, iteration_row
+from stages.reports.summary import iteration_reports, iteration_row
+from stages.runtime.artifacts import manifest_path, read_table
+from stages.runtime.resources import load_tokenizer
+from stages.runtime.run_dir import RunDir
 
 UPDATE_COLUMNS = ("loss", "loss_policy", "loss_kl", "ratio_mean", "clipfrac", "approx_kl", "grad_norm", "lr")
 """train_metrics columns logged as their mean over the iteration's optimizer steps (`update/<column>`)."""

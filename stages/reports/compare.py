@@ -2,7 +2,7 @@
 
 Every (arm, seed) is an ordinary run under `data/runs/<comparison>/<arm>-s<seed>/`. Arms of one seed
 with the same warm-start config share one warm start: it is computed in the first run of the group
-and hard-linked into the others under the same stage key (stages/share.py). The report compares arms
+and hard-linked into the others under the same stage key (stages/runtime/share.py). The report compares arms
 seed by seed; see docs/design.md#comparisons for the statistics.
 """
 
@@ -19,12 +19,12 @@ import pyarrow as pa
 from schemas.compare import COMPARE
 from spo.comparison import ComparisonConfig
 from spo.stats import paired_interval, summarize
-from stages.artifacts import cache_key, is_finished, supersede, write_table
-from stages.history import reopen
-from stages.registry import unfinished_stages
-from stages.run_dir import RUNS_DIR, RunDir, arm_config
-from stages.share import share_outputs, share_run
-from stages.summary import CREDIT_KEYS, iteration_summary, save_figure
+from stages.reports.summary import CREDIT_KEYS, iteration_summary, save_figure
+from stages.runtime.artifacts import cache_key, is_finished, supersede, write_table
+from stages.runtime.history import reopen
+from stages.runtime.registry import unfinished_stages
+from stages.runtime.run_dir import RUNS_DIR, RunDir, arm_config
+from stages.runtime.share import share_outputs, share_run
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def comparison_dir(comparison: ComparisonConfig, root: Path | None = None) -> Pa
 
 def create_runs(comparison: ComparisonConfig, folder: Path, seeds: tuple[int, ...] | None = None) -> list[ArmRun]:
     """Create (or reopen) the run of every (arm, seed) as `<folder>/<arm>-s<seed>`, seeds outermost; an arm whose
-    config changed in a field its finished stages read is refused (stages/history.py)."""
+    config changed in a field its finished stages read is refused (stages/runtime/history.py)."""
     runs = []
     for seed in seeds or comparison.seeds:
         for arm in comparison.arms:
@@ -67,7 +67,7 @@ def warm_start_groups(runs: list[ArmRun]) -> list[list[ArmRun]]:
 def reuse_finished(runs: list[ArmRun], root: Path) -> dict[str, int]:
     """Give each run the finished stages of other runs under `root` (other comparisons) with the same keys:
     from a run with the same config where there is one, else from any with the same seed, each sharing
-    as far as the keys agree (stages/share.py). Returns `<arm>-s<seed>` -> stages reused."""
+    as far as the keys agree (stages/runtime/share.py). Returns `<arm>-s<seed>` -> stages reused."""
     mine = {r.run.root.resolve() for r in runs}
     donors = {}
     for path in sorted(root.glob("*/*/run.json")):

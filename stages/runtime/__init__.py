@@ -1,0 +1,1 @@
+"""Running stages and keeping a run: execute and keys (artifacts), the run folder, checksums, the lock, writes behind the flow, code fingerprints, history, the iteration order of each algorithm (registry), retention (gc), sharing, verification and preflight."""
