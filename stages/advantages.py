@@ -15,10 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.episodes import EPISODES
-from spo.advantages import ADVANTAGES, ChainRollout, advantage_method, loss_mask
+from spo.advantages import ADVANTAGES, ChainRollout, advantage_method
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer
 from stages.runtime.run_dir import RunDir
+from stages.training.episodes import MaskRule, episode_row
 
 
 def _reads(run: RunDir, i: int) -> list[Path]:
@@ -66,16 +67,12 @@ def _advantages(ctx: StageContext):
                   for r in group]
         for r, adv in zip(group, method.chain(inputs, tau=tau, prob_mask=a.prob_mask, gamma=a.gamma, lam=a.lam)):
             token_adv[r["rollout_id"]] = adv
-    eos = load_tokenizer(ctx.run.tokenizer()).eos_token_id
-    rows, masked = [], 0
-    for r in rollouts:
-        mask = np.array(loss_mask(r["logp"], r["response_ids"], tau, a.prob_mask, a.train_on_eos, eos), dtype=bool)
-        adv = np.where(mask, np.asarray(token_adv[r["rollout_id"]], dtype=np.float64), 0.0)
-        masked += int(mask.sum())
-        rows.append({"episode_id": len(rows), "source_id": str(r["rollout_id"]), "question_id": r["question_id"],
-                     "iteration": ctx.iteration, "kind": "rollout", "prompt_ids": r["prompt_ids"],
-                     "response_ids": r["response_ids"], "advantages": adv.tolist(), "mask": mask.tolist(),
-                     "old_logp": r["logp"], "reward": r["reward"]})
+    rule = MaskRule.of(ctx.cfg, load_tokenizer(ctx.run.tokenizer()).eos_token_id)
+    rows = [{"episode_id": k, **episode_row(rule, str(r["rollout_id"]), r["question_id"], ctx.iteration, "rollout",
+                                            r["prompt_ids"], r["response_ids"], token_adv[r["rollout_id"]], r["logp"],
+                                            r["reward"])}
+            for k, r in enumerate(rollouts)]
+    masked = sum(sum(row["mask"]) for row in rows)
     table = pa.Table.from_pylist(rows, schema=EPISODES)
     nonzero = sum(any(x != 0.0 for x in row["advantages"]) for row in rows)
     return {"episodes": table}, {"episodes/masked_tokens": masked, "episodes/nonzero_advantage": nonzero,

@@ -13,7 +13,6 @@ from stages.runtime.resources import load_task
 from stages.runtime.run_dir import RunDir
 from stages.sampling.engines import load_policy
 from stages.sampling.sequence import answer_rows
-from stages.sampling.shards import sharding
 
 SPEC = StageSpec(
     name="evaluate",
@@ -37,15 +36,14 @@ def _evaluate(ctx: StageContext):
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     limits = (cfg.sample.max_new_tokens, cfg.sample.context_size, cfg.seed)
     rows, counters = [], {"eval/questions": len(examples)}
-    shards = sharding(ctx, [x.id for x in examples])
     if e.greedy:
         greedy = answer_rows(engine, task, cfg.prompt, examples, "greedy", 1, 0.0, *limits, f"eval-greedy {ctx.iteration:04d}",
-                             shards)
+                             ctx)
         counters["eval/accuracy_greedy"] = float(np.mean([r["correct"] for r in greedy]))
         rows += greedy
     if e.samples_per_question:
         sampled = answer_rows(engine, task, cfg.prompt, examples, "sample", e.samples_per_question, e.temperature, *limits,
-                              f"eval-sample {ctx.iteration:04d}", shards)
+                              f"eval-sample {ctx.iteration:04d}", ctx)
         counters["eval/accuracy_sample"] = float(np.mean([r["correct"] for r in sampled]))
         counters["eval/reward_sample"] = float(np.mean([r["reward"] for r in sampled]))
         rows += sampled

@@ -9,13 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.rollouts import ROLLOUTS
-from spo.seeds import derive_seed
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_task
 from stages.runtime.run_dir import RunDir
 from stages.sampling.engines import load_policy
-from stages.sampling.sequence import fitted_request, sample_continuations
-from stages.sampling.shards import sharding
+from stages.sampling.sequence import Draw, sample_draws
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +36,10 @@ def _generate(ctx: StageContext):
     prompts = ctx.read("prompts").to_pylist()
     task = load_task(cfg)
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
-    requests = [
-        fitted_request(p["prompt_ids"], s.samples_per_question, s.max_new_tokens, s.context_size, s.temperature,
-                       s.top_p, derive_seed(cfg.seed, ctx.iteration, "generate", p["question_id"]),
-                       engine.tokenizer.eos_token_id)
-        for p in prompts
-    ]
-    shards = sharding(ctx, [p["question_id"] for p in prompts])
-    results, counters = sample_continuations(engine, requests, [[]] * len(requests),
-                                             f"generate {ctx.iteration:04d}", "sample", shards)
+    draws = [Draw(p["prompt_ids"], (), s.samples_per_question, p["question_id"], p["question_id"]) for p in prompts]
+    requests, results, counters = sample_draws(engine, draws, s.max_new_tokens, s.context_size, s.temperature,
+                                               s.top_p, cfg.seed, ctx.iteration, "generate",
+                                               f"generate {ctx.iteration:04d}", "sample", ctx)
     rows = []
     for p, request, samples in zip(prompts, requests, results):
         example = task.example(p["question_id"])

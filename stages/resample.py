@@ -15,13 +15,11 @@ import pyarrow as pa
 
 from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
-from spo.seeds import derive_seed
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_task
 from stages.runtime.run_dir import RunDir
 from stages.sampling.engines import load_policy
-from stages.sampling.sequence import fitted_request, sample_continuations
-from stages.sampling.shards import sharding
+from stages.sampling.sequence import Draw, sample_draws
 
 SPEC = StageSpec(
     name="resample",
@@ -65,15 +63,11 @@ def _resample(ctx: StageContext):
 
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     sampled = [(prefix, pid) for prefix, pid in prefix_ids.items() if len(prefix) < s.context_size]
-    requests = [
-        fitted_request(prefix, k, s.max_new_tokens, s.context_size, s.temperature, s.top_p,
-                       derive_seed(cfg.seed, ctx.iteration, "resample", _prefix_key(prefix)),
-                       engine.tokenizer.eos_token_id)
-        for prefix, _ in sampled
-    ]
-    heads = [rollouts[first_use[pid][0]]["response_ids"][: first_use[pid][1]] for _, pid in sampled]
-    shards = sharding(ctx, [rollouts[first_use[pid][0]]["question_id"] for _, pid in sampled])
-    results, sampling = sample_continuations(engine, requests, heads, f"resample {ctx.iteration:04d}", "mc", shards)
+    draws = [Draw(prefix, rollouts[first_use[pid][0]]["response_ids"][: first_use[pid][1]], k, _prefix_key(prefix),
+                  rollouts[first_use[pid][0]]["question_id"]) for prefix, pid in sampled]
+    requests, results, sampling = sample_draws(engine, draws, s.max_new_tokens, s.context_size, s.temperature,
+                                               s.top_p, cfg.seed, ctx.iteration, "resample",
+                                               f"resample {ctx.iteration:04d}", "mc", ctx)
 
     mc_rows, rewards_of = [], {}
     for (_, pid), request, samples in zip(sampled, requests, results):

@@ -20,14 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.tree_nodes import TREE_NODES
-from spo.seeds import derive_seed
 from spo.trees import root_id, tree_prefixes
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_task
 from stages.runtime.run_dir import RunDir
 from stages.sampling.engines import load_policy
-from stages.sampling.sequence import fitted_request, sample_continuations
-from stages.sampling.shards import sharding
+from stages.sampling.sequence import Draw, sample_draws
 
 
 def level_spec(depth: int) -> StageSpec:
@@ -64,13 +62,11 @@ def _grow(ctx: StageContext, depth: int):
     task = load_task(cfg)
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     budget = s.max_new_tokens if last else cfg.partition.segment_tokens
-    requests = [fitted_request(list(prompt["prompt_ids"]) + responses[pid], tree.branching[depth - 1], budget,
-                               s.context_size, s.temperature, s.top_p,
-                               derive_seed(cfg.seed, ctx.iteration, f"tree-{depth}", pid), engine.tokenizer.eos_token_id)
-                for pid, prompt in parents]
-    shards = sharding(ctx, [prompt["question_id"] for _, prompt in parents])
-    results, counters = sample_continuations(engine, requests, [responses[pid] for pid, _ in parents],
-                                             f"tree depth {depth} {ctx.iteration:04d}", "sample", shards)
+    draws = [Draw(list(prompt["prompt_ids"]) + responses[pid], responses[pid], tree.branching[depth - 1], pid,
+                  prompt["question_id"]) for pid, prompt in parents]
+    requests, results, counters = sample_draws(engine, draws, budget, s.context_size, s.temperature, s.top_p,
+                                               cfg.seed, ctx.iteration, f"tree-{depth}",
+                                               f"tree depth {depth} {ctx.iteration:04d}", "sample", ctx)
     rows = []
     for (pid, prompt), request, samples in zip(parents, requests, results):
         example = task.example(prompt["question_id"])

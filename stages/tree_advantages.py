@@ -21,12 +21,13 @@ import pyarrow as pa
 
 from schemas.episodes import EPISODES
 from schemas.replay import REPLAY
-from spo.advantages import loss_mask, tree_values_and_advantages
+from spo.advantages import tree_values_and_advantages
 from spo.seeds import derive_seed
 from spo.trees import root_id, tree_prefixes
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer
 from stages.runtime.run_dir import RunDir
+from stages.training.episodes import MaskRule, episode_row
 
 
 def spec(depth: int) -> StageSpec:
@@ -61,12 +62,11 @@ def node_values_and_advantages(nodes: list[dict], method: str) -> dict[str, tupl
 
 def _tree_advantages(ctx: StageContext):
     cfg, tree, a = ctx.cfg, ctx.cfg.tree, ctx.cfg.advantage
-    tau = cfg.partition.tau
     prompts = ctx.read("prompts").to_pylist()
     prompt_ids = {p["prompt_index"]: p["prompt_ids"] for p in prompts}
     levels = [ctx.read(f"tree_nodes-{d}").to_pylist() for d in range(1, len(tree.branching) + 1)]
     responses = tree_prefixes(prompts, levels)
-    eos = load_tokenizer(ctx.run.tokenizer()).eos_token_id
+    rule = MaskRule.of(cfg, load_tokenizer(ctx.run.tokenizer()).eos_token_id)
     by_prompt = defaultdict(list)
     for node in (n for level in levels for n in level):
         by_prompt[node["prompt_index"]].append(node)
@@ -82,13 +82,9 @@ def _tree_advantages(ctx: StageContext):
             if advantage == 0.0:
                 dropped_zero += 1
                 continue
-            mask = np.array(loss_mask(node["logp"], node["segment_ids"], tau, a.prob_mask, a.train_on_eos, eos),
-                            dtype=bool)
-            edges.append({"source_id": node["node_id"], "question_id": node["question_id"],
-                          "iteration": ctx.iteration, "kind": "tree_edge",
-                          "prompt_ids": list(prompt_ids[node["prompt_index"]]) + responses[node["parent_id"]],
-                          "response_ids": node["segment_ids"], "advantages": np.where(mask, advantage, 0.0).tolist(),
-                          "mask": mask.tolist(), "old_logp": node["logp"], "reward": value})
+            edges.append(episode_row(rule, node["node_id"], node["question_id"], ctx.iteration, "tree_edge",
+                                     list(prompt_ids[node["prompt_index"]]) + responses[node["parent_id"]],
+                                     node["segment_ids"], advantage, node["logp"], value))
 
     leaves = [n for level in levels for n in level if n["leaf"]]
     buffer = ctx.read("replay", ctx.iteration - 1).to_pylist() if ctx.iteration > 0 else []

@@ -1,6 +1,8 @@
-"""The sampling sequence every sampling stage shares: fit the requests, sample with a progress bar,
-decode, grade, count (generate, resample, the tree levels, evaluate and the warm-start checks); `answer_rows`
-is the whole sequence for graded answers to a task's questions (evaluate, the warm-start checks)."""
+"""The one sampling sequence every sampling stage runs (`sample_draws`): fit each draw's request into the
+context, derive its seed, shard by question, sample with a progress bar, decode after the draw's head,
+count. Generate, resample, the tree levels, evaluate and the warm-start checks differ only in what they
+draw from and what they do with the continuations (grade a rollout, average MC rewards, grow a node);
+`answer_rows` is the whole of it for graded answers to a task's questions (docs/design.md#seeds)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from spo.seeds import derive_seed
 from spo.tasks import Example, Task
 from stages.runtime.progress import progress_bar
 from stages.runtime.resources import prompt_ids
-from stages.sampling.shards import Sharding
+from stages.sampling.shards import Sharding, sharding
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,38 @@ def fitted_request(prompt_ids, n: int, budget: int, context_size: int, temperatu
     prompt_ids = tuple(prompt_ids)
     return SampleRequest(prompt_ids=prompt_ids, n=n, max_new_tokens=min(budget, context_size - len(prompt_ids)),
                          temperature=temperature, top_p=top_p, seed=seed, stop_token_ids=(eos_id,))
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One request of a sampling stage: continuations of `prompt_ids`, whose last `len(head)` tokens are the
+    response so far (decoded with each continuation)."""
+
+    prompt_ids: Sequence[int]
+    """Everything the continuation follows: the prompt, then the head."""
+    head: Sequence[int]
+    """The response tokens already in `prompt_ids` (none for a fresh response)."""
+    n: int
+    """Continuations to sample."""
+    seed_key: str
+    """What names this request in its stage's seed stream (a question, a prefix, a node)."""
+    question_id: str
+    """Its question: requests of one question go to one engine when sharded (stages/sampling/shards.py)."""
+
+
+def sample_draws(engine: Engine, draws: Sequence[Draw], budget: int, context_size: int, temperature: float,
+                 top_p: float, seed: int, iteration: int, stream: str, desc: str, prefix: str, ctx=None
+                 ) -> tuple[list[SampleRequest], list[list[Continuation]], dict[str, float]]:
+    """Sample every draw: at most `budget` new tokens fitted into `context_size`, seeded by
+    `derive_seed(seed, iteration, stream, draw.seed_key)`, sharded by question inside a stage (`ctx`; a Dask
+    cluster when configured). Returns the requests, result[i][j] the j-th continuation of draws[i], and the
+    counters of `sample_continuations`."""
+    requests = [fitted_request(d.prompt_ids, d.n, budget, context_size, temperature, top_p,
+                               derive_seed(seed, iteration, stream, d.seed_key), engine.tokenizer.eos_token_id)
+                for d in draws]
+    shards = None if ctx is None else sharding(ctx, [d.question_id for d in draws])
+    results, counters = sample_continuations(engine, requests, [d.head for d in draws], desc, prefix, shards)
+    return requests, results, counters
 
 
 def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], heads: Sequence[Sequence[int]],
@@ -85,16 +119,13 @@ def sample_continuations(engine: Engine, requests: Sequence[SampleRequest], head
 
 def answer_rows(engine: Engine, task: Task, prompt: PromptConfig, examples: Sequence[Example], mode: str, n: int,
                 temperature: float, max_new_tokens: int, context_size: int, seed: int, desc: str,
-                shards=None) -> list[dict]:
+                ctx=None) -> list[dict]:
     """Sample `n` answers per example (temperature 0 decodes greedily) and grade them."""
-    tokenizer = engine.tokenizer
-    prompts = [prompt_ids(prompt, task, tokenizer, e) for e in examples]
+    draws = [Draw(prompt_ids(prompt, task, engine.tokenizer, e), (), n, e.id, e.id) for e in examples]
     # iteration 0 in every seed: each checkpoint is scored on the same draws (common random numbers), so
     # accuracies of two checkpoints differ by their weights, not by the dice
-    requests = [fitted_request(p, n, max_new_tokens, context_size, temperature, 1.0,
-                               derive_seed(seed, 0, f"evaluate-{mode}", e.id), tokenizer.eos_token_id)
-                for p, e in zip(prompts, examples)]
-    results, _ = sample_continuations(engine, requests, [[]] * len(requests), desc, "eval", shards)
+    _, results, _ = sample_draws(engine, draws, max_new_tokens, context_size, temperature, 1.0, seed, 0,
+                                 f"evaluate-{mode}", desc, "eval", ctx)
     rows = []
     for example, samples in zip(examples, results):
         for j, sample in enumerate(samples):
