@@ -136,6 +136,7 @@ def test_a_flow_iteration_with_vllm_and_its_evaluation_reruns_alone(vllm_run):
 
     from stages.runtime.artifacts import read_manifest
     from stages.runtime.registry import find_stage
+    from tests.helpers import assert_tables_match_their_schemas
 
     assert_tables_match_their_schemas(vllm_run)
     rollouts = pq.read_table(vllm_run.artifact(0, "rollouts")).to_pylist()
