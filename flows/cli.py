@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -131,8 +132,8 @@ def cmd_compare(args) -> int:
     from flows.spo_compare import stop_children
     from stages.reports.compare import comparison_dir
 
-    _INTERRUPT.update(on_signal=stop_children, describe=lambda: f"finished runs and stages are kept; resume with: "
-                                                                f"spo compare {args.comparison}")
+    _INTERRUPT.update(on_signal=stop_children, describe=lambda: "finished runs and stages are kept; resume with: "
+                                                                + shlex.join(["spo", *args.argv]))
     with prefect_api(comparison_dir(comparison, args.root and Path(args.root))):
         print(flow(args.comparison, seeds, threads, args.root, arms))
     return 0
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.argv = argv
     from flows.interrupts import Interrupted, interruptible
     from stages.runtime.artifacts import ArtifactError
     from stages.runtime.lock import RunLockedError

@@ -90,6 +90,12 @@ _ACTIVE: list[Callable] = []
 """The handler of the innermost `interruptible` block of this process, if any."""
 
 
+def active_handler() -> Callable | None:
+    """This process's interrupt handler while an `interruptible` block is open (for a component that installs
+    SIGTERM handling of its own, such as Prefect's runner), else None."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 def reclaim() -> None:
     """Inside a flow: put this process's interrupt handler back for SIGTERM, which Prefect's flow engine took
     for the flow's duration (it restores ours when the flow ends). Does nothing outside `interruptible`."""

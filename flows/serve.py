@@ -11,16 +11,18 @@ time (`limit`), so its training and evaluation runs never compete for the run-di
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import prefect
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.runner import Runner
 from prefect.settings import get_current_settings
 
+from flows import interrupts
 from flows.processes import PREFECT_RESULTS
 from flows.spo_eval import spo_eval
 from flows.spo_run import spo_run
@@ -74,7 +76,14 @@ def serve(run: Path, schedules: list[Schedule], limit: int = 1) -> None:
         raise FileNotFoundError(f"{RunDir(Path(run)).config_path}: no run here; create it first with `spo run`")
     # each scheduled flow run is a new process: it keeps its cached task results in the run folder too
     os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(Path(run).resolve() / PREFECT_RESULTS)
-    prefect.serve(*(deployment(run, s) for s in schedules), limit=limit)
+    runner = Runner(pause_on_shutdown=True, limit=limit)  # as prefect.serve builds it
+    for s in schedules:
+        runner.add_deployment(deployment(run, s))
+    # SIGTERM stops serving as Ctrl-C does (flows/interrupts.py): the runner pauses the schedules on its way out
+    # and spo prints one line; Prefect's own handler would exit 0 with a warning of its own
+    runner.handle_sigterm = interrupts.active_handler() or runner.handle_sigterm
+    print(f"serving {', '.join(f'{s.flow} of {Path(run).resolve()}' for s in schedules)}; Ctrl-C stops", flush=True)
+    asyncio.run(runner.start())
 
 
 def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
