@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import prefect
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+import flows.serve
 from flows.cli import main as spo
 from flows.serve import Schedule, deployment, serve
 from flows.spo_eval import spo_eval
@@ -84,7 +84,7 @@ def test_schedules_are_checked_and_serve_needs_a_server(tmp_path, tiny_config, m
     assert (made.name, made.entrypoint, made.parameters) == ("run", "flows.spo_run.spo_run",
                                                             {"run": str(run.root.resolve()), "more": 3})
     assert made.schedules[0].schedule.cron == "0 */4 * * *"
-    monkeypatch.setattr(prefect, "serve", lambda *args, **kwargs: pytest.fail("served without a server"))
+    monkeypatch.setattr(flows.serve, "Runner", lambda *args, **kwargs: pytest.fail("served without a server"))
     with temporary_settings(restore_defaults={PREFECT_API_URL}), \
             pytest.raises(ValueError, match="PREFECT_API_URL is not set.*spo server --port 4200"):
         serve(run.root, [Schedule("eval", interval=60)])
@@ -112,7 +112,12 @@ def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
                                 server.logs)
             finally:
                 stop(served)
+        deployments = httpx.post(f"{server.api}/deployments/filter", json={}, timeout=10).json()
     assert server.process.returncode is not None and served.returncode is not None
+    # SIGTERM stops serving as Ctrl-C does: the schedules paused, one line, 128 + 15 (flows/interrupts.py)
+    assert served.returncode == 143, log_tails(server.logs)
+    assert server.logs[1].read_text().splitlines()[-1].startswith("spo: interrupted by SIGTERM: stopped serving")
+    assert deployments and all(d["paused"] for d in deployments), deployments
     assert all(r["state_type"] == "COMPLETED" for r in runs[:2]), f"{runs}\n{log_tails(server.logs)}"
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
     assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
