@@ -53,6 +53,8 @@ def stage_status(spec: StageSpec, run: RunDir, iteration: int) -> str:
                 if identity(run.root / name, verify=False) != recorded]
     if replaced:
         return f"stale: made from superseded {', '.join(replaced)}"
+    if "code" not in manifest:  # its key also hashed the code then, so it cannot be compared
+        return "stale: made by an older spo (no code fingerprint)"
     if manifest["key"] != stage_key(spec, run, iteration, run.config_at(iteration)):
         return "stale: config changed"
     if manifest.get("code") != fingerprint(spec.module):
