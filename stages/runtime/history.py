@@ -175,8 +175,12 @@ def history_text(run: RunDir) -> str:
     for change in run.changes():
         fields = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in change["fields"].items())
         lines.append(f"config changed ({change['how']}) from iteration {change['from_iteration']}: {fields}")
+    by_status: dict[str, list[str]] = {}
     for name, i, status in stale_stages(run):
-        lines.append(f"{name} {i:04d}: {status}")
+        by_status.setdefault(status, []).append(f"{name} {i:04d}")
+    for status, stages in by_status.items():  # a whole run made by older code is one line, not hundreds
+        shown = ", ".join(stages) if len(stages) <= 4 else f"{stages[0]}, {stages[1]}, ..., {stages[-1]}"
+        lines.append(f"{status}: {len(stages)} finished stage{'s' if len(stages) > 1 else ''} ({shown})")
     return "\n".join(lines)
 
 
