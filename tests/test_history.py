@@ -81,6 +81,9 @@ def test_a_comment_edit_recomputes_nothing_and_an_edit_to_the_loss_makes_only_tr
     assert statuses == {"generate": "cached", "partition": "cached", "resample": "cached",
                         "advantages": "cached", "train": "stale: code changed"}, statuses
     assert manifest_times(run.root) == before, "`spo stage` recomputed a finished stage without --force"
+    shown = spo_in(repo, "inspect", str(run.root))
+    stale = [line for line in shown.stdout.splitlines() if line.startswith("stale: code changed")]
+    assert len(stale) == 1 and "train 0001" in stale[0] and "generate" not in stale[0], shown.stdout[-2000:]
     assert "spo.losses" in closure("stages.critic_train")  # critic-train goes stale with train
 
 
