@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spo.seeds import derive_seed  # noqa: E402
 from stages.runtime.artifacts import read_table  # noqa: E402
-from stages.sampling.engines import load_policy  # noqa: E402
 from stages.runtime.resources import load_task  # noqa: E402
 from stages.runtime.run_dir import RunDir  # noqa: E402
+from stages.sampling.engines import load_policy  # noqa: E402
 from stages.sampling.sequence import fitted_request  # noqa: E402
 
 
