@@ -22,6 +22,8 @@ from tests.helpers import comparison_file
 pytestmark = pytest.mark.slow  # a comparison's child runs
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """smoke (3 arms x 2 seeds), two of its arms alone, smoke again, then other: one arm as in smoke, one with
