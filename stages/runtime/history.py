@@ -67,7 +67,7 @@ def finished_pairs(run: RunDir, cfg: RunConfig) -> list[tuple[str, int, StageSpe
     stages = run_stages(cfg)
     horizon = max(cfg.iterations, trained_iterations(run, cfg))
     return [(name, i, stages[name][1]) for step in flow_plan(cfg, range(horizon)) for name, i in step
-            if name in stages and finished_report(stages[name][1], run, i) is not None]
+            if finished_report(stages[name][1], run, i) is not None]
 
 
 def first_affected(run: RunDir, old: RunConfig, new: RunConfig) -> tuple[list[str], str, int] | None:
@@ -76,11 +76,12 @@ def first_affected(run: RunDir, old: RunConfig, new: RunConfig) -> tuple[list[st
     changed = [name for name in changed_fields(old, new) if not is_frontier(name)]
     if not changed:
         return None
-    same_stages = list(iteration_stages(old)) == list(iteration_stages(new))
+    old_stages = list(iteration_stages(old))
+    same_stages = old_stages == list(iteration_stages(new))
     for name, i, spec in finished_pairs(run, old):
         read = [f for f in changed if f == "seed" or any(f == c or f.startswith(c + ".") for c in spec.config)]
-        if not same_stages and name in iteration_stages(old):
-            read = read or [f for f in changed if f not in read]  # another algorithm or method: every stage
+        if not same_stages and name in old_stages:
+            read = read or changed  # another algorithm or method changes every iteration stage
         if read:
             return read, name, i
     return None
