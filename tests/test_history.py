@@ -20,8 +20,8 @@ from flows.cli import main as spo
 from flows.spo_run import spo_run
 from spo.losses import warmup_linear_decay
 from stages.runtime.fingerprint import closure
-from stages.runtime.history import ConfigChangeRefused, reopen
-from stages.runtime.registry import iteration_stages
+from stages.runtime.history import ConfigChangeRefused, fork, reopen
+from stages.runtime.registry import iteration_stages, start_stages
 from stages.runtime.run_dir import RunDir, create_run, load_preset
 from tests.helpers import SPO_CHILD, TINY_OVERRIDES, manifest_times, recomputed_stages
 
@@ -135,6 +135,14 @@ def test_fork_shares_history_by_hard_links_and_leaves_the_source_untouched(two_i
     assert json.loads((fork.root / "checkpoints/0002.manifest.json").read_text())["sha256"] != \
         json.loads((source.root / "checkpoints/0002.manifest.json").read_text())["sha256"]
     assert spo(["fork", str(source.root), str(new), "--from", "1"]) == 2  # never over an existing run
+
+
+def test_fork_from_0_shares_the_warm_start_and_its_evaluation(two_iterations, tmp_path):
+    source = copy_run(two_iterations, tmp_path, "source")
+    forked, shared = fork(source, tmp_path / "fork", source.config(), 0)
+    assert shared == len(start_stages(source.config())) + 1  # the warm start's stages and evaluate-0
+    assert forked.checkpoint(0).exists() and forked.artifact(0, "eval").exists()
+    assert not forked.artifact(0, "rollouts").exists()
 
 
 def test_errors_on_a_damaged_run_are_one_line_naming_the_path_and_the_repair(two_iterations, tmp_path, capsys):

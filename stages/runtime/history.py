@@ -201,7 +201,7 @@ def fork(source: RunDir, target: Path, cfg: RunConfig, from_iteration: int) -> t
         try:
             shared = 0
             stages = run_stages(old)
-            for step in flow_plan(old, range(from_iteration)) if from_iteration else []:
+            for step in flow_plan(old, range(from_iteration)):
                 for name, i in step:
                     if finished_report(stages[name][1], source, i) is not None:
                         link_outputs(stages[name][1], source, RunDir(target), i)
