@@ -53,6 +53,11 @@ how far the run goes). No stage key reads it, so a changed value applies from a 
 makes finished stages stale (docs/architecture.md#history)."""
 
 
+ADDED = {"added": True}
+"""Field metadata: the field came after runs were made. At its default it is left out of stage keys, so the
+stages finished before it existed keep their keys (docs/architecture.md#history)."""
+
+
 def one_of(names: Callable[[], Any]) -> dict:
     """v is a key of a registry, read when checked (registries import their modules lazily)."""
     return _rule(lambda v: v in names(), lambda: f"one of {sorted(names())}")
@@ -91,6 +96,12 @@ def _advantages():
     from spo.advantages import ADVANTAGES
 
     return ADVANTAGES
+
+
+def _lr_schedules():
+    from spo.losses import LR_SCHEDULES
+
+    return LR_SCHEDULES
 
 
 def _whiten_scopes():
@@ -310,6 +321,8 @@ class TrainConfig(_Checked):
     """Peak AdamW learning rate."""
     warmup_ratio: float = field(default=0.03, metadata=within(0, 1, open_high=True))
     """Fraction of all optimizer steps spent warming up."""
+    lr_schedule: str = field(default="linear", metadata={**one_of(_lr_schedules), **ADDED})
+    """After the warm-up: "linear" decay to 0 at the last iteration (the reference) or "constant"."""
     weight_decay: float = field(default=0.0, metadata=at_least(0))
     """AdamW weight decay."""
     adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_rule(
@@ -403,6 +416,9 @@ class WarmstartConfig(_Checked):
     """Peak learning rate (linear warm-up over 50 steps, then constant)."""
     eval_every: int = field(default=25, metadata=at_least(1))
     """Steps between held-out greedy accuracy checks."""
+    eval_every_near: int = field(default=0, metadata={**at_least(0), **ADDED})
+    """Steps between checks once a check reached half the band's lower edge (a tiny model's accuracy can
+    cross the band between two checks, docs/design.md#warm-start); 0 keeps `eval_every`."""
     eval_questions: int = field(default=256, metadata=at_least(1))
     """Held-out training questions (never trained on) used for the band check."""
     band: tuple[float, float] = field(default=(0.2, 0.4), metadata=_rule(
@@ -517,7 +533,7 @@ class RunConfig(_Checked):
 
     def section_hash(self, *names: str) -> str:
         """Short content hash of the named fields or sections, dotted for nested ones (stage cache keys), without
-        their frontier fields (`FRONTIER`).
+        their frontier fields (`FRONTIER`) nor the `added` fields at their defaults.
 
         >>> RunConfig().section_hash("sample.top_p") == RunConfig(seed=1).section_hash("sample.top_p")
         True
@@ -525,12 +541,14 @@ class RunConfig(_Checked):
         True
         """
         data = self.to_dict()
-        for name in frontier_fields():
+        added = added_fields()
+        for name in [*frontier_fields(), *added]:
             *path, leaf = name.split(".")
             node = data
             for part in path:
                 node = node[part]
-            node.pop(leaf)
+            if name not in added or node[leaf] == added[name]:
+                node.pop(leaf)
         chosen = {}
         for name in names:
             if name in frontier_fields():
@@ -622,21 +640,34 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 @functools.cache
-def frontier_fields(cls: type | None = None, prefix: str = "") -> frozenset[str]:
+def frontier_fields() -> frozenset[str]:
     """Dotted names of the fields (or whole sections) marked `FRONTIER`.
 
     >>> sorted(n for n in frontier_fields() if n.startswith("model."))
     ['model.device', 'model.engine', 'model.vllm_options']
     """
+    return frozenset(_marked("frontier"))
+
+
+def added_fields() -> dict[str, Any]:
+    """Dotted name -> default of the fields marked `added`.
+
+    >>> added_fields()["train.lr_schedule"]
+    'linear'
+    """
+    return {name: f.default for name, f in _marked("added").items()}
+
+
+def _marked(mark: str, cls: type | None = None, prefix: str = "") -> dict[str, dataclasses.Field]:
     cls = cls or RunConfig
     hints = typing.get_type_hints(cls)
-    out: set[str] = set()
+    out = {}
     for f in dataclasses.fields(cls):
-        if f.metadata.get("frontier"):
-            out.add(prefix + f.name)
+        if f.metadata.get(mark):
+            out[prefix + f.name] = f
         elif dataclasses.is_dataclass(hints[f.name]):
-            out |= frontier_fields(hints[f.name], f"{prefix}{f.name}.")
-    return frozenset(out)
+            out |= _marked(mark, hints[f.name], f"{prefix}{f.name}.")
+    return out
 
 
 def changed_fields(old: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:

@@ -189,3 +189,16 @@ def warmup_linear_decay(step: int, total_steps: int, warmup_steps: int) -> float
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
+
+
+def warmup_constant(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Return the LR multiplier at optimizer ``step``: the linear warm-up of ``warmup_linear_decay``, then 1.
+
+    >>> [round(warmup_constant(s, total_steps=6, warmup_steps=2), 2) for s in range(8)]
+    [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    return warmup_linear_decay(min(step, warmup_steps), total_steps, warmup_steps)
+
+
+LR_SCHEDULES = {"linear": warmup_linear_decay, "constant": warmup_constant}
+"""`train.lr_schedule`: the multiplier of the peak learning rate per optimizer step (docs/design.md#optimizer)."""

@@ -87,6 +87,7 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
     optimizer = torch.optim.AdamW(model.parameters(), lr=w.lr, betas=(0.9, 0.98), weight_decay=0.01)
     low, high = w.band
     rows, below, selected, accuracy = [], None, None, None
+    every, next_check = w.eval_every, w.eval_every
     model.train()
     with progress_bar(w.max_steps, "warmstart") as bar:
         for step in range(1, w.max_steps + 1):
@@ -100,7 +101,7 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             loss = sft_step(model, optimizer, prompts, targets, tokenizer.pad_token_id)
             rows.append({"step": step, "loss": loss, "lr": lr, "accuracy": None, "selected": False})
             bar.update(1)
-            if step % w.eval_every and step != w.max_steps:
+            if step < next_check and step != w.max_steps:
                 continue
             model.eval()
             answers = answer_rows(engine, task, cfg.prompt, held_out, "greedy", 1, 0.0, cfg.sample.max_new_tokens,
@@ -108,6 +109,9 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             model.train()
             accuracy = float(np.mean([a["correct"] for a in answers]))
             rows[-1]["accuracy"] = accuracy
+            if w.eval_every_near and accuracy >= low / 2:
+                every = w.eval_every_near
+            next_check = step + every
             bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{accuracy:.2f}")
             if low <= accuracy <= high:
                 selected = step

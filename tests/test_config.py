@@ -2,7 +2,7 @@
 
 import pytest
 
-from spo.config import ConfigError, RunConfig, field_docs
+from spo.config import ConfigError, RunConfig, added_fields, field_docs
 from stages.runtime.run_dir import COMPARISONS_DIR, PRESETS_DIR, arm_config, load_comparison, load_preset
 
 BAD_VALUES = {
@@ -21,9 +21,11 @@ BAD_VALUES = {
     "train.lr": "0", "train.warmup_ratio": "1", "train.weight_decay": "-0.1", "train.adam_betas": "[0.9]",
     "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",
     "train.micro_batch_size": "0", "train.clip": "0", "train.kl_coef": "-1", "train.whiten": "layer",
+    "train.lr_schedule": '"cosine"',
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
+    "warmstart.eval_every_near": "-1",
     "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1", "retention.optimizer_every": "0",
     "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
     "launch.dask_threads": "0", "launch.dask_scheduler": "localhost:8786",
@@ -139,3 +141,11 @@ def test_every_bad_field_is_reported_at_once():
 def test_every_string_choice_is_checked_against_its_registry_when_the_config_loads(field, value):
     with pytest.raises(ConfigError, match=f"{field} = '{value}': expected one of"):
         RunConfig().with_overrides([f"{field}={value}"])
+
+
+def test_an_added_field_at_its_default_leaves_stage_keys_as_they_were():
+    """`ADDED` fields (spo/config.py): a run made before the field existed keeps its keys after an upgrade.
+    The hashes are those of the `train` section before `train.lr_schedule` was added (commit 0d8f400)."""
+    assert "train.lr_schedule" in added_fields()
+    assert RunConfig().section_hash("train") == "87721c1822568a5a"
+    assert RunConfig().with_overrides(["train.lr_schedule=constant"]).section_hash("train") != "87721c1822568a5a"

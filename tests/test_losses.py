@@ -7,7 +7,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from spo.losses import masked_mean, masked_whiten, policy_loss, warmup_linear_decay
+from spo.losses import masked_mean, masked_whiten, policy_loss, warmup_constant, warmup_linear_decay
 
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 12))
 seeds = st.integers(0, 2**31 - 1)
@@ -248,6 +248,11 @@ def test_warmup_linear_decay_drives_lambda_lr():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([1e-6, 1e-6, 0.75e-6, 0.5e-6, 0.25e-6, 0.0])
+
+
+def test_warmup_constant_hand_values():
+    got = [warmup_constant(s, total_steps=10, warmup_steps=4) for s in range(12)]
+    assert got == pytest.approx([0.25, 0.5, 0.75, 1.0] + [1.0] * 8)  # the same warm-up, then no decay
 
 
 @pytest.mark.parametrize(("step", "total", "warmup"), [(-1, 10, 1), (0, 10, 10), (0, 10, -1)])

@@ -1,5 +1,5 @@
 """The optimizer loop every train stage runs (the policy's PPO, PPO's critic): seeded epochs over the
-iteration's episodes, AdamW under the warm-up + linear-decay schedule (docs/design.md#optimizer), and the
+iteration's episodes, AdamW under the warm-up and `train.lr_schedule` (docs/design.md#optimizer), and the
 optimizer state a later iteration continues from."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from spo.losses import warmup_linear_decay
+from spo.losses import LR_SCHEDULES
 from spo.ppo import episode_order
 from spo.seeds import derive_seed
 from stages.runtime.artifacts import StageContext
@@ -40,8 +40,8 @@ def optimize(ctx: StageContext, update: Update, episodes: list, state: Path | No
              resume: tuple[torch.optim.Optimizer, int] | None = None,
              load_state: Callable | None = None) -> tuple[list[dict], torch.optim.Optimizer, int]:
     """`train.epochs` passes over the episodes in seeded order (truncated or repeated to
-    `train.episodes_per_iteration`), `update.step(optimizer, batch)` per batch under the warm-up +
-    linear-decay schedule of peak `update.lr`, AdamW continued from `resume` (an optimizer and its global
+    `train.episodes_per_iteration`), `update.step(optimizer, batch)` per batch under the warm-up and
+    `train.lr_schedule` of peak `update.lr`, AdamW continued from `resume` (an optimizer and its global
     step) or from `state` (through `load_state(state, model, optimizer)` where given). Returns the per-step
     metrics, the optimizer and the global step."""
     model, lr, name = update.model, update.lr, update.name
@@ -57,6 +57,7 @@ def optimize(ctx: StageContext, update: Update, episodes: list, state: Path | No
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=t.adam_betas, eps=1e-8,
                                       weight_decay=t.weight_decay)
         global_step = 0 if state is None else (load_state or load_optimizer_state)(state, model, optimizer)
+    schedule = LR_SCHEDULES[t.lr_schedule]
     model.train()
     metrics = []
     n_steps = steps_per_iteration((wanted or len(episodes)) if episodes else 0, t.batch_size, t.epochs)
@@ -64,7 +65,7 @@ def optimize(ctx: StageContext, update: Update, episodes: list, state: Path | No
         for epoch in range(t.epochs):
             chosen = update.epoch([episodes[i] for i in episode_order(len(episodes), wanted, rng)])
             for start in range(0, len(chosen), t.batch_size):
-                step_lr = lr * warmup_linear_decay(min(global_step, total_steps - 1), total_steps, warmup)
+                step_lr = lr * schedule(min(global_step, total_steps - 1), total_steps, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 out = update.step(optimizer, chosen[start : start + t.batch_size])
