@@ -1,0 +1,21 @@
+"""stages/warmstart.py: SFT into the accuracy band on a real tiny model, with checks closer near the band."""
+
+from stages.runtime.resources import load_task
+from stages.runtime.run_dir import load_preset
+from stages.warmstart import fine_tune, initial_policy
+from tests.helpers import TINY_OVERRIDES
+
+
+def test_checks_come_every_eval_every_near_steps_once_a_check_reaches_half_the_band(tmp_path):
+    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + [
+        "warmstart.max_steps=40", "warmstart.eval_every=4", "warmstart.eval_every_near=2",
+        "warmstart.band=[0.99, 1.0]", "warmstart.lr=4e-4"])
+    task = load_task(cfg)
+    rows, counters = fine_tune(initial_policy(cfg, task, tmp_path), task, cfg)
+    checks = [(r["step"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
+    expected_next, near = 4, False
+    for step, accuracy in checks:
+        assert step == expected_next, checks
+        near = near or accuracy >= 0.99 / 2  # from then on, every check is 2 steps after the last
+        expected_next = step + (2 if near else 4)
+    assert 0.99 / 2 <= checks[0][1] and len(checks) > 2, f"nothing was tested: {checks}"
