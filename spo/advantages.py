@@ -352,6 +352,17 @@ def methods_for(algorithm: str) -> list[str]:
     return sorted(n for n, m in ADVANTAGES.items() if m.algorithm == algorithm)
 
 
+def policy_tokens(response_ids: Sequence[int], train_on_eos: bool, eos_id: int | None) -> int:
+    """How many leading response tokens are the policy's decisions: all, or all but a final EOS when
+    `train_on_eos` is false. The reference's responses have no EOS token, so it is never trained and never a
+    cutpoint there (docs/design.md#stop-token).
+
+    >>> policy_tokens([7, 8, 2], train_on_eos=False, eos_id=2), policy_tokens([7, 8, 2], True, 2)
+    (2, 3)
+    """
+    return len(response_ids) - int(not train_on_eos and len(response_ids) > 0 and response_ids[-1] == eos_id)
+
+
 def loss_mask(
     logp: Sequence[float],
     response_ids: Sequence[int],
@@ -375,6 +386,5 @@ def loss_mask(
         raise ValueError(f"logp has {len(logp)} tokens, response_ids {len(response_ids)}: expected equal lengths")
     probs = np.exp(np.asarray(logp, dtype=np.float64))
     mask = probs < tau if prob_mask else np.ones(len(probs), dtype=bool)
-    if not train_on_eos and len(response_ids) and response_ids[-1] == eos_id:
-        mask[-1] = False
+    mask[policy_tokens(response_ids, train_on_eos, eos_id):] = False
     return mask.tolist()

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.boundaries import BOUNDARIES
+from spo.advantages import policy_tokens
 from spo.segments import PARTITIONS, partition_boundaries
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer
@@ -18,7 +19,7 @@ SPEC = StageSpec(
     module=__name__,
     reads=lambda run, i: [run.artifact(i, "rollouts"), run.tokenizer()],  # for "steps"
     writes=lambda run, i: [run.artifact(i, "boundaries")],
-    config=("partition",),
+    config=("partition", "advantage.train_on_eos"),
 )
 
 
@@ -32,11 +33,14 @@ def _partition(ctx: StageContext):
     rollouts = ctx.read("rollouts").select(["rollout_id", "response_ids", "logp"]).to_pylist()
     partition = PARTITIONS[p.method]  # a known name: checked when the config was built
     params = {name: getattr(p, name) for name in partition.params}
-    tokenizer = load_tokenizer(ctx.run.tokenizer()) if partition.reads == "token_texts" else None
+    tokenizer = load_tokenizer(ctx.run.tokenizer())
+    train_on_eos = ctx.cfg.advantage.train_on_eos
     rows = []
     for r in rollouts:
-        probs = np.exp(np.asarray(r["logp"], dtype=np.float64)).tolist()
-        texts = [tokenizer.decode([t]) for t in r["response_ids"]] if tokenizer is not None else None
+        # an untrained final EOS is not a decision of the policy: never a cutpoint (docs/design.md#stop-token)
+        ids = r["response_ids"][: policy_tokens(r["response_ids"], train_on_eos, tokenizer.eos_token_id)]
+        probs = np.exp(np.asarray(r["logp"][: len(ids)], dtype=np.float64)).tolist()
+        texts = [tokenizer.decode([t]) for t in ids] if partition.reads == "token_texts" else None
         bounds = partition_boundaries(p.method, probs=probs, token_texts=texts, prompt_boundary=p.prompt_boundary,
                                       **params)
         rows.append({"rollout_id": r["rollout_id"], "method": p.method, "boundaries": bounds,

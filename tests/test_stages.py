@@ -11,6 +11,7 @@ import pytest
 from spo.advantages import chain_token_advantages
 from stages.runtime.artifacts import read_table
 from stages.runtime.registry import find_stage, iteration_stages
+from stages.runtime.resources import load_tokenizer
 from stages.runtime.run_dir import create_run
 from tests.helpers import GSM8K
 
@@ -89,3 +90,27 @@ def test_mc_continuations_are_graded_on_the_whole_answer(gsm8k_run):
         assert sample["text"] == tokenizer.decode(head + sample["continuation_ids"], skip_special_tokens=True)
         example = task.example(rollout["question_id"])
         assert sample["reward"] == task.reward(sample["text"], example, finished=sample["finish_reason"] == "stop")
+
+
+@pytest.mark.parametrize("train_on_eos", [True, False])
+def test_a_final_eos_is_a_cutpoint_only_when_it_is_trained(tmp_path, train_on_eos):
+    """tau = 1 makes every token a cutpoint; an untrained final EOS is not a policy decision (docs/design.md#stop-token)."""
+    from stages.runtime.run_dir import load_preset
+    from tests.helpers import TINY_OVERRIDES
+
+    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + [
+        "partition.tau=1.0", "partition.interval=1", f"advantage.train_on_eos={str(train_on_eos).lower()}"])
+    run = create_run(tmp_path / "run", cfg)
+    find_stage("warmstart", cfg)[0](run.root, 0)
+    for name in ("prompts", "generate", "partition"):
+        iteration_stages(cfg)[name][0](run.root, 0)
+    eos = load_tokenizer(run.tokenizer()).eos_token_id
+    rollouts = read_table(run.artifact(0, "rollouts")).to_pylist()
+    boundaries = {r["rollout_id"]: r["boundaries"] for r in read_table(run.artifact(0, "boundaries")).to_pylist()}
+    stopped = [r for r in rollouts if r["response_ids"][-1] == eos]
+    assert stopped, "no rollout ended with EOS, so nothing was tested"
+    for r in stopped:
+        last = len(r["response_ids"]) - 1
+        assert (last in boundaries[r["rollout_id"]]) == train_on_eos
+        cutpoints = [i for i, logp in enumerate(r["logp"][: last + int(train_on_eos)]) if np.exp(np.float64(logp)) < 1.0]
+        assert boundaries[r["rollout_id"]] == cutpoints
