@@ -29,23 +29,9 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from spo.policy.engine import SampleRequest
+from spo.policy.rehearsal import QWEN25_05B  # Qwen2.5-0.5B's architecture (config.json values)
 from spo.policy.tiny import build_bpe_tokenizer, build_tiny_model
 from spo.policy.transformers_engine import TransformersEngine, resolve_device, resolve_dtype
-
-QWEN25_05B = {  # Qwen/Qwen2.5-0.5B config.json values, written inline (nothing is downloaded)
-    "vocab_size": 151936,
-    "hidden_size": 896,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "intermediate_size": 4864,
-    "max_position_embeddings": 32768,
-    "rope_theta": 1000000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "hidden_act": "silu",
-    "use_sliding_window": False,
-}
 
 
 def synthetic_corpus(count: int, seed: int) -> list[str]:

@@ -104,6 +104,12 @@ def _lr_schedules():
     return LR_SCHEDULES
 
 
+def _precisions():
+    from spo.policy.engine import PRECISIONS
+
+    return PRECISIONS
+
+
 def _whiten_scopes():
     from spo.whitening import WHITENING
 
@@ -345,6 +351,9 @@ class TrainConfig(_Checked):
     """Weight of the k3 KL to the initial policy, in the loss."""
     whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
+    precision: str = field(default="auto", metadata={**one_of(_precisions), **ADDED})
+    """Train-stage compute: "fp32", "bf16" (bfloat16 autocast over float32 weights and AdamW state, the KL
+    reference in bfloat16) or "auto" (bf16 where `model.dtype` resolves to bfloat16, i.e. on a GPU)."""
     world_size: int = field(default=1, metadata={**at_least(1), **FRONTIER})
     """Data-parallel processes of the train stage (torch.distributed.run); 1 trains in the flow's process."""
     sharding: str = field(default="ddp", metadata={**one_of(_shardings), **FRONTIER})

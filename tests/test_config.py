@@ -21,7 +21,7 @@ BAD_VALUES = {
     "train.lr": "0", "train.warmup_ratio": "1", "train.weight_decay": "-0.1", "train.adam_betas": "[0.9]",
     "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",
     "train.micro_batch_size": "0", "train.clip": "0", "train.kl_coef": "-1", "train.whiten": "layer",
-    "train.lr_schedule": '"cosine"',
+    "train.lr_schedule": '"cosine"', "train.precision": '"fp16"',
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",

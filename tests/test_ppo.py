@@ -86,3 +86,19 @@ def test_batch_whitening_standardises_over_all_masked_tokens():
     masked = torch.tensor([a for e, w in zip(batch, white) for a, m in zip(w, e.mask) if m])
     assert abs(masked.mean()) < 1e-5 and abs(masked.var(unbiased=True) - 1) < 1e-3
     assert all(a == 0.0 for e, w in zip(batch, white) for a, m in zip(w, e.mask) if not m)
+
+
+def test_a_bf16_step_matches_the_fp32_step_within_bfloat16_rounding():
+    """`train.precision = bf16` (stages/training/policy.py): bfloat16 autocast over float32 weights. One step from
+    the same weights: the loss agrees to bfloat16's precision (8 bits of mantissa, ~0.4%), the update points the
+    same way, and the weights stay float32."""
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer, n=8)
+    full, full_metrics = step(model, batch, micro=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half, half_metrics = step(model, batch, micro=4)
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    assert abs(half_metrics["loss"] - full_metrics["loss"]) <= 0.02 * abs(full_metrics["loss"]) + 1e-3, \
+        (half_metrics["loss"], full_metrics["loss"])
+    moves = [torch.cat([(p1 - p0).flatten() for p0, p1 in zip(model.parameters(), m.parameters())]) for m in (full, half)]
+    assert torch.nn.functional.cosine_similarity(moves[0], moves[1], dim=0) > 0.99

@@ -145,6 +145,8 @@ class Engine(ABC):
 
 DTYPES = ("float32", "bfloat16", "float16")
 """Model dtypes an engine can be asked for by name (besides "auto")."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""`train.precision`: what the train stage computes in (`spo.policy.transformers_engine.train_dtype`)."""
 
 ENGINES = {
     "transformers": "spo.policy.transformers_engine:TransformersEngine",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spo.policy.engine import DTYPES, Engine, EngineStats, Sample, SampleRequest
+from spo.policy.engine import DTYPES, PRECISIONS, Engine, EngineStats, Sample, SampleRequest
 from spo.policy.logprobs import response_logprobs
 from spo.policy.prefix_cache import PrefixCache, SuffixCache, check_supported, decode_step, prefill
 from spo.policy.sampling import choose_tokens, sample_seed, sample_uniforms
@@ -33,6 +33,21 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def train_dtype(precision: str, model_dtype: str, device: torch.device) -> torch.dtype:
+    """The train stage's compute dtype: bfloat16 for "bf16" (autocast over float32 master weights; the KL
+    reference then runs in bfloat16 too), float32 for "fp32", and for "auto" bfloat16 exactly where the
+    sampler's `model.dtype` resolves to it (docs/design.md#optimizer).
+
+    >>> train_dtype("auto", "auto", torch.device("cpu")), train_dtype("bf16", "float32", torch.device("cpu"))
+    (torch.float32, torch.bfloat16)
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if resolve_dtype(model_dtype, device) == torch.bfloat16 else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -19,8 +19,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+import torch
+
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
+from spo.policy.transformers_engine import resolve_device, train_dtype
 from stages.runtime import write_behind
 
 ROLES = ("sampler", "trainer", "reference")
@@ -120,9 +123,10 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     """The policy saved at `path` in the engine of `role` (`ROLES`): from the open pool, or built fresh.
 
     The sampler uses `model.engine` in `model.dtype`; the trainer and the reference use the transformers
-    engine, whose torch module the trainer updates (vLLM only samples), with float32 weights: AdamW steps
-    of lr 1e-6 are below bfloat16's resolution and would round away (the train stage computes in
-    bfloat16 under autocast where the sampler does, docs/design.md#optimizer).
+    engine, whose torch module the trainer updates (vLLM only samples). The trainer's weights are float32:
+    AdamW steps of lr 1e-6 are below bfloat16's resolution and would round away (under `train.precision`
+    bf16 it computes in bfloat16 under autocast, and the reference is loaded in bfloat16,
+    docs/design.md#optimizer).
     """
     start = time.perf_counter()
     pool = _POOL.get()
@@ -139,6 +143,9 @@ def build_engine(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     if role not in ROLES:
         raise ValueError(f"unknown engine role {role!r}; choose one of {list(ROLES)}")
     kind, dtype = (cfg.model.engine, cfg.model.dtype) if role == "sampler" else ("transformers", "float32")
+    if role == "reference" and train_dtype(cfg.train.precision, cfg.model.dtype,
+                                           resolve_device(cfg.model.device)) == torch.bfloat16:
+        dtype = "bfloat16"  # no optimizer steps to lose, and half the memory
     options = cfg.model.vllm_options if kind == "vllm" else {}
     return make_engine(kind, path, dtype=dtype, device=cfg.model.device, **options)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spo.policy.transformers_engine import resolve_dtype
+from spo.policy.transformers_engine import train_dtype
 from spo.ppo import Episode, PPOSettings, epoch_episodes, ppo_step
 from stages.runtime.artifacts import StageContext
 
@@ -22,7 +22,7 @@ class PolicyUpdate:
     lr: float
     """Peak learning rate (`train.lr`)."""
     low_precision: bool
-    """Compute in bfloat16 over float32 master weights, where the sampler samples in it (docs/design.md#optimizer)."""
+    """Compute in bfloat16 over float32 master weights (`train.precision`, docs/design.md#optimizer)."""
     rank: int = 0
     world: int = 1
     name: str = "train"
@@ -47,7 +47,7 @@ def policy_update(ctx: StageContext, rows: list[dict], ref_logps: list | None, m
     settings = PPOSettings(micro_batch_size=t.micro_batch_size, temperature=cfg.sample.temperature, pad_id=pad_id,
                            clip=t.clip, kl_coef=t.kl_coef, whiten=t.whiten, grad_clip=t.grad_clip)
     device = next(model.parameters()).device
-    low_precision = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
+    low_precision = train_dtype(t.precision, cfg.model.dtype, device) == torch.bfloat16
     return episodes, PolicyUpdate(model, settings, t.lr, low_precision, rank, world)
 
 
