@@ -3,6 +3,7 @@
     python benchmarks/demo_seeds.py                           # 8 seeds x 2 roundings into data/runs/demo-seeds/
     python benchmarks/demo_seeds.py --seeds 1,2 --roundings native --root /tmp/demo-seeds
     python benchmarks/demo_seeds.py --parallel 2              # two runs at a time, one torch thread each
+    python benchmarks/demo_seeds.py --seeds 42 --root /tmp/alone   # one seed alone, for its wall time
 
 Each (rounding, seed) is a separate `spo demo --set seed=S --run ROOT/ROUNDING/tiny-sS` process (warm
 start, training, plot), timed from start to exit. A rounding is an environment that changes how this CPU
@@ -15,11 +16,16 @@ rounds float32 sums and so stands in for another CPU (README, "What to expect"):
 Printed as each run ends: its warm-start and final held-out accuracy, gain and wall time; at the end one
 table with a column pair per rounding, the gain's mean ± sd and min per rounding and over all runs, and the
 machine (CPU, instruction set, cores, versions). With --parallel N, N runs share the cores (each with
-cores / N torch threads), so wall times are longer than a run alone. A run folder that exists is refused
-(it would be resumed from cache, not timed) unless --resume. Benchmarks never assert.
+cores / N torch threads), so wall times are longer than a run alone.
+
+Each finished run is appended to ROOT/results.jsonl (with the machine, the commit and the runs at a time it
+ran with); a later call skips the runs found there, so a sweep longer than one sitting is continued, not
+redone. A run folder without a result (an interrupted run) is refused: it would be resumed from cache, not
+timed. Benchmarks never assert.
 """
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -49,6 +55,13 @@ def capability(env: dict) -> str:
     out = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                          env={**os.environ, **env}, capture_output=True, text=True, check=True)
     return out.stdout.strip()
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return out.stdout.strip() + ("+changes" if dirty else "")
 
 
 def run_one(root: Path, preset: str, rounding: str, seed: int, threads: int) -> tuple[float, float, float]:
@@ -86,8 +99,6 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO / "data" / "runs" / "demo-seeds"))
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (each with cores / N threads)")
-    parser.add_argument("--resume", action="store_true", help="allow existing run folders (times are then not "
-                                                              "those of a fresh run)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     roundings = args.roundings.split(",")
@@ -95,19 +106,40 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--roundings: unknown {unknown}; expected some of {sorted(ROUNDINGS)}")
     root = Path(args.root)
+    record = root / "results.jsonl"
+    done = {(r["preset"], r["rounding"], r["seed"]): r for r in map(json.loads, record.read_text().splitlines())} \
+        if record.exists() else {}
     cases = [(r, s) for r in roundings for s in seeds]
-    for rounding, seed in cases:
-        if (root / rounding / f"{args.preset}-s{seed}").exists() and not args.resume:
-            raise SystemExit(f"{root / rounding / f'{args.preset}-s{seed}'} exists; remove it for a fresh timing "
-                             "or pass --resume")
+    todo = [c for c in cases if (args.preset, *c) not in done]
+    for rounding, seed in todo:
+        if (root / rounding / f"{args.preset}-s{seed}").exists():
+            raise SystemExit(f"{root / rounding / f'{args.preset}-s{seed}'} exists without a result in {record} "
+                             "(an interrupted run); remove it for a fresh timing")
     threads = max(1, (os.cpu_count() or 1) // args.parallel)
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, kernels "
                + ", ".join(f"{r}: {capability(ROUNDINGS[r])}" for r in roundings)
-               + f"; {args.parallel} run(s) at a time, {threads} torch thread(s) each; Python "
-               + platform.python_version() + ", " + ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers")))
-    print(machine, flush=True)
+               + "; Python " + platform.python_version() + ", "
+               + ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers")))
+    print(f"{machine}; {len(cases) - len(todo)} of {len(cases)} runs already in {record}; the others "
+          f"{args.parallel} at a time, {threads} torch thread(s) each", flush=True)
+
+    def measured(case: tuple[str, int]) -> None:
+        warm, final, seconds = run_one(root, args.preset, *case, threads)
+        row = {"preset": args.preset, "rounding": case[0], "seed": case[1], "warm": warm, "final": final,
+               "seconds": round(seconds, 1), "at_a_time": args.parallel, "threads": threads, "machine": machine,
+               "commit": commit()}
+        with open(record, "a") as out:  # one short line per write: appends of finished runs never interleave
+            out.write(json.dumps(row) + "\n")
+        done[(args.preset, *case)] = row
+
+    root.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = dict(zip(cases, pool.map(lambda c: run_one(root, args.preset, *c, threads), cases)))
+        list(pool.map(measured, todo))
+    results = {c: (done[(args.preset, *c)]["warm"], done[(args.preset, *c)]["final"], done[(args.preset, *c)]["seconds"])
+               for c in cases}
+    machines = {done[(args.preset, *c)]["machine"] for c in cases}
+    if len(machines) > 1:
+        print(f"note: these runs come from {len(machines)} machines: {sorted(machines)}")
     header = " | ".join(f"{r}: warm start -> final | gain | wall s" for r in roundings)
     print(f"\n| seed | {header} |\n| --- |" + " --- | --- | --- |" * len(roundings))
     for seed in seeds:
@@ -121,7 +153,8 @@ def main() -> None:
         print(summary(r, [results[(r, s)] for s in seeds]))
     if len(roundings) > 1:
         print(summary("all", list(results.values())))
-    print(machine)
+    print("runs at a time: " + ", ".join(sorted({str(done[(args.preset, *c)]["at_a_time"]) for c in cases}))
+          + "; " + machine)
 
 
 if __name__ == "__main__":
