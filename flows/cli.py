@@ -11,7 +11,9 @@
     spo serve DIR [--run-cron C | --run-interval S] [--more N] [--eval-cron C | --eval-interval S]
     spo inspect DIR [--iteration N] [--stage NAME] [--tree PROMPT_INDEX]
     spo demo [--preset tiny]
+    spo rehearse PRESET [--layers N|full] [--engine E] [--full-shape] [--iterations 1|2] [--set key=value ...]
     spo config            (every field, its default and meaning)
+    spo plan PRESET --gpu-memory GB [--set key=value ...]   (peak GPU memory of each stage, part by part)
 """
 
 from __future__ import annotations
@@ -219,6 +221,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_rehearse(args) -> int:
+    from stages.runtime.rehearsal import plan_rehearsal
+
+    rehearsal = plan_rehearsal(args.preset, args.layers, args.engine, args.full_shape, args.iterations,
+                               args.set or [])
+    root = _run_dir(args, rehearsal.cfg)
+    _INTERRUPT["describe"] = lambda: _progress(root)
+    from flows.rehearse import rehearse  # prefect, torch and transformers load after the checks
+
+    start = time.perf_counter()
+    run = rehearse(rehearsal, root)
+    print(f"run: {run.root}")
+    print(f"rehearse: {args.preset} ran in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _layers(text: str) -> int | None:
+    """`--layers`: a positive number of decoder layers, or "full" (None: the published depth)."""
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of layers >= 1 or 'full', got {text!r}")
+    return int(text)
+
+
 def cmd_stage(args) -> int:
     from stages.runtime.history import CACHED, UNFINISHED, stage_status
     from stages.runtime.registry import find_stage
@@ -259,6 +286,18 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from spo.memory import GiB
+    from stages.runtime.memory_plan import check_memory_plan
+    from stages.runtime.run_dir import load_preset
+
+    if not args.gpu_memory > 0:
+        raise ValueError(f"--gpu-memory {args.gpu_memory}: expected the GPU's memory in GiB, a positive number")
+    cfg = load_preset(args.preset).with_overrides(args.set or [])
+    print(check_memory_plan(cfg, int(args.gpu_memory * GiB)).text())
+    return 0
+
+
 def _add_config_options(parser: argparse.ArgumentParser, preset_default: str | None) -> None:
     parser.add_argument("--preset", default=preset_default, help="a file of data/presets/ (without .toml)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -291,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the CPU demo: warm start a tiny model, train it with SPO, plot")
     _add_config_options(p, "tiny")
     p.set_defaults(handler=cmd_demo)
+    p = sub.add_parser("rehearse", help="run a GPU preset end to end on a random-weight checkpoint of its model "
+                                        "(real architecture and tokenizer), shrunk to the CI shape")
+    p.add_argument("preset", help="a GPU preset of data/presets/ (without .toml)")
+    p.add_argument("--layers", type=_layers, default=2, metavar="N|full",
+                   help="decoder layers of the checkpoint (default 2; full: the published depth)")
+    p.add_argument("--engine", metavar="transformers|vllm", help="sampling engine (default: the preset's)")
+    p.add_argument("--full-shape", action="store_true", help="keep the preset's own budgets (questions, samples, "
+                                                             "K, tokens, tree, evaluation): a benchmark on a GPU")
+    p.add_argument("--iterations", type=int, choices=[1, 2], default=1, help="policy iterations (default 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field last, e.g. --set task.data=DIR (see `spo config`)")
+    p.add_argument("--run", help="run directory (default data/runs/rehearse-<preset>; an existing rehearsal "
+                                 "there resumes as `spo run` does)")
+    p.set_defaults(handler=cmd_rehearse)
     p = sub.add_parser("compare", help="run every arm of a comparison on every seed; table, Parquet, plots")
     p.add_argument("comparison", help="a file of data/comparisons/ (without .toml), or the path of a .toml file")
     p.add_argument("--seeds", help="comma-separated seeds instead of the comparison's, e.g. 1,2,3")
@@ -342,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve)
     p = sub.add_parser("config", help="list every config field with its default and meaning")
     p.set_defaults(handler=cmd_config)
+    p = sub.add_parser("plan", help="the expected peak GPU memory of each stage of a preset's flow, part by part; "
+                                    "one that cannot fit is refused in one line naming settings that would")
+    p.add_argument("preset", help="a file of data/presets/ (without .toml)")
+    p.add_argument("--gpu-memory", type=float, required=True, metavar="GB",
+                   help="the GPU's memory in GiB (2^30 bytes, as torch.cuda reports it: an 80 GB card has 79-80)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (see `spo config`)")
+    p.set_defaults(handler=cmd_plan)
     return parser
 
 

@@ -1,8 +1,9 @@
 """Checks before any work starts: what a run needs from this machine exists.
 
 The config checks itself when it is built (spo/config.py); what it cannot know is whether the model,
-the task's data and the chosen engine are here. `preflight` looks, in well under a second, so that a
-missing file fails before Prefect, the warm start or a download start (docs/architecture.md#preflight).
+the task's data and the chosen engine are here, and on a GPU whether the run fits its memory. `preflight`
+looks, in well under a second, so that a missing file or a plan too big fails before Prefect, the warm
+start or a download start (docs/architecture.md#preflight, docs/design.md#memory-plan).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from stages.runtime.resources import load_task
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Raise `ConfigError` naming the field when the model, the task data, the engine or a tracker is missing."""
+    """Raise `ConfigError` naming the field when the model, the task data, the engine or a tracker is missing,
+    or when the run's memory plan does not fit the GPU it would run on."""
     model_available(cfg.model.path)
     if cfg.model.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("model.engine = 'vllm', but vllm is not installed; install the project's vllm extra "
@@ -44,6 +46,22 @@ def preflight(cfg: RunConfig) -> None:
             task.examples(split)
         except (OSError, ValueError, ImportError) as error:  # a missing file, a bad row, a hub id offline
             raise ConfigError(f"task {cfg.task.name!r} (task.data = {cfg.task.data!r}): {error}") from None
+    gpu_memory_fits(cfg)
+
+
+def gpu_memory_fits(cfg: RunConfig) -> None:
+    """On a GPU, raise `ConfigError` in one line when the run's memory plan exceeds the GPU's memory
+    (stages/runtime/memory_plan.py). Skipped on the CPU, and where stages run in other processes (train.world_size
+    > 1, Dask sampling), which the plan does not model."""
+    import torch
+
+    from spo.policy.transformers_engine import resolve_device
+    from stages.runtime.memory_plan import check_memory_plan
+
+    device = resolve_device(cfg.model.device)
+    if device.type != "cuda" or cfg.train.world_size > 1 or cfg.launch.dask_scheduler or cfg.launch.dask_workers:
+        return
+    check_memory_plan(cfg, torch.cuda.get_device_properties(device).total_memory)
 
 
 def model_available(path: str) -> None:
