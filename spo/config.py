@@ -99,7 +99,7 @@ def _advantages():
 
 
 def _lr_schedules():
-    from spo.losses import LR_SCHEDULES
+    from spo.schedules import LR_SCHEDULES
 
     return LR_SCHEDULES
 

@@ -18,7 +18,7 @@ import pytest
 
 from flows.cli import main as spo
 from flows.spo_run import spo_run
-from spo.losses import warmup_linear_decay
+from spo.schedules import warmup_linear_decay
 from stages.runtime.fingerprint import closure
 from stages.runtime.history import ConfigChangeRefused, fork, reopen
 from stages.runtime.registry import iteration_stages, start_stages

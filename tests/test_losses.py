@@ -7,7 +7,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from spo.losses import masked_mean, masked_whiten, policy_loss, warmup_constant, warmup_linear_decay
+from spo.losses import masked_mean, masked_whiten, policy_loss
+from spo.schedules import warmup_constant, warmup_linear_decay
 
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 12))
 seeds = st.integers(0, 2**31 - 1)

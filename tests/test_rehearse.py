@@ -8,6 +8,7 @@ its first token); the other tests build configs and caches only.
 import contextlib
 import io
 import math
+import mmap
 import os
 import time
 
@@ -190,9 +191,10 @@ def test_the_memory_trace_sees_an_allocation_inside_its_window():
     with MemoryTrace(interval=0.01) as trace:
         time.sleep(0.05)
         start = time.time()
-        block = b"x" * (64 * 2**20)  # 64 MiB, written (so resident)
+        block = mmap.mmap(-1, 64 * 2**20)  # a fresh mapping: malloc could reuse pages already resident
+        block.write(b"x" * len(block))  # written, so resident
         time.sleep(0.05)
         end = time.time()
-        del block
+        block.close()
     assert trace.peak(start, end) - trace.samples[0][1] >= 60 * 2**20
     assert trace.peak(end + 10, end + 20) is None

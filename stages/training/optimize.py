@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from spo.losses import LR_SCHEDULES
+from spo.schedules import LR_SCHEDULES
 from spo.ppo import episode_order
 from spo.seeds import derive_seed
 from stages.runtime.artifacts import StageContext
