@@ -667,6 +667,7 @@ def added_fields() -> dict[str, Any]:
     return {name: f.default for name, f in _marked("added").items()}
 
 
+@functools.cache
 def _marked(mark: str, cls: type | None = None, prefix: str = "") -> dict[str, dataclasses.Field]:
     cls = cls or RunConfig
     hints = typing.get_type_hints(cls)

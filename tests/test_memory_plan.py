@@ -34,7 +34,7 @@ from spo.memory import (
 )
 from spo.policy.logprobs import response_logprobs
 from spo.policy.rehearsal import FAMILIES, rehearsal_config
-from stages.runtime.memory_plan import VLLM_GPU_MEMORY_UTILIZATION, check_memory_plan, memory_plan
+from stages.runtime.memory_plan import check_memory_plan, memory_plan
 from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def test_a_sampling_step_is_the_planned_bytes_per_logit():
 def test_the_planned_vllm_share_is_the_engine_s_default(monkeypatch, tmp_path):
     # a stand-in vllm on a machine that says it has a GPU: what share does VLLMEngine.load ask vLLM for?
     from spo.policy.tiny import create_tiny_checkpoint
-    from spo.policy.vllm_engine import VLLMEngine
+    from spo.policy.vllm_engine import GPU_MEMORY_UTILIZATION, VLLMEngine
 
     asked = {}
     vllm = types.ModuleType("vllm")
@@ -214,7 +214,7 @@ def test_the_planned_vllm_share_is_the_engine_s_default(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     create_tiny_checkpoint(tmp_path, ["abc"], hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     VLLMEngine.load(tmp_path, device="cpu")
-    assert asked["gpu_memory_utilization"] == VLLM_GPU_MEMORY_UTILIZATION
+    assert asked["gpu_memory_utilization"] == GPU_MEMORY_UTILIZATION == 0.6
 
 
 def test_every_gpu_preset_fits_80_gib_or_names_settings_that_do():

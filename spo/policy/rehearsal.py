@@ -307,8 +307,10 @@ def qwen_tokenizer(family: str) -> PreTrainedTokenizerFast:
     backend: Tokenizer = _RanksConverter(ranks).converted()
     backend.normalizer = normalizers.NFC()
     backend.add_tokens([AddedToken(t.text, special=t.special, normalized=False) for t in spec.special_tokens])
-    for token in spec.special_tokens:
-        assert backend.token_to_id(token.text) == token.id, (token, backend.token_to_id(token.text))
+    misplaced = [(t, backend.token_to_id(t.text)) for t in spec.special_tokens if backend.token_to_id(t.text) != t.id]
+    if misplaced:  # the ranks file is not the one the ids were published for
+        raise ValueError(f"{family}: added tokens landed at other ids than published: {misplaced[:3]} "
+                         f"(qwen-tokenizer's qwen.tiktoken changed?)")
     options = {"add_bos_token": True} if spec.add_bos_token else {}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,

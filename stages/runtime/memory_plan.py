@@ -35,9 +35,6 @@ from spo.memory import (
 CUDA_CONTEXT_BYTES = 2**29
 """The flow process's CUDA context with cuBLAS's workspace: about 0.5 GiB under CUDA 12 (an estimate: this
 project's machines have no GPU to measure it on)."""
-VLLM_GPU_MEMORY_UTILIZATION = 0.6
-"""`VLLMEngine.load`'s gpu_memory_utilization on a GPU when model.vllm_options sets none (vLLM's own default
-is 0.9; tests/test_memory_plan.py checks the two agree)."""
 CPU_STAGES = frozenset({"prompts", "partition", "advantages", "tree-advantages", "credit", "critic-init"})
 """Stages that put nothing on the GPU (critic-init builds the critic on the CPU)."""
 
@@ -215,7 +212,9 @@ def _resident(cfg: RunConfig, x: _Shape, total: int) -> tuple[list[tuple[Part, s
                 (Part(f"trainer weights, float32 ({p:,} parameters)", 4 * p), "warmstart")]
     vllm = None
     if cfg.model.engine == "vllm":
-        fraction = cfg.model.vllm_options.get("gpu_memory_utilization", VLLM_GPU_MEMORY_UTILIZATION)
+        from spo.policy.vllm_engine import GPU_MEMORY_UTILIZATION  # imports no vllm
+
+        fraction = cfg.model.vllm_options.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)
         longest = cfg.model.vllm_options.get("max_model_len", x.arch.max_positions)
         vllm = (Part(f"vLLM share, gpu_memory_utilization {fraction:.2f} of the GPU", int(fraction * total)),
                 Part(f"its {x.sample_dtype} weights and the keys and values of one {longest:,}-token sequence "
