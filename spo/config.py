@@ -422,7 +422,11 @@ class WarmstartConfig(_Checked):
     batch_size: int = field(default=64, metadata=at_least(1))
     """Examples per SFT step."""
     lr: float = field(default=3e-3, metadata=above(0))
-    """Peak learning rate (linear warm-up over 50 steps, then constant)."""
+    """Peak learning rate (linear warm-up over 50 steps, then constant until `lr_near` applies)."""
+    lr_near: float = field(default=0.0, metadata={**at_least(0), **ADDED})
+    """Learning rate once a check reached half the band's lower edge, so the model nears the band in small
+    steps and the check that stops SFT reads a settled model, not one mid-jump (docs/design.md#warm-start);
+    0 keeps `lr`."""
     eval_every: int = field(default=25, metadata=at_least(1))
     """Steps between held-out greedy accuracy checks."""
     eval_every_near: int = field(default=0, metadata={**at_least(0), **ADDED})

@@ -87,11 +87,11 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
     optimizer = torch.optim.AdamW(model.parameters(), lr=w.lr, betas=(0.9, 0.98), weight_decay=0.01)
     low, high = w.band
     rows, below, selected, accuracy = [], None, None, None
-    every, next_check = w.eval_every, w.eval_every
+    every, next_check, near = w.eval_every, w.eval_every, False
     model.train()
     with progress_bar(w.max_steps, "warmstart") as bar:
         for step in range(1, w.max_steps + 1):
-            lr = w.lr * min(1.0, step / WARMUP_STEPS)
+            lr = w.lr_near if near and w.lr_near else w.lr * min(1.0, step / WARMUP_STEPS)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = [train[rng.randrange(len(train))] for _ in range(w.batch_size)]
@@ -109,8 +109,8 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             model.train()
             accuracy = float(np.mean([a["correct"] for a in answers]))
             rows[-1]["accuracy"] = accuracy
-            if w.eval_every_near and accuracy >= low / 2:
-                every = w.eval_every_near
+            near = near or accuracy >= low / 2
+            every = w.eval_every_near if near and w.eval_every_near else w.eval_every
             next_check = step + every
             bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{accuracy:.2f}")
             if low <= accuracy <= high:

@@ -19,3 +19,15 @@ def test_checks_come_every_eval_every_near_steps_once_a_check_reaches_half_the_b
         near = near or accuracy >= 0.99 / 2  # from then on, every check is 2 steps after the last
         expected_next = step + (2 if near else 4)
     assert 0.99 / 2 <= checks[0][1] and len(checks) > 2, f"nothing was tested: {checks}"
+
+
+def test_the_learning_rate_drops_to_lr_near_from_the_first_check_that_reaches_half_the_band(tmp_path):
+    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + [
+        "warmstart.max_steps=40", "warmstart.eval_every=4", "warmstart.lr_near=1e-5",
+        "warmstart.band=[0.99, 1.0]", "warmstart.lr=4e-4"])
+    task = load_task(cfg)
+    rows, _ = fine_tune(initial_policy(cfg, task, tmp_path), task, cfg)
+    first_near = next(r["step"] for r in rows if r["accuracy"] is not None and r["accuracy"] >= 0.99 / 2)
+    assert first_near < 40, "no check reached half the band: nothing was tested"
+    assert all(r["lr"] == 1e-5 for r in rows if r["step"] > first_near)
+    assert all(r["lr"] != 1e-5 for r in rows if r["step"] <= first_near)
