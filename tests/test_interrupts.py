@@ -81,7 +81,8 @@ def interrupt(run: Path, first: bool, point: str, signum: int) -> float:
     seconds = time.monotonic() - sent
     time.sleep(0.5)  # the reader thread drains the pipe
     text = b"".join(err).decode(errors="replace")
-    after = [part for line in text[seen:].splitlines() for part in line.split("\r")
+    new = b"".join(err)[seen:].decode(errors="replace")  # `seen` counts bytes; a bar's blocks are 3 bytes each
+    after = [part for line in new.splitlines() for part in line.split("\r")
              if part.strip() and not BAR.search(part)]
     name = signal.Signals(signum).name
     assert code == 128 + signum, f"exit {code}, expected {128 + signum}: {text[-3000:]}"
