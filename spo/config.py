@@ -116,6 +116,18 @@ def _whiten_scopes():
     return WHITENING
 
 
+def _loss_aggregations():
+    from spo.objectives import LOSS_AGGREGATIONS
+
+    return LOSS_AGGREGATIONS
+
+
+def _ratios():
+    from spo.objectives import RATIOS
+
+    return RATIOS
+
+
 def _algorithms():
     from spo.algorithms import ALGORITHMS
 
@@ -351,6 +363,13 @@ class TrainConfig(_Checked):
     """Weight of the k3 KL to the initial policy, in the loss."""
     whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
+    loss_agg: str = field(default="reference", metadata={**one_of(_loss_aggregations), **ADDED})
+    """How the batch's token losses become one (docs/design.md#policy-loss-choices): "reference" (token mean per
+    micro-batch), "token_mean" (DAPO), "seq_mean_token_sum_norm" (Dr. GRPO) or "seq_mean_token_mean" (GSPO)."""
+    clip_high: float = field(default=0.0, metadata={**at_least(0), **ADDED})
+    """Upper ratio clip: r is clipped to [1 - clip, 1 + clip_high] (DAPO's clip-higher, 0.28); 0 means `clip`."""
+    ratio: str = field(default="token", metadata={**one_of(_ratios), **ADDED})
+    """Importance ratio: "token" (PPO) or "sequence" (GSPO's per-sequence ratio, applied GSPO-token style)."""
     precision: str = field(default="auto", metadata={**one_of(_precisions), **ADDED})
     """Train-stage compute: "fp32", "bf16" (bfloat16 autocast over float32 weights and AdamW state, the KL
     reference in bfloat16) or "auto" (bf16 where `model.dtype` resolves to bfloat16, i.e. on a GPU)."""
@@ -361,7 +380,15 @@ class TrainConfig(_Checked):
     gradients and optimizer state sharded per decoder layer, for a model that does not fit one device)."""
 
     def _combination_problems(self) -> list[str]:
+        from spo.objectives import LOSS_AGGREGATIONS
+        from spo.whitening import WHITENING
+
         problems = []
+        if LOSS_AGGREGATIONS[self.loss_agg].batch_level and WHITENING[self.whiten].per_micro_batch:
+            scopes = sorted(n for n, w in WHITENING.items() if not w.per_micro_batch)
+            problems.append(f"train.whiten = {self.whiten!r}: expected one of {scopes} with train.loss_agg = "
+                            f"{self.loss_agg!r}, which aggregates over the whole batch so that "
+                            f"train.micro_batch_size cannot change the update")
         if self.batch_size % self.micro_batch_size:
             problems.append(f"train.batch_size = {self.batch_size}: expected a multiple of train.micro_batch_size = "
                             f"{self.micro_batch_size} (gradient accumulation needs whole micro-batches)")
