@@ -313,6 +313,17 @@ class AdvantageConfig(_Checked):
     """"gae": discount of the reward to earlier tokens (reference PPO: 1)."""
     lam: float = field(default=1.0, metadata=within(0, 1))
     """"gae": the GAE lambda (reference PPO: 1, i.e. reward minus value)."""
+    group_std: bool = field(default=True, metadata=ADDED)
+    """"grpo": divide by the std of the question's rewards (GRPO); false leaves r - mean (Dr. GRPO)."""
+
+    def _combination_problems(self) -> list[str]:
+        from spo.advantages import ADVANTAGES
+
+        if not self.group_std and not ADVANTAGES[self.method].group_std:
+            readers = sorted(n for n, m in ADVANTAGES.items() if m.group_std)
+            return [f"advantage.group_std = False: expected true with advantage.method = {self.method!r}, which "
+                    f"divides by no group std (only {readers} reads it)"]
+        return []
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ BAD_VALUES = {
     "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",
     "train.micro_batch_size": "0", "train.clip": "0", "train.kl_coef": "-1", "train.whiten": "layer",
     "train.lr_schedule": '"cosine"', "train.precision": '"fp16"', "train.loss_agg": "seq_sum", "train.clip_high": "-0.1",
-    "train.ratio": "segment",
+    "train.ratio": "segment", "advantage.group_std": "maybe",
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
@@ -86,6 +86,10 @@ def test_bad_overrides_name_the_field(assignment, message):
      "retention.optimizer_every = 10 needs train.world_size = 1"),
     (["train.loss_agg=token_mean"], r"train.whiten = 'micro_batch': expected one of \['batch', 'none'\] with "
                                     r"train.loss_agg = 'token_mean'"),
+    (["advantage.group_std=false"], "advantage.group_std = False: expected true with advantage.method = 'segment', "
+                                    "which divides by no group std"),
+    (["partition.method=none", "advantage.method=rloo", "advantage.group_std=false"],
+     "advantage.group_std = False: expected true with advantage.method = 'rloo'"),
 ])
 def test_combinations_that_make_no_sense_are_refused(assignments, message):
     with pytest.raises(ConfigError, match=message) as error:
