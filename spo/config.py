@@ -259,6 +259,30 @@ class SampleConfig(_Checked):
     """Longest response; a response cut here scores the unfinished penalty."""
     context_size: int = field(default=2047, metadata=at_least(2))
     """Prompt + response limit; `max_new_tokens` is lowered to fit it."""
+    dynamic_sampling: bool = field(default=False, metadata=ADDED)
+    """DAPO's dynamic sampling (docs/design.md#dynamic-sampling): drop the question groups whose rewards are all
+    equal and sample more questions until `questions_per_iteration` groups are kept."""
+    dynamic_max_draws: int = field(default=10, metadata={**at_least(0), **ADDED})
+    """With `dynamic_sampling`: most extra rounds of `questions_per_iteration` fresh questions per iteration
+    (DAPO's `max_num_gen_batches` is 10); fewer groups are trained when they run out."""
+    overlong_buffer: int = field(default=0, metadata={**at_least(0), **ADDED})
+    """DAPO's overlong reward shaping (docs/design.md#rewards): a response longer than `max_new_tokens` minus
+    this many tokens loses up to `overlong_penalty`, linearly in its length; 0 shapes nothing."""
+    overlong_penalty: float = field(default=1.0, metadata={**above(0), **ADDED})
+    """The penalty at `max_new_tokens` tokens (DAPO: 1)."""
+
+    def _combination_problems(self) -> list[str]:
+        problems = []
+        if not self.dynamic_sampling and self.dynamic_max_draws != 10:
+            problems.append(f"sample.dynamic_max_draws = {self.dynamic_max_draws}: has no effect with "
+                            f"sample.dynamic_sampling = false; set it true or leave the default 10")
+        if not self.overlong_buffer and self.overlong_penalty != 1.0:
+            problems.append(f"sample.overlong_penalty = {self.overlong_penalty}: has no effect with "
+                            f"sample.overlong_buffer = 0; set a buffer or leave the default 1.0")
+        if self.overlong_buffer > self.max_new_tokens:
+            problems.append(f"sample.overlong_buffer = {self.overlong_buffer}: expected at most "
+                            f"sample.max_new_tokens = {self.max_new_tokens}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -586,9 +610,12 @@ class RunConfig(_Checked):
         True
         >>> RunConfig().section_hash("eval") == RunConfig(eval=EvalConfig(every=5)).section_hash("eval")
         True
+        >>> RunConfig().section_hash("seed", "train.ratio") == RunConfig().section_hash("seed")
+        True
         """
         data = self.to_dict()
         added = added_fields()
+        dropped = set()
         for name in [*frontier_fields(), *added]:
             *path, leaf = name.split(".")
             node = data
@@ -596,10 +623,13 @@ class RunConfig(_Checked):
                 node = node[part]
             if name not in added or node[leaf] == added[name]:
                 node.pop(leaf)
+                dropped.add(name)
         chosen = {}
         for name in names:
             if name in frontier_fields():
                 raise ValueError(f"{name}: a frontier field (spo.config.FRONTIER) is never part of a stage key")
+            if name in dropped:  # an added field at its default, named alone: the key it had before the field
+                continue
             value = data
             for part in name.split("."):
                 value = value[part]
