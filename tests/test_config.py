@@ -85,10 +85,10 @@ def test_bad_overrides_name_the_field(assignment, message):
      "needs train.episodes_per_iteration"),
     (["train.world_size=2", "train.micro_batch_size=32", "retention.optimizer_every=10"],
      "retention.optimizer_every = 10 needs train.world_size = 1"),
-    (["train.loss_agg=token_mean"], r"train.whiten = 'micro_batch': expected one of \['batch', 'none'\] with "
-                                    r"train.loss_agg = 'token_mean'"),
-    (["advantage.group_std=false"], "advantage.group_std = False: expected true with advantage.method = 'segment', "
-                                    "which divides by no group std"),
+    (["train.loss_agg=token_mean"], (r"train.whiten = 'micro_batch': expected one of \['batch', 'none'\] with "
+                                     r"train.loss_agg = 'token_mean'")),
+    (["advantage.group_std=false"], ("advantage.group_std = False: expected true with advantage.method = 'segment', "
+                                     "which divides by no group std")),
     (["partition.method=none", "advantage.method=rloo", "advantage.group_std=false"],
      "advantage.group_std = False: expected true with advantage.method = 'rloo'"),
     (["sample.dynamic_max_draws=3"], "sample.dynamic_max_draws = 3: has no effect with sample.dynamic_sampling = false"),

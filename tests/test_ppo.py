@@ -131,7 +131,7 @@ def test_the_reference_aggregation_depends_on_the_micro_batch_size():
     micro-batch of few tokens the weight of one of many."""
     model, tokenizer = tiny()
     batch = episodes(model, tokenizer, n=8)
-    (small, small_metrics), (whole, whole_metrics) = (step(model, batch, micro) for micro in (2, 8))
+    (_, small_metrics), (_, whole_metrics) = (step(model, batch, micro) for micro in (2, 8))
     assert abs(small_metrics["loss_policy"] - whole_metrics["loss_policy"]) > 1e-4
 
 
