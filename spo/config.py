@@ -345,8 +345,8 @@ class AdvantageConfig(_Checked):
 
         if not self.group_std and not ADVANTAGES[self.method].group_std:
             readers = sorted(n for n, m in ADVANTAGES.items() if m.group_std)
-            return [f"advantage.group_std = False: expected true with advantage.method = {self.method!r}, which "
-                    f"divides by no group std (only {readers} reads it)"]
+            return [(f"advantage.group_std = False: expected true with advantage.method = {self.method!r}, "
+                     f"which divides by no group std (only {readers} reads it)")]
         return []
 
 

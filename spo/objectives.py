@@ -1,8 +1,8 @@
-"""Choices of the policy objective (docs/design.md#policy-loss-choices): how the per-token losses of an optimizer
-batch become one number (`train.loss_agg`) and which importance ratio they use (`train.ratio`). One registry per
-choice, checked when the config loads; spo/ppo.py and spo/losses.py apply them. Plain Python, so that the config
-can check names without importing torch, and so that no stage's code fingerprint depends on the loss through
-the config (as spo/schedules.py)."""
+"""Choices of the policy objective (docs/design.md#policy-loss-choices): how the per-token losses of an
+optimizer batch become one number (`train.loss_agg`) and which importance ratio they use (`train.ratio`). One
+registry per choice, checked when the config loads; spo/ppo.py and spo/losses.py apply them. Plain Python, so
+that the config can check names without importing torch, and so that no stage's code fingerprint depends on
+the loss through the config (as spo/schedules.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 
 def token_mean_weights(token_counts: Sequence[int], max_new_tokens: int) -> list[float]:
-    """DAPO's token mean over the whole batch: every sequence weighs B / (the batch's masked tokens), so that the
-    mean over sequences of the weighted sums is sum(loss) / N.
+    """DAPO's token mean over the whole batch: every sequence weighs B / N (N the batch's masked tokens), so
+    that the mean over sequences of the weighted sums is sum(loss) / N.
 
     >>> token_mean_weights([3, 1], max_new_tokens=8)  # 2 sequences, 4 tokens: 2 / 4
     [0.5, 0.5]
@@ -46,8 +46,9 @@ class LossAggregation:
     """How the per-token policy losses of one optimizer batch are aggregated (`train.loss_agg`)."""
 
     sequence_weights: Callable[[Sequence[int], int], list[float]] | None
-    """(masked tokens of each of the batch's B sequences, `sample.max_new_tokens`) -> a weight w_b per sequence;
-    the policy loss is then (1 / B) sum_b w_b sum_t loss_bt over the whole batch, whatever the micro-batches.
+    """(masked tokens of each of the batch's B sequences, `sample.max_new_tokens`) -> a weight w_b per
+    sequence; the policy loss is then (1 / B) sum_b w_b sum_t loss_bt over the whole batch, whatever the
+    micro-batches.
     None: the reference's token mean inside each micro-batch, micro-batches weighted by their sequences."""
 
     @property
@@ -80,4 +81,5 @@ RATIOS: dict[str, Ratio] = {
     "token": Ratio(per_sequence=False),
     "sequence": Ratio(per_sequence=True),
 }
-"""`train.ratio`: PPO's per-token ratio (the reference) or GSPO's sequence ratio (docs/design.md#policy-loss-choices)."""
+"""`train.ratio`: PPO's per-token ratio (the reference) or GSPO's sequence ratio
+(docs/design.md#policy-loss-choices)."""

@@ -135,7 +135,7 @@ def ppo_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Se
     sums = dict.fromkeys(names, 0.0)
     sharded = is_fsdp(model)
     aggregation = LOSS_AGGREGATIONS[s.loss_agg]
-    weights = None  # (B,): from the whole batch, before it is split, so micro-batching cannot change the update
+    weights = None  # (B,): from the whole batch before it is split, so micro-batching cannot change the update
     if aggregation.batch_level:
         weights = torch.tensor(aggregation.sequence_weights([sum(e.mask) for e in batch], s.max_new_tokens),
                                dtype=torch.float32, device=device)

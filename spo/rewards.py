@@ -1,5 +1,5 @@
-"""What the sampling stages do with rewards beyond a task's grade (DAPO, Yu et al. 2025): the overlong shaping of
-a response's reward by its length (docs/design.md#rewards) and the test that keeps a question's group under
+"""What the sampling stages do with rewards beyond a task's grade (DAPO, Yu et al. 2025): the overlong shaping
+of a response's reward by its length (docs/design.md#rewards) and the test that keeps a question's group under
 dynamic sampling (docs/design.md#dynamic-sampling)."""
 
 from collections.abc import Sequence
@@ -8,7 +8,8 @@ from collections.abc import Sequence
 def overlong_shaped(reward: float, length: int, max_new_tokens: int, buffer: int, penalty: float) -> float:
     """Return ``reward`` less DAPO's soft overlong penalty: 0 up to ``max_new_tokens - buffer`` tokens, then
     growing linearly to ``penalty`` at ``max_new_tokens`` tokens, and ``penalty`` beyond (an MC continuation
-    may run past the limit, as its prefix does not count against its own budget). ``buffer = 0`` shapes nothing.
+    may run past the limit, as its prefix does not count against its own budget). ``buffer = 0`` shapes
+    nothing.
 
     Args:
         reward: the task's reward of the response.

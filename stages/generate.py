@@ -28,8 +28,9 @@ SPEC = StageSpec(
 
 
 def generate(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Sample, grade (docs/design.md#rewards) and teacher-force score (docs/design.md#probabilities) N responses per
-    prompt; under dynamic sampling, drop the groups of equal rewards and draw more (docs/design.md#dynamic-sampling)."""
+    """Sample, grade (docs/design.md#rewards) and teacher-force score (docs/design.md#probabilities) N responses
+    per prompt; under dynamic sampling, drop the groups of equal rewards and draw more
+    (docs/design.md#dynamic-sampling)."""
     return execute(SPEC, RunDir(Path(run)), iteration, _generate, force)
 
 
@@ -40,9 +41,10 @@ def _generate(ctx: StageContext):
     engine = load_policy(ctx.run.checkpoint(ctx.iteration), cfg)
     extra_draws = s.dynamic_max_draws if s.dynamic_sampling else 0
     groups, counters, drawn, dropped, draws = [], {}, 0, 0, 0
-    # prompts lists the questions in draw order: the first draw takes questions_per_iteration of them, each extra
-    # draw as many as groups are missing (a question's samples depend on its id alone, not on the draw)
-    while draws == 0 or (len(groups) < s.questions_per_iteration and drawn < len(prompts) and draws <= extra_draws):
+    # prompts lists the questions in draw order: the first draw takes questions_per_iteration of them, each
+    # extra draw as many as groups are missing (a question's samples depend on its id alone, not on the draw)
+    while draws == 0 or (len(groups) < s.questions_per_iteration and drawn < len(prompts)
+                         and draws <= extra_draws):
         batch = prompts[drawn : drawn + s.questions_per_iteration - len(groups)]
         drawn, draws = drawn + len(batch), draws + 1
         sampled, sampling = _sampled_groups(ctx, engine, task, batch)
@@ -70,16 +72,18 @@ def _generate(ctx: StageContext):
         **counters,
     }
     if s.dynamic_sampling:  # the sampling counters above add up over the draws
-        counters.update({"dynamic/questions": drawn, "dynamic/draws": draws - 1, "dynamic/groups_kept": len(groups),
-                         "dynamic/groups_dropped": dropped,
+        counters.update({"dynamic/questions": drawn, "dynamic/draws": draws - 1,
+                         "dynamic/groups_kept": len(groups), "dynamic/groups_dropped": dropped,
                          "dynamic/groups_missing": s.questions_per_iteration - len(groups)})
     return {"rollouts": table}, counters
 
 
 def _sampled_groups(ctx: StageContext, engine, task, prompts: list[dict]) -> tuple[list[list[dict]], dict]:
-    """N graded rollouts (rows of rollouts.parquet without their scores) of each prompt, and the sampling counters."""
+    """N graded rollouts (rows of rollouts.parquet without their scores) of each prompt, and the sampling
+    counters."""
     cfg, s = ctx.cfg, ctx.cfg.sample
-    draws = [Draw(p["prompt_ids"], (), s.samples_per_question, p["question_id"], p["question_id"]) for p in prompts]
+    draws = [Draw(p["prompt_ids"], (), s.samples_per_question, p["question_id"], p["question_id"])
+             for p in prompts]
     requests, results, counters = sample_draws(engine, draws, s.max_new_tokens, s.context_size, s.temperature,
                                                s.top_p, cfg.seed, ctx.iteration, "generate",
                                                f"generate {ctx.iteration:04d}", "sample", ctx)

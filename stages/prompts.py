@@ -21,14 +21,15 @@ SPEC = StageSpec(
     module=__name__,
     reads=lambda run, i: [run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "prompts")],
-    config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size", "sample.dynamic_sampling",
-            "sample.dynamic_max_draws"),
+    config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size",
+            "sample.dynamic_sampling", "sample.dynamic_max_draws"),
 )
 
 
 def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration, docs/design.md#question-sampling);
-    under dynamic sampling, as many more for each extra draw it may make (docs/design.md#dynamic-sampling)."""
+    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration,
+    docs/design.md#question-sampling); under dynamic sampling, as many more for each extra draw it may make
+    (docs/design.md#dynamic-sampling)."""
     return execute(SPEC, RunDir(Path(run)), iteration, _prompts, force)
 
 
