@@ -134,17 +134,23 @@ def gae_advantages(values: Sequence[float], reward: float, gamma: float = 1.0, l
     return advantages
 
 
-def grpo_advantages(rewards: Sequence[float]) -> list[float]:
-    """Return ``(s - mean) / (population std + 1e-8)`` for each member of one group (docs/design.md#baselines).
+def grpo_advantages(rewards: Sequence[float], group_std: bool = True, **_) -> list[float]:
+    """Return ``(s - mean) / (population std + 1e-8)`` for each member of one group (docs/design.md#baselines),
+    or ``s - mean`` without ``group_std`` (Dr. GRPO, docs/design.md#policy-loss-choices).
 
     >>> [round(a, 6) for a in grpo_advantages([1.0, 0.0])]  # mean 0.5, std 0.5: +-0.5 / (0.5 + 1e-8)
     [1.0, -1.0]
+    >>> grpo_advantages([1.0, 0.0], group_std=False)
+    [0.5, -0.5]
     """
-    mean, std = exact_mean(rewards), population_std(rewards)
+    mean = exact_mean(rewards)
+    if not group_std:
+        return [s - mean for s in rewards]
+    std = population_std(rewards)
     return [(s - mean) / (std + STD_EPS) for s in rewards]
 
 
-def rloo_advantages(rewards: Sequence[float]) -> list[float]:
+def rloo_advantages(rewards: Sequence[float], **_) -> list[float]:
     """Return ``s_i - mean(s_j for j != i)`` for each member of one group; a group of one gives 0.
 
     Computed as ``n / (n - 1) * (s_i - mean)``, the same quantity, so equal groups give exact 0.
@@ -277,15 +283,16 @@ def gae_group(group: Sequence[ChainRollout], *, gamma: float, lam: float, **_) -
     return [gae_advantages(r.token_values, r.reward, gamma, lam) for r in group]
 
 
-def constant_group(per_rollout: Callable[[Sequence[float]], list[float]]):
-    """A baseline that gives every token of a rollout one advantage, from its group's rewards."""
+def constant_group(per_rollout: Callable[..., list[float]]):
+    """A baseline that gives every token of a rollout one advantage, from its group's rewards (and the
+    keyword options, such as group_std, that `per_rollout` reads)."""
 
-    def group_advantages(group: Sequence[ChainRollout], **_) -> list[list[float]]:
+    def group_advantages(group: Sequence[ChainRollout], **options) -> list[list[float]]:
         if not group:
             raise ValueError("expected a non-empty group of rollouts, got none (spo/advantages.py)")
         rewards = [r.reward for r in group]
         _check_finite("rewards", rewards)
-        return [[a] * len(r.probs) for r, a in zip(group, per_rollout(rewards))]
+        return [[a] * len(r.probs) for r, a in zip(group, per_rollout(rewards, **options))]
 
     return group_advantages
 
@@ -310,16 +317,18 @@ class AdvantageMethod:
     """Reads MC values at boundaries, so the partition must cut the rollouts (not "none")."""
     uses_critic: bool = False
     """Reads a learned critic's value of every token's state (PPO)."""
+    group_std: bool = False
+    """Divides by its group's reward std, unless `advantage.group_std` is false (GRPO vs Dr. GRPO)."""
     chain: Callable[..., list[list[float]]] | None = None
-    """spo-chain: (one question's rollouts, keyword tau, prob_mask, gamma, lam) -> each rollout's per-token
-    advantages."""
+    """spo-chain: (one question's rollouts, keyword tau, prob_mask, gamma, lam, group_std) -> each rollout's
+    per-token advantages."""
     edge: Callable[[float, float, float], float] | None = None
     """spo-tree: (V(node), V(parent), std of the parent's children values) -> the edge's advantage."""
 
 
 ADVANTAGES: dict[str, AdvantageMethod] = {
     "segment": AdvantageMethod("spo-chain", uses_values=True, chain=segment_group),
-    "grpo": AdvantageMethod("spo-chain", chain=constant_group(grpo_advantages)),
+    "grpo": AdvantageMethod("spo-chain", group_std=True, chain=constant_group(grpo_advantages)),
     "rloo": AdvantageMethod("spo-chain", chain=constant_group(rloo_advantages)),
     "gae": AdvantageMethod("spo-chain", uses_critic=True, chain=gae_group),
     "tree": AdvantageMethod("spo-tree", edge=value_difference),

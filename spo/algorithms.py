@@ -27,10 +27,17 @@ def _chain_problems(cfg: RunConfig) -> list[str]:
 
 
 def _tree_problems(cfg: RunConfig) -> list[str]:
+    problems = []
     if cfg.partition.method != "fixed_length":
-        return [f"algorithm = 'spo-tree' grows levels of partition.segment_tokens tokens, so partition.method "
-                f"must be 'fixed_length', got {cfg.partition.method!r}"]
-    return []
+        problems.append(f"algorithm = 'spo-tree' grows levels of partition.segment_tokens tokens, so "
+                        f"partition.method must be 'fixed_length', got {cfg.partition.method!r}")
+    if cfg.sample.dynamic_sampling:
+        problems.append("sample.dynamic_sampling = True: expected false with algorithm = 'spo-tree', which "
+                        "grows trees, not groups of rollouts to drop")
+    if cfg.sample.overlong_buffer:
+        problems.append(f"sample.overlong_buffer = {cfg.sample.overlong_buffer}: expected 0 with algorithm = "
+                        f"'spo-tree', whose responses have no one length limit (each level has its own budget)")
+    return problems
 
 
 @dataclass(frozen=True)

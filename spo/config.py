@@ -116,6 +116,18 @@ def _whiten_scopes():
     return WHITENING
 
 
+def _loss_aggregations():
+    from spo.objectives import LOSS_AGGREGATIONS
+
+    return LOSS_AGGREGATIONS
+
+
+def _ratios():
+    from spo.objectives import RATIOS
+
+    return RATIOS
+
+
 def _algorithms():
     from spo.algorithms import ALGORITHMS
 
@@ -247,6 +259,30 @@ class SampleConfig(_Checked):
     """Longest response; a response cut here scores the unfinished penalty."""
     context_size: int = field(default=2047, metadata=at_least(2))
     """Prompt + response limit; `max_new_tokens` is lowered to fit it."""
+    dynamic_sampling: bool = field(default=False, metadata=ADDED)
+    """DAPO's dynamic sampling (docs/design.md#dynamic-sampling): drop the question groups whose rewards are all
+    equal and sample more questions until `questions_per_iteration` groups are kept."""
+    dynamic_max_draws: int = field(default=10, metadata={**at_least(0), **ADDED})
+    """With `dynamic_sampling`: most extra rounds of `questions_per_iteration` fresh questions per iteration
+    (DAPO's `max_num_gen_batches` is 10); fewer groups are trained when they run out."""
+    overlong_buffer: int = field(default=0, metadata={**at_least(0), **ADDED})
+    """DAPO's overlong reward shaping (docs/design.md#rewards): a response longer than `max_new_tokens` minus
+    this many tokens loses up to `overlong_penalty`, linearly in its length; 0 shapes nothing."""
+    overlong_penalty: float = field(default=1.0, metadata={**above(0), **ADDED})
+    """The penalty at `max_new_tokens` tokens (DAPO: 1)."""
+
+    def _combination_problems(self) -> list[str]:
+        problems = []
+        if not self.dynamic_sampling and self.dynamic_max_draws != 10:
+            problems.append(f"sample.dynamic_max_draws = {self.dynamic_max_draws}: has no effect with "
+                            f"sample.dynamic_sampling = false; set it true or leave the default 10")
+        if not self.overlong_buffer and self.overlong_penalty != 1.0:
+            problems.append(f"sample.overlong_penalty = {self.overlong_penalty}: has no effect with "
+                            f"sample.overlong_buffer = 0; set a buffer or leave the default 1.0")
+        if self.overlong_buffer > self.max_new_tokens:
+            problems.append(f"sample.overlong_buffer = {self.overlong_buffer}: expected at most "
+                            f"sample.max_new_tokens = {self.max_new_tokens}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -301,6 +337,17 @@ class AdvantageConfig(_Checked):
     """"gae": discount of the reward to earlier tokens (reference PPO: 1)."""
     lam: float = field(default=1.0, metadata=within(0, 1))
     """"gae": the GAE lambda (reference PPO: 1, i.e. reward minus value)."""
+    group_std: bool = field(default=True, metadata=ADDED)
+    """"grpo": divide by the std of the question's rewards (GRPO); false leaves r - mean (Dr. GRPO)."""
+
+    def _combination_problems(self) -> list[str]:
+        from spo.advantages import ADVANTAGES
+
+        if not self.group_std and not ADVANTAGES[self.method].group_std:
+            readers = sorted(n for n, m in ADVANTAGES.items() if m.group_std)
+            return [(f"advantage.group_std = False: expected true with advantage.method = {self.method!r}, "
+                     f"which divides by no group std (only {readers} reads it)")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -351,6 +398,13 @@ class TrainConfig(_Checked):
     """Weight of the k3 KL to the initial policy, in the loss."""
     whiten: str = field(default="micro_batch", metadata=one_of(_whiten_scopes))
     """Advantage standardisation scope: "micro_batch" (reference), "batch" or "none"."""
+    loss_agg: str = field(default="reference", metadata={**one_of(_loss_aggregations), **ADDED})
+    """How the batch's token losses become one (docs/design.md#policy-loss-choices): "reference" (token mean per
+    micro-batch), "token_mean" (DAPO), "seq_mean_token_sum_norm" (Dr. GRPO) or "seq_mean_token_mean" (GSPO)."""
+    clip_high: float = field(default=0.0, metadata={**at_least(0), **ADDED})
+    """Upper ratio clip: r is clipped to [1 - clip, 1 + clip_high] (DAPO's clip-higher, 0.28); 0 means `clip`."""
+    ratio: str = field(default="token", metadata={**one_of(_ratios), **ADDED})
+    """Importance ratio: "token" (PPO) or "sequence" (GSPO's per-sequence ratio, applied GSPO-token style)."""
     precision: str = field(default="auto", metadata={**one_of(_precisions), **ADDED})
     """Train-stage compute: "fp32", "bf16" (bfloat16 autocast over float32 weights and AdamW state, the KL
     reference in bfloat16) or "auto" (bf16 where `model.dtype` resolves to bfloat16, i.e. on a GPU)."""
@@ -361,7 +415,15 @@ class TrainConfig(_Checked):
     gradients and optimizer state sharded per decoder layer, for a model that does not fit one device)."""
 
     def _combination_problems(self) -> list[str]:
+        from spo.objectives import LOSS_AGGREGATIONS
+        from spo.whitening import WHITENING
+
         problems = []
+        if LOSS_AGGREGATIONS[self.loss_agg].batch_level and WHITENING[self.whiten].per_micro_batch:
+            scopes = sorted(n for n, w in WHITENING.items() if not w.per_micro_batch)
+            problems.append(f"train.whiten = {self.whiten!r}: expected one of {scopes} with train.loss_agg = "
+                            f"{self.loss_agg!r}, which aggregates over the whole batch so that "
+                            f"train.micro_batch_size cannot change the update")
         if self.batch_size % self.micro_batch_size:
             problems.append(f"train.batch_size = {self.batch_size}: expected a multiple of train.micro_batch_size = "
                             f"{self.micro_batch_size} (gradient accumulation needs whole micro-batches)")
@@ -552,9 +614,12 @@ class RunConfig(_Checked):
         True
         >>> RunConfig().section_hash("eval") == RunConfig(eval=EvalConfig(every=5)).section_hash("eval")
         True
+        >>> RunConfig().section_hash("seed", "train.ratio") == RunConfig().section_hash("seed")
+        True
         """
         data = self.to_dict()
         added = added_fields()
+        dropped = set()
         for name in [*frontier_fields(), *added]:
             *path, leaf = name.split(".")
             node = data
@@ -562,10 +627,13 @@ class RunConfig(_Checked):
                 node = node[part]
             if name not in added or node[leaf] == added[name]:
                 node.pop(leaf)
+                dropped.add(name)
         chosen = {}
         for name in names:
             if name in frontier_fields():
                 raise ValueError(f"{name}: a frontier field (spo.config.FRONTIER) is never part of a stage key")
+            if name in dropped:  # an added field at its default, named alone: the key it had before the field
+                continue
             value = data
             for part in name.split("."):
                 value = value[part]

@@ -1,8 +1,9 @@
 """The training objective: masked statistics, advantage whitening, PPO-clip + k3 KL.
 
-Follows the reference trainer (docs/design.md#whitening, docs/design.md#loss). All tensors are
-(B, T): B sequences, T response tokens; ``mask`` is True (or 1) on the tokens that count in the
-loss (response tokens, AND ``p_old < tau`` under the probability mask).
+Follows the reference trainer (docs/design.md#whitening, docs/design.md#loss) unless a choice of
+docs/design.md#policy-loss-choices says otherwise. All tensors are (B, T): B sequences, T response tokens;
+``mask`` is True (or 1) on the tokens that count in the loss (response tokens, AND ``p_old < tau`` under the
+probability mask).
 """
 
 from typing import NamedTuple
@@ -78,15 +79,15 @@ class PolicyLossOutput(NamedTuple):
     total: torch.Tensor
     """policy + kl."""
     policy: torch.Tensor
-    """PPO-clip surrogate, token mean over the mask."""
+    """PPO-clip surrogate: token mean over the mask, or the weighted mean over sequences of token sums."""
     kl: torch.Tensor
     """kl_coef * k3 KL to the reference policy, summed over masked tokens, averaged over sequences."""
     ratio_mean: torch.Tensor
-    """Masked mean of exp(logp - old_logp)."""
+    """Masked mean of the ratio r in use (per token, or each token's sequence ratio)."""
     clip_fraction: torch.Tensor
-    """Fraction of masked tokens whose ratio lies outside [1 - clip, 1 + clip]."""
+    """Fraction of masked tokens whose ratio lies outside [1 - clip, 1 + clip_high]."""
     approx_kl: torch.Tensor
-    """k3 estimate of KL(old || new), masked token mean: mean(r - 1 - log r)."""
+    """k3 estimate of KL(old || new) from the ratio in use, masked token mean: mean(r - 1 - log r)."""
 
 
 def policy_loss(
@@ -97,13 +98,18 @@ def policy_loss(
     mask: torch.Tensor,
     clip: float = 0.2,
     kl_coef: float = 1e-4,
+    clip_high: float = 0.0,
+    sequence_ratio: bool = False,
+    sequence_weights: torch.Tensor | None = None,
 ) -> PolicyLossOutput:
-    """Return the PPO-clip + k3-KL loss of one micro-batch (docs/design.md#loss).
+    """Return the PPO-clip + k3-KL loss of one micro-batch (docs/design.md#loss, #policy-loss-choices).
 
     ``r = exp(clamp(logp - old_logp, -10, 10))``; policy = token mean over the mask of
     ``max(-A r, -A clip(r, 1 - clip, 1 + clip))``; kl = ``kl_coef`` * mean over all B sequences of
     the per-sequence sum over masked tokens of ``clamp(exp(d) - d - 1, 0, 1e9)``,
     ``d = clamp(ref_logp - logp, -10, 10)`` (Schulman's k3 estimator, http://joschu.net/blog/kl-approx.html).
+    ``clip_high`` moves the upper bound to ``1 + clip_high`` (DAPO); ``sequence_ratio`` gives every token its
+    sequence's ratio (GSPO); ``sequence_weights`` replace the token mean by ``mean_b(w_b * sum_t loss_bt)``.
 
     Args:
         logp: (B, T) log-probs of the sampled tokens under the policy being trained (with grad).
@@ -113,6 +119,11 @@ def policy_loss(
         mask: (B, T) bool or 0/1 mask of the tokens in the loss.
         clip: PPO clip range eps; the reference uses 0.2.
         kl_coef: KL coefficient beta; the reference uses 1e-4.
+        clip_high: upper clip range; 0 means ``clip``.
+        sequence_ratio: r_t = sg[s] * exp(logp_t - sg[logp_t]) with s = exp(masked mean of logp - old_logp
+            over the sequence), clamped like the token ratio.
+        sequence_weights: (B,) weight of each sequence's token sum (`spo.objectives.LOSS_AGGREGATIONS`);
+            None takes the token mean over the mask (the reference).
 
     >>> z = torch.zeros(1, 2)
     >>> out = policy_loss(z, z, z, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2))
@@ -123,12 +134,23 @@ def policy_loss(
     shapes = {name: tuple(t.shape) for name, t in inputs.items()}
     if len(set(shapes.values())) != 1 or logp.dim() != 2:
         raise ValueError(f"expected all inputs of one (B, T) shape, got {shapes} (spo/losses.py)")
+    if sequence_weights is not None and tuple(sequence_weights.shape) != shapes["logp"][:1]:
+        raise ValueError(f"sequence_weights: expected shape {shapes['logp'][:1]}, got "
+                         f"{tuple(sequence_weights.shape)} (spo/losses.py)")
     mask = mask.bool()
-    log_ratio = torch.where(mask, logp - old_logp, torch.zeros_like(logp))  # padding -1e9 stays out
+    zeros = torch.zeros_like(logp)
+    log_ratio = torch.where(mask, logp - old_logp, zeros)  # padding -1e9 stays out
+    if sequence_ratio:  # GSPO-token: the sequence's ratio as the value, each token's own log-prob gradient
+        sequence = masked_mean(log_ratio, mask, dim=1).detach()  # (B,)
+        log_ratio = torch.where(mask, sequence[:, None] + (logp - logp.detach()), zeros)
     log_ratio = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
-    surrogate = torch.maximum(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip))  # (B, T)
-    policy = masked_mean(surrogate, mask)
+    high = clip_high or clip
+    surrogate = torch.maximum(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + high))  # (B, T)
+    if sequence_weights is None:
+        policy = masked_mean(surrogate, mask)
+    else:
+        policy = (sequence_weights * torch.where(mask, surrogate, zeros).sum(dim=1)).mean()
 
     d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     k3 = (torch.exp(d) - d - 1.0).clamp(0.0, KL_TOKEN_MAX)  # (B, T)
@@ -136,7 +158,9 @@ def policy_loss(
 
     with torch.no_grad():
         ratio_mean = masked_mean(ratio, mask)
-        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), mask)
+        # two one-sided tests: with clip_high = clip exactly |r - 1| > clip, bit for bit
+        clipped = ((ratio - 1.0) > high) | ((1.0 - ratio) > clip)
+        clip_fraction = masked_mean(clipped.to(ratio.dtype), mask)
         approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
     return PolicyLossOutput(policy + kl, policy, kl, ratio_mean, clip_fraction, approx_kl)
 

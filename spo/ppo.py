@@ -2,9 +2,10 @@
 
 The train stage owns the data, the schedule and the checkpoints; this file owns the arithmetic of a
 step: pad the episodes of each micro-batch, recompute log-probs with gradients, whiten advantages in
-the configured scope (`WHITENING`), take `spo.losses.policy_loss`, accumulate, clip and step
-(docs/design.md#loss). Everything a step reads besides the model, the optimizer and the batch is one
-`PPOSettings`.
+the configured scope (`WHITENING`), take `spo.losses.policy_loss` with the configured aggregation and ratio
+(`LOSS_AGGREGATIONS`, `RATIOS`), accumulate, clip and step (docs/design.md#loss,
+docs/design.md#policy-loss-choices). Everything a step reads besides the model, the optimizer and the batch
+is one `PPOSettings`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from spo.losses import masked_whiten, policy_loss, value_loss
+from spo.objectives import LOSS_AGGREGATIONS, RATIOS
 from spo.policy.critic import state_values
 from spo.policy.logprobs import is_fsdp, response_logprobs
 from spo.whitening import WHITENING
@@ -85,10 +87,22 @@ class PPOSettings:
     """A key of `WHITENING`."""
     grad_clip: float
     """Global gradient-norm clip."""
+    loss_agg: str = "reference"
+    """A key of `LOSS_AGGREGATIONS`."""
+    clip_high: float = 0.0
+    """Upper ratio clip epsilon (DAPO's clip-higher); 0 means `clip`."""
+    ratio: str = "token"
+    """A key of `RATIOS`."""
+    max_new_tokens: int = 0
+    """The response-length limit (`sample.max_new_tokens`), Dr. GRPO's constant normaliser."""
 
     def __post_init__(self) -> None:
-        if self.whiten not in WHITENING:
-            raise ValueError(f"unknown whiten scope {self.whiten!r}; choose one of {sorted(WHITENING)}")
+        for name, registry in (("whiten", WHITENING), ("loss_agg", LOSS_AGGREGATIONS), ("ratio", RATIOS)):
+            if getattr(self, name) not in registry:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {sorted(registry)}")
+        if LOSS_AGGREGATIONS[self.loss_agg].batch_level and WHITENING[self.whiten].per_micro_batch:
+            raise ValueError(f"loss_agg {self.loss_agg!r} aggregates over the whole batch; whiten "
+                             f"{self.whiten!r} would make the update depend on the micro-batches again")
 
 
 def epoch_episodes(chosen: Sequence[Episode], settings: PPOSettings) -> list[Episode]:
@@ -120,10 +134,16 @@ def ppo_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Se
     names = ("loss", "loss_policy", "loss_kl", "ratio_mean", "clipfrac", "approx_kl", "tokens")
     sums = dict.fromkeys(names, 0.0)
     sharded = is_fsdp(model)
-    micro_batches = [batch[start : start + s.micro_batch_size] for start in range(0, len(batch), s.micro_batch_size)]
-    mine = micro_batches[rank::world]
+    aggregation = LOSS_AGGREGATIONS[s.loss_agg]
+    weights = None  # (B,): from the whole batch before it is split, so micro-batching cannot change the update
+    if aggregation.batch_level:
+        weights = torch.tensor(aggregation.sequence_weights([sum(e.mask) for e in batch], s.max_new_tokens),
+                               dtype=torch.float32, device=device)
+    starts = range(0, len(batch), s.micro_batch_size)
+    mine = starts[rank::world]
     optimizer.zero_grad(set_to_none=True)
-    for k, micro in enumerate(mine):
+    for k, start in enumerate(mine):
+        micro = batch[start : start + s.micro_batch_size]
         if sharded:
             model.set_requires_gradient_sync(k == len(mine) - 1)
         logp, real = response_logprobs(
@@ -136,7 +156,9 @@ def ppo_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Se
             adv = masked_whiten(adv, mask, fallback_mask=real)
         old = pad_rows([e.old_logp for e in micro], width, 0.0, torch.float32).to(device)
         ref = pad_rows([e.ref_logp for e in micro], width, 0.0, torch.float32).to(device)
-        out = policy_loss(logp, old, ref, adv, mask, clip=s.clip, kl_coef=s.kl_coef)
+        out = policy_loss(logp, old, ref, adv, mask, clip=s.clip, kl_coef=s.kl_coef, clip_high=s.clip_high,
+                          sequence_ratio=RATIOS[s.ratio].per_sequence,
+                          sequence_weights=None if weights is None else weights[start : start + len(micro)])
         share = len(micro) / len(batch)
         (out.total * share * (world if sharded else 1)).backward()
         for name, value in (("loss", out.total), ("loss_policy", out.policy), ("loss_kl", out.kl),

@@ -65,7 +65,8 @@ def _advantages(ctx: StageContext):
                                [values[r["rollout_id"]][i] for i in range(len(boundaries[r["rollout_id"]]))],
                                critic[r["rollout_id"]])
                   for r in group]
-        for r, adv in zip(group, method.chain(inputs, tau=tau, prob_mask=a.prob_mask, gamma=a.gamma, lam=a.lam)):
+        for r, adv in zip(group, method.chain(inputs, tau=tau, prob_mask=a.prob_mask, gamma=a.gamma, lam=a.lam,
+                                                group_std=a.group_std)):
             token_adv[r["rollout_id"]] = adv
     rule = MaskRule.of(ctx.cfg, load_tokenizer(ctx.run.tokenizer()).eos_token_id)
     rows = [{"episode_id": k, **episode_row(rule, str(r["rollout_id"]), r["question_id"], ctx.iteration, "rollout",

@@ -21,12 +21,15 @@ SPEC = StageSpec(
     module=__name__,
     reads=lambda run, i: [run.tokenizer()],
     writes=lambda run, i: [run.artifact(i, "prompts")],
-    config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size"),
+    config=("task", "prompt", "sample.questions_per_iteration", "sample.context_size",
+            "sample.dynamic_sampling", "sample.dynamic_max_draws"),
 )
 
 
 def prompts(run: Path, iteration: int, force: bool = False) -> StageReport:
-    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration, docs/design.md#question-sampling)."""
+    """Draw `questions_per_iteration` train questions (seeded by run seed and iteration,
+    docs/design.md#question-sampling); under dynamic sampling, as many more for each extra draw it may make
+    (docs/design.md#dynamic-sampling)."""
     return execute(SPEC, RunDir(Path(run)), iteration, _prompts, force)
 
 
@@ -36,9 +39,11 @@ def _prompts(ctx: StageContext):
     tokenizer = load_tokenizer(ctx.run.tokenizer())
     pool = task.examples("train")
     rng = np.random.default_rng(derive_seed(cfg.seed, ctx.iteration, "prompts", "draw"))
+    s = cfg.sample
+    wanted = s.questions_per_iteration * (1 + (s.dynamic_max_draws if s.dynamic_sampling else 0))
     rows, too_long = [], 0
     for index in rng.permutation(len(pool)):
-        if len(rows) == cfg.sample.questions_per_iteration:
+        if len(rows) == wanted:
             break
         example = pool[int(index)]
         text, ids = prompt_text_and_ids(cfg.prompt, task, tokenizer, example)

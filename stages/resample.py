@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from schemas.mc_samples import MC_SAMPLES
 from schemas.values import VALUES
+from spo.rewards import overlong_shaped
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_task
 from stages.runtime.run_dir import RunDir
@@ -74,7 +75,9 @@ def _resample(ctx: StageContext):
         example = task.example(rollouts[first_use[pid][0]]["question_id"])
         rewards = []
         for j, sample in enumerate(samples):
-            reward = sample.reward(task, example)
+            # shaped by the whole response's length, prefix and continuation, as a rollout's (docs/design.md#rewards)
+            reward = overlong_shaped(sample.reward(task, example), first_use[pid][1] + len(sample.token_ids),
+                                     s.max_new_tokens, s.overlong_buffer, s.overlong_penalty)
             rewards.append(reward)
             mc_rows.append({"prefix_id": pid, "sample_index": j, "seed": request.seed,
                             "continuation_ids": sample.token_ids, "text": sample.text,

@@ -44,6 +44,8 @@ SPEC = StageSpec(
     reads=lambda run, i: [run.artifact(i, "episodes"), run.checkpoint(i), run.checkpoint(0),
                           *([run.optimizer_state(i)] if i > 0 else [])],
     writes=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1), run.artifact(i, "train_metrics")],
+    # sample.max_new_tokens (Dr. GRPO's normaliser, train.loss_agg) is not named: it reaches this key through the
+    # episodes, whose sampling stages key on the whole sample section, and naming it would re-key every run
     config=("train", "sample.temperature", "model"),
     written_behind=lambda run, i: [run.checkpoint(i + 1), run.optimizer_state(i + 1)],
     rebuilds=lambda run, i: [run.optimizer_state(i)] if i > 0 else [],

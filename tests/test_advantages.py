@@ -178,6 +178,17 @@ def test_group_methods_put_one_advantage_on_every_token():
     assert advantages == [[1.0, 1.0], [-1.0, -1.0]]
 
 
+def test_group_std_off_leaves_the_reward_minus_the_group_mean():
+    # rewards 1, 0, 0, 0: mean 1/4, population std sqrt(3)/4 = 0.4330
+    group = rollouts([1.0, 0.0, 0.0, 0.0], length=2)
+    with_std = ADVANTAGES["grpo"].chain(group, tau=0.9, prob_mask=False, group_std=True)
+    without = ADVANTAGES["grpo"].chain(group, tau=0.9, prob_mask=False, group_std=False)
+    assert [a[0] for a in with_std] == pytest.approx([0.75 / 0.4330127, -0.25 / 0.4330127, -0.25 / 0.4330127,
+                                                      -0.25 / 0.4330127])
+    assert without == [[0.75, 0.75], [-0.25, -0.25], [-0.25, -0.25], [-0.25, -0.25]]  # Dr. GRPO: r - mean
+    assert ADVANTAGES["grpo"].group_std and not any(m.group_std for n, m in ADVANTAGES.items() if n != "grpo")
+
+
 def test_group_errors():
     with pytest.raises(ValueError, match=r"unknown advantage method 'ppo'; choose one of \['gae', 'grpo', 'rloo', "
                                          r"'segment', 'tree', 'tree-normalized'\]"):

@@ -2,18 +2,23 @@
 
 Each preset runs one iteration of the real flow (temporary Prefect server, real Parquet, a real tiny
 Llama on the `coin` test task); its artifacts match their schemas, and every stage rerun alone with
---force reproduces its outputs bit for bit.
+--force reproduces its outputs bit for bit. The policy-loss presets (Dr. GRPO, DAPO, GSPO) run the GRPO
+pipeline with other settings, so they run one iteration stage by stage, without the flow's server.
 """
 
+import math
+from collections import defaultdict
 
 import pytest
 
 from flows.spo_run import spo_run
+from spo.rewards import informative, overlong_shaped
 from stages.runtime.artifacts import read_manifest, read_table
 from stages.runtime.checksums import combined_hash
 from stages.runtime.registry import find_stage, flow_plan
+from stages.runtime.resources import load_task
 from stages.runtime.run_dir import create_run, load_preset
-from tests.helpers import assert_tables_match_their_schemas
+from tests.helpers import TINY_OVERRIDES, assert_tables_match_their_schemas, run_plan
 
 PRESETS = {
     "tiny-ppo": [],
@@ -24,8 +29,6 @@ PRESETS = {
 
 @pytest.fixture(scope="module", params=sorted(PRESETS))
 def baseline(request, prefect_harness, tmp_path_factory):
-    from tests.helpers import TINY_OVERRIDES
-
     cfg = load_preset(request.param).with_overrides([*TINY_OVERRIDES, *PRESETS[request.param]])
     run = create_run(tmp_path_factory.mktemp(request.param) / "run", cfg)
     spo_run(str(run.root))
@@ -70,3 +73,39 @@ def test_the_method_specific_artifacts(baseline):
             assert all(len(b["boundaries"]) <= 3 for b in bounds), "4 chunks: at most 3 MC points"
         assert all(e["mask"] == [True] * len(e["mask"]) or not rollouts[int(e["source_id"])]["response_ids"]
                    for e in episodes), "no probability mask: every token trained"
+
+
+@pytest.mark.parametrize("name", ["tiny-drgrpo", "tiny-dapo", "tiny-gspo"])
+def test_the_policy_loss_presets_train_an_iteration(name, tmp_path):
+    """docs/design.md#policy-loss-choices: each preset trains one iteration to finite losses; Dr. GRPO's
+    advantages are r - mean; DAPO keeps only groups whose rewards differ, counts its draws, shapes overlong
+    rewards and redraws the same groups when its stage is rerun."""
+    run = create_run(tmp_path / "run", load_preset(name).with_overrides(TINY_OVERRIDES))
+    run_plan(run)
+    assert_tables_match_their_schemas(run)
+    cfg = run.config()
+    assert all(math.isfinite(m["loss"]) for m in read_table(run.artifact(0, "train_metrics")).to_pylist())
+    rollouts = read_table(run.artifact(0, "rollouts")).to_pylist()
+    groups = defaultdict(list)
+    for r in rollouts:
+        groups[r["prompt_index"]].append(r["reward"])
+    if name == "tiny-drgrpo":
+        by_id = {r["rollout_id"]: r for r in rollouts}
+        for e in read_table(run.artifact(0, "episodes")).to_pylist():
+            rewards = groups[by_id[int(e["source_id"])]["prompt_index"]]
+            assert e["advantages"][0] == pytest.approx(e["reward"] - sum(rewards) / len(rewards))
+    if name == "tiny-dapo":
+        counters = read_manifest(run.artifact(0, "rollouts"))["report"]["counters"]
+        kept, wanted = counters["dynamic/groups_kept"], cfg.sample.questions_per_iteration
+        assert kept == len(groups) and all(informative(g) for g in groups.values())
+        assert kept + counters["dynamic/groups_missing"] == wanted
+        assert counters["dynamic/questions"] == kept + counters["dynamic/groups_dropped"]
+        assert counters["dynamic/draws"] >= 1, "with these seeds a group of equal rewards is dropped and replaced"
+        task, s = load_task(cfg), cfg.sample
+        for r in rollouts:
+            reward, _ = task.grade(r["response_text"], task.example(r["question_id"]), r["finish_reason"] == "stop")
+            assert r["reward"] == pytest.approx(overlong_shaped(reward, len(r["response_ids"]), s.max_new_tokens,
+                                                                s.overlong_buffer, s.overlong_penalty))  # float32
+        before = combined_hash(read_manifest(run.artifact(0, "rollouts"))["files"])
+        find_stage("generate", cfg)[0](run.root, 0, force=True)
+        assert combined_hash(read_manifest(run.artifact(0, "rollouts"))["files"]) == before

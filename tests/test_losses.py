@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from spo.losses import masked_mean, masked_whiten, policy_loss
+from spo.objectives import LOSS_AGGREGATIONS
 from spo.schedules import warmup_constant, warmup_linear_decay
 
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 12))
@@ -173,6 +174,68 @@ def test_shape_mismatch_raises():
     z = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"expected all inputs of one \(B, T\) shape, got .*'adv': \(2, 2\)"):
         policy_loss(z, z, z, torch.zeros(2, 2), z)
+
+
+# --- policy-loss choices (docs/design.md#policy-loss-choices) ----------------------------------------
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("token_mean", -2.5),  # (-1 - 2 - 3 - 4) / 4 tokens
+    ("seq_mean_token_sum_norm", -0.625),  # sums -6 and -4, each / L = 8: (-0.75 - 0.5) / 2 sequences
+    ("seq_mean_token_mean", -3.0),  # means -6 / 3 = -2 and -4 / 1 = -4: (-2 - 4) / 2 sequences
+])
+def test_each_aggregation_on_a_hand_example(name, expected):
+    # r = 1 everywhere, so each masked token's loss is -A: sequence 0 has -1, -2, -3; sequence 1 has -4
+    z = torch.zeros(2, 3)
+    adv = torch.tensor([[1.0, 2.0, 3.0], [4.0, 50.0, 60.0]])  # 50, 60 lie outside the mask
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    weights = torch.tensor(LOSS_AGGREGATIONS[name].sequence_weights([3, 1], 8))
+    out = policy_loss(z, z, z, adv, mask, sequence_weights=weights)
+    assert out.policy.item() == pytest.approx(expected)
+    assert policy_loss(z, z, z, adv, mask).policy.item() == pytest.approx(-2.5)  # the reference: token mean
+
+
+def test_clip_high_moves_only_the_upper_bound():
+    # ratios e^0.3 = 1.3499 (A = +1) and e^-0.5 = 0.6065 (A = -1), clip 0.2:
+    # symmetric: max(-1.3499, -1.2) = -1.2 and max(0.6065, 0.8) = 0.8 -> policy (-1.2 + 0.8) / 2 = -0.2
+    # clip_high 0.28: the first becomes max(-1.3499, -1.28) = -1.28 -> (-1.28 + 0.8) / 2 = -0.24
+    old = torch.zeros(1, 2)
+    logp = torch.tensor([[0.3, -0.5]])
+    adv, mask = torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    assert policy_loss(logp, old, old, adv, mask).policy.item() == pytest.approx(-0.2)
+    assert policy_loss(logp, old, old, adv, mask, clip_high=0.28).policy.item() == pytest.approx(-0.24)
+    # the clip fraction reads the same bounds: r = 1.25 is inside [0.8, 1.28], outside [0.8, 1.2]
+    inside = torch.tensor([[math.log(1.25), -0.5]])
+    assert policy_loss(inside, old, old, adv, mask).clip_fraction.item() == 1.0
+    assert policy_loss(inside, old, old, adv, mask, clip_high=0.28).clip_fraction.item() == 0.5
+
+
+def test_sequence_ratio_gives_each_token_the_sequence_ratio_and_its_own_gradient():
+    # log-ratios 0.2 and 0.4 (a third token is masked out): s = exp(0.3) = 1.3499 on both tokens. With A = 1,
+    # clip 0.5 (inside the range) and each sequence's token mean, policy = -s and d policy / d logp_t = -s / 2:
+    # GSPO's sequence-level gradient, -s * d mean_t(logp_t) / d logp_t.
+    old = torch.tensor([[-1.0, -2.0, -3.0]])
+    logp = (old + torch.tensor([[0.2, 0.4, 9.0]])).requires_grad_()
+    mask = torch.tensor([[1, 1, 0]])
+    weights = torch.tensor(LOSS_AGGREGATIONS["seq_mean_token_mean"].sequence_weights([2], 8))
+    out = policy_loss(logp, old, old.clone(), torch.ones(1, 3), mask, clip=0.5, sequence_ratio=True,
+                      sequence_weights=weights)
+    s = math.exp(0.3)
+    assert out.policy.item() == pytest.approx(-s)
+    assert out.ratio_mean.item() == pytest.approx(s)
+    out.policy.backward()
+    assert logp.grad[0].tolist() == pytest.approx([-s / 2, -s / 2, 0.0])
+    # the sequence ratio is clipped as a whole: with clip 0.2 both tokens sit at 1.2 and carry no gradient
+    logp.grad = None
+    clipped = policy_loss(logp, old, old.clone(), torch.ones(1, 3), mask, sequence_ratio=True)
+    clipped.policy.backward()
+    assert clipped.clip_fraction.item() == 1.0 and logp.grad.abs().max().item() == 0.0
+
+
+def test_sequence_weights_must_match_the_batch():
+    z = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"sequence_weights: expected shape \(2,\), got \(3,\)"):
+        policy_loss(z, z, z, z, z, sequence_weights=torch.ones(3))
 
 
 class TinyLM(torch.nn.Module):

@@ -3,11 +3,12 @@
 import copy
 import random
 
+import pytest
 import torch
 
 from spo.policy.logprobs import response_logprobs
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
-from spo.ppo import Episode, PPOSettings, batch_whitened, episode_order, ppo_step
+from spo.ppo import Episode, PPOSettings, batch_whitened, episode_order, epoch_episodes, ppo_step
 
 
 def tiny():
@@ -29,15 +30,15 @@ def episodes(model, tokenizer, n=6, seed=0):
     return out
 
 
-def settings(micro: int, whiten: str = "none") -> PPOSettings:
-    return PPOSettings(micro_batch_size=micro, temperature=1.0, pad_id=0, clip=0.2, kl_coef=0.0, whiten=whiten,
-                       grad_clip=1e9)
+def settings(micro: int, whiten: str = "none", **choices) -> PPOSettings:
+    return PPOSettings(**{"micro_batch_size": micro, "temperature": 1.0, "pad_id": 0, "clip": 0.2, "kl_coef": 0.0,
+                          "whiten": whiten, "grad_clip": 1e9, **choices})
 
 
-def step(model, batch, micro, whiten="none"):
+def step(model, batch, micro, whiten="none", **choices):
     model = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    metrics = ppo_step(model, optimizer, batch, settings(micro, whiten))
+    metrics = ppo_step(model, optimizer, batch, settings(micro, whiten, **choices))
     return model, metrics
 
 
@@ -102,3 +103,41 @@ def test_a_bf16_step_matches_the_fp32_step_within_bfloat16_rounding():
         (half_metrics["loss"], full_metrics["loss"])
     moves = [torch.cat([(p1 - p0).flatten() for p0, p1 in zip(model.parameters(), m.parameters())]) for m in (full, half)]
     assert torch.nn.functional.cosine_similarity(moves[0], moves[1], dim=0) > 0.99
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_sum_norm", "seq_mean_token_mean"])
+@pytest.mark.parametrize("whiten", ["batch", "none"])
+def test_batch_level_aggregations_make_the_same_step_for_any_micro_batch_size(loss_agg, whiten):
+    """docs/design.md#policy-loss-choices: weights from the whole batch, so micro-batches of 2 and of 8 (the whole
+    batch) give the same update and loss, KL term included, with either ratio."""
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer, n=8)
+    # a reference policy away from the current one, so the KL term has a gradient
+    batch = [Episode(e.prompt_ids, e.response_ids, e.advantages, e.mask, e.old_logp, [x - 0.3 for x in e.ref_logp])
+             for e in batch]
+    chosen = epoch_episodes(batch, settings(8, whiten))
+    for ratio in ("token", "sequence"):
+        choices = {"loss_agg": loss_agg, "ratio": ratio, "kl_coef": 0.1, "max_new_tokens": 6}
+        (small, small_metrics), (whole, whole_metrics) = (step(model, chosen, micro, whiten, **choices)
+                                                          for micro in (2, 8))
+        for p2, p8, p0 in zip(small.parameters(), whole.parameters(), model.parameters()):
+            torch.testing.assert_close(p2, p8, atol=1e-6, rtol=1e-5)
+        assert any(not torch.equal(p, p0) for p, p0 in zip(whole.parameters(), model.parameters()))
+        for name in ("loss", "loss_policy", "loss_kl"):
+            assert small_metrics[name] == pytest.approx(whole_metrics[name], rel=1e-5, abs=1e-7), name
+
+
+def test_the_reference_aggregation_depends_on_the_micro_batch_size():
+    """Why the batch-level modes exist: the reference's token mean per micro-batch, weighted by sequences, gives a
+    micro-batch of few tokens the weight of one of many."""
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer, n=8)
+    (_, small_metrics), (_, whole_metrics) = (step(model, batch, micro) for micro in (2, 8))
+    assert abs(small_metrics["loss_policy"] - whole_metrics["loss_policy"]) > 1e-4
+
+
+def test_a_batch_level_aggregation_refuses_micro_batch_whitening():
+    with pytest.raises(ValueError, match="loss_agg 'token_mean' aggregates over the whole batch; whiten 'micro_"):
+        settings(2, "micro_batch", loss_agg="token_mean")
+    with pytest.raises(ValueError, match=r"unknown ratio 'segment'; choose one of \['sequence', 'token'\]"):
+        settings(2, ratio="segment")

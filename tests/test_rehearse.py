@@ -142,11 +142,14 @@ def test_every_gpu_preset_builds_its_rehearsal_config(preset, tmp_path):
     cfg = shaped.cfg
     assert cfg.model.path == str(tmp_path / f"{shaped.family}-2") and cfg.iterations == 1
     emulated = set() if native_bf16(cfg.model.device) else {"train.precision"}  # bf16 -> fp32 on this CPU
-    expected = {"name", "model.path", "iterations", *SHAPES[cfg.algorithm], *emulated}
+    dynamic = {"sample.dynamic_sampling"} if shaped.preset.sample.dynamic_sampling else set()  # random rewards
+    shrunk = {"sample.overlong_buffer"} if shaped.preset.sample.overlong_buffer else set()
+    expected = {"name", "model.path", "iterations", *SHAPES[cfg.algorithm], *emulated, *dynamic, *shrunk}
     assert set(changed_fields(shaped.preset, cfg)) <= expected  # a preset may already have a shape's value
     assert cfg.sample.questions_per_iteration == 2 and cfg.train.batch_size % cfg.train.micro_batch_size == 0
+    assert cfg.sample.overlong_buffer <= cfg.sample.max_new_tokens and not cfg.sample.dynamic_sampling
     full = plan_rehearsal(preset, layers=None, full_shape=True, iterations=2, cache=tmp_path)
-    assert set(changed_fields(full.preset, full.cfg)) == {"name", "model.path", "iterations", *emulated}
+    assert set(changed_fields(full.preset, full.cfg)) == {"name", "model.path", "iterations", *emulated, *dynamic}
     assert full.layers == rehearsal_module.FAMILIES[full.family].config["num_hidden_layers"]
 
 

@@ -8,7 +8,8 @@ MC boundary costs K continuations. The CI shape (`SHAPES`) therefore shrinks wha
 sampled and trained; everything that decides what a token is and how it is handled (tokenizer, prompt
 format, stop rule, context size, partition method, whitening, algorithm, engine) stays as the preset has
 it, and so does the precision, except bf16 on a CPU without bfloat16 hardware, which trains in fp32 (printed
-as shrunk with the rest).
+as shrunk with the rest). An overlong-shaping buffer shrinks with `max_new_tokens`; dynamic sampling is
+turned off, as the random model's groups all have equal rewards and would all be dropped.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def plan_rehearsal(preset: str, layers: int | None = 2, engine: str | None = Non
         own["model.engine"] = engine
     if not full_shape:
         own |= SHAPES[base.algorithm]
+        s = base.sample
+        if s.overlong_buffer:  # the same share of the shrunk response limit (it may not exceed it)
+            own["sample.overlong_buffer"] = str(max(1, s.overlong_buffer * int(own["sample.max_new_tokens"])
+                                                    // s.max_new_tokens))
+    if base.sample.dynamic_sampling:  # random weights give a group equal rewards: all groups would be dropped
+        own |= {"sample.dynamic_sampling": "false",
+                "sample.dynamic_max_draws": str(RunConfig().sample.dynamic_max_draws)}
     if base.train.precision == "bf16" and not native_bf16(base.model.device):
         own["train.precision"] = "fp32"  # bfloat16 matmuls here run at under 1% of float32's speed
     rehearsal_config(family, depth)  # a depth past the published one fails here, before any work

@@ -45,7 +45,9 @@ def policy_update(ctx: StageContext, rows: list[dict], ref_logps: list | None, m
     episodes = [Episode(r["prompt_ids"], r["response_ids"], r["advantages"], r["mask"], r["old_logp"], ref)
                 for r, ref in zip(rows, refs)]
     settings = PPOSettings(micro_batch_size=t.micro_batch_size, temperature=cfg.sample.temperature, pad_id=pad_id,
-                           clip=t.clip, kl_coef=t.kl_coef, whiten=t.whiten, grad_clip=t.grad_clip)
+                           clip=t.clip, kl_coef=t.kl_coef, whiten=t.whiten, grad_clip=t.grad_clip,
+                           loss_agg=t.loss_agg, clip_high=t.clip_high, ratio=t.ratio,
+                           max_new_tokens=cfg.sample.max_new_tokens)
     device = next(model.parameters()).device
     low_precision = train_dtype(t.precision, cfg.model.dtype, device) == torch.bfloat16
     return episodes, PolicyUpdate(model, settings, t.lr, low_precision, rank, world)
