@@ -1,5 +1,6 @@
 """The command line: user errors are one `spo: error:` line and exit status 2, before any work starts."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +16,7 @@ def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False, timeout=120)
 
 
-@pytest.mark.slow  # `spo` child processes
-@pytest.mark.parametrize("args, message", [
+USER_ERRORS = [
     (["run", "--preset", "tiny", "--set", "sample.temperature=-1"], "sample.temperature = -1.0: expected > 0"),
     (["run", "--preset", "tiny", "--set", "train.whitten=batch"], "no field 'whitten'"),
     (["run", "--preset", "tiny", "--set", "partition.method=none"], "partition.method = 'none' cuts nothing"),
@@ -27,13 +27,44 @@ def spo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
     (["compare", "tiny-lr", "--arms", "grpo-lr1e-4,grpo"], "comparison 'tiny-lr' has no arm 'grpo'; its arms:"),
     (["run", "--run", "/nonexistent/run", "--more", "2"], "--more continues an existing run"),
-])
-def test_user_errors_are_one_line_before_any_work(tmp_path, args, message):
-    result = spo(*args, env={"PREFECT_HOME": str(tmp_path)})
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("spo: error: ") and message in lines[0], result.stderr
-    assert not list(tmp_path.iterdir()), "Prefect started (its home folder was written)"
+]
+# Every case through `spo`'s own entry point in one child process (a child per case cost 5 s of imports each):
+# exit status and stderr per case, as JSON lines on stdout.
+CASES_CHILD = """
+import contextlib, io, json, sys
+from flows.cli import main
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status = main(args)
+        except SystemExit as exit:
+            status = exit.code
+    print(json.dumps([status, err.getvalue()]))
+"""
+
+
+@pytest.fixture(scope="module")
+def user_errors(tmp_path_factory):
+    """(exit status, stderr) of each of USER_ERRORS, and the Prefect home folder that must stay empty."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    result = subprocess.run([sys.executable, "-c", CASES_CHILD, json.dumps([args for args, _ in USER_ERRORS])],
+                            cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines()], home
+
+
+@pytest.mark.slow  # a `spo` child process
+@pytest.mark.parametrize("case", range(len(USER_ERRORS)), ids=[message[:30] for _, message in USER_ERRORS])
+def test_user_errors_are_one_line_before_any_work(user_errors, case):
+    results, home = user_errors
+    status, stderr = results[case]
+    message = USER_ERRORS[case][1]
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spo: error: ") and message in lines[0], stderr
+    assert not list(home.iterdir()), "Prefect started (its home folder was written)"
 
 
 @pytest.mark.parametrize("package, override, message", [
