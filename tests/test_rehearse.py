@@ -106,7 +106,7 @@ def test_the_shrink_table_the_costs_and_what_was_not_exercised_are_printed(rehea
     shrink = out[: out.index("checkpoint: ")]
     for line in ("model depth (decoder layers): 24 -> 2", "model.engine: vllm -> transformers",
                  "sample.questions_per_iteration: 64 -> 2", "sample.samples_per_question: 8 -> 2",
-                 "resample.k: 4 -> 2", "sample.max_new_tokens: 1024 -> 32", "train.batch_size: 128 -> 4",
+                 "resample.k: 4 -> 2", "sample.max_new_tokens: 1024 -> 16", "train.batch_size: 128 -> 4",
                  "eval.questions: 0 -> 2", "iterations: 1000 -> 1"):
         assert f"  {line}\n" in shrink, shrink
     table = out[out.index("stage costs (peak RSS: "):]
@@ -159,7 +159,7 @@ def test_the_shrink_table_names_the_preset_and_the_rehearsal_value_of_every_chan
     assert table[0] == ("rehearsal of math500-r1distill-tree: r1-distill-qwen with random weights, spo-tree, "
                         "engine transformers; field: preset value -> rehearsal value")
     for line in ("model depth (decoder layers): 28 -> 2", "tree.branching: 6-6-6 -> 2-2",
-                 "partition.segment_tokens: 600 -> 8", "sample.max_new_tokens: 4096 -> 32",
+                 "partition.segment_tokens: 600 -> 8", "sample.max_new_tokens: 4096 -> 16",
                  'task.data: "" -> /data/math.jsonl', "model.engine: vllm -> transformers"):
         assert f"  {line}" in table, table
     assert not any(line.startswith(("  name:", "  eval.samples_per_question:")) for line in table)  # 1 already

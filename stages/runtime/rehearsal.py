@@ -30,7 +30,7 @@ REHEARSAL_DIR = REPO_ROOT / "data" / "rehearsal"
 CHAIN_SHAPE = {
     "sample.questions_per_iteration": "2",
     "sample.samples_per_question": "2",
-    "sample.max_new_tokens": "32",
+    "sample.max_new_tokens": "16",
     "resample.k": "2",
     "train.episodes_per_iteration": "4",  # the 2 x 2 rollouts, once each
     "train.batch_size": "4",
