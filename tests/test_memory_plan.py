@@ -32,8 +32,9 @@ from spo.memory import (
     scoring_bytes,
     training_pass_bytes,
 )
+from spo.policy.families import FAMILIES, config_json
 from spo.policy.logprobs import response_logprobs
-from spo.policy.rehearsal import FAMILIES, rehearsal_config
+from spo.policy.rehearsal import rehearsal_config
 from stages.runtime.memory_plan import check_memory_plan, memory_plan
 from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
@@ -116,7 +117,9 @@ def test_the_parameter_count_is_the_published_one_and_the_meta_device_one():
     for family in FAMILIES:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(rehearsal_config(family))
-        counts[family] = parameter_count(Architecture.from_config(rehearsal_config(family).to_dict()))
+        arch = Architecture.from_config(rehearsal_config(family).to_dict())
+        assert arch == Architecture.from_config(config_json(family)), family  # the plan counts the plain values
+        counts[family] = parameter_count(arch)
         assert counts[family] == sum(p.numel() for p in model.parameters()), family
     # docs/design.md#rehearsal-checkpoints; RhoMath on the rehearsal's Qwen vocabulary: 1,100,048,384 + 2 x 119,936 x 2048
     assert counts == {"qwen2.5-instruct": 494_032_768, "r1-distill-qwen": 1_777_088_000,

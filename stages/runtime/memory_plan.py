@@ -136,14 +136,14 @@ def architecture(cfg: RunConfig) -> tuple[Architecture, str]:
     cached = try_to_load_from_cache(path, "config.json")
     if isinstance(cached, str):
         return Architecture.from_config(json.loads(Path(cached).read_text())), cached
-    from spo.policy.rehearsal import FAMILIES, family_of, rehearsal_config
+    from spo.policy.families import FAMILIES, config_json, family_of
 
     try:
         family = FAMILIES[family_of(path)]
     except ValueError as error:
         raise ConfigError(f"model.path = {path!r}: no config.json in the Hugging Face cache, and {error}") from None
     stand_in = f"; vocabulary of the rehearsal stand-in: {family.substitute}" if family.substitute else ""
-    return (Architecture.from_config(rehearsal_config(family.name).to_dict()),
+    return (Architecture.from_config(config_json(family.name)),
             f"the published {family.name} architecture (spo/policy/rehearsal.py){stand_in}")
 
 
