@@ -34,6 +34,16 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
+def char_vocabulary(texts: Iterable[str]) -> tuple[str, ...]:
+    """The tokens of the character tokenizer over `texts`, in id order: the special tokens, then every character
+    seen, sorted (the memory plan counts them without building the tokenizer).
+
+    >>> char_vocabulary(["ab a\\n\\n"])[4:]
+    ('\\n', ' ', 'a', 'b')
+    """
+    return SPECIAL_TOKENS + tuple(sorted(set().union(*(set(text) for text in texts))))
+
+
 def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     """Return a character-level tokenizer over every character seen in `texts`.
 
@@ -52,8 +62,7 @@ def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    chars = sorted(set().union(*(set(text) for text in texts)))
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + tuple(chars))}
+    vocab = {token: index for index, token in enumerate(char_vocabulary(texts))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     # Not Regex("."): it skips newlines, and the unmatched gap "\n\n" then becomes one <unk> piece.
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
