@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.argv = argv
     from flows.interrupts import Interrupted, interruptible
-    from stages.runtime.artifacts import ArtifactError
     from stages.runtime.lock import RunLockedError
+    from stages.runtime.run_dir import ArtifactError
 
     _INTERRUPT.clear()
     try:

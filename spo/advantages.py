@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import NamedTuple
 
-import numpy as np
-
 from spo.segments import validate_boundaries
 
 STD_EPS = 1e-8
@@ -97,6 +95,8 @@ def chain_token_advantages(
             f"values: expected one per boundary ({len(boundaries)}), got {len(values)} (spo/advantages.py)"
         )
     _check_finite("values", [*values, reward])
+    import numpy as np  # here, not at the top: the config reads `ADVANTAGES` without numpy
+
     advantages = np.zeros(length)  # (T,)
     if boundaries:
         seg_lengths = np.diff([*boundaries, length])  # (S,)
@@ -393,6 +393,8 @@ def loss_mask(
     """
     if len(logp) != len(response_ids):
         raise ValueError(f"logp has {len(logp)} tokens, response_ids {len(response_ids)}: expected equal lengths")
+    import numpy as np  # as in `chain_token_advantages`
+
     probs = np.exp(np.asarray(logp, dtype=np.float64))
     mask = probs < tau if prob_mask else np.ones(len(probs), dtype=bool)
     mask[policy_tokens(response_ids, train_on_eos, eos_id):] = False

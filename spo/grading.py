@@ -6,23 +6,31 @@ numbers; `math_equal` compares LaTeX answers: string equality after normalisatio
 then structure (tuples, intervals, sets, `\\pm`, unions, matrices, equations) and sympy for the scalars.
 Every sympy step runs under a time limit: SIGALRM in the main thread, otherwise a `SympyWorker` child
 process that is killed when it overruns. A parse failure or a timeout means "not equal", never an error.
+sympy (with `spo.latex_sympy`) is imported by the comparisons that use it, so building a task (the config
+checks its options) does without it; `math_equal` imports it before its time limit starts.
 """
 
+import functools
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-import sympy
-
-from spo.latex_sympy import LatexParseError, expressions_equal, latex_to_sympy
 from spo.math_normalize import answer_parts, normalize_answer, split_top_level
 from spo.time_limit import SympyWorker, call_with_time_limit
 
 ANSWER_MARKER = "####"
-# What a malformed or unusual answer may raise inside sympy; all of it means "cannot show equal".
-_SYMPY_FAILURES = (LatexParseError, sympy.SympifyError, TypeError, ValueError, ArithmeticError,
-                   RecursionError, NotImplementedError, AttributeError, IndexError)  # fmt: skip
+
+
+@functools.cache
+def _sympy_failures() -> tuple[type[BaseException], ...]:
+    """What a malformed or unusual answer may raise inside sympy; all of it means "cannot show equal"."""
+    import sympy
+
+    from spo.latex_sympy import LatexParseError
+
+    return (LatexParseError, sympy.SympifyError, TypeError, ValueError, ArithmeticError,
+            RecursionError, NotImplementedError, AttributeError, IndexError)  # fmt: skip
 
 
 def extract_boxed(text: str) -> str | None:
@@ -144,6 +152,8 @@ def math_equal(
     pred_number, gold_number = _exact_number(pred_norm), _exact_number(gold_norm)
     if pred_number is not None and gold_number is not None:
         return not _percent_readings(pred, pred_number).isdisjoint(_percent_readings(gold, gold_number))
+    import spo.latex_sympy  # noqa: F401 (sympy loads here, once, never inside the comparison's time limit)
+
     try:
         return call_with_time_limit(normalized_equal, (pred_norm, gold_norm), timeout, worker)
     except TimeoutError:
@@ -238,6 +248,10 @@ def _equations_equal(pred_sides: list[str], gold_sides: list[str]) -> bool:
         return _is_variable(equation[0]) and normalized_equal(equation[1], other)
     if pred_sides[0] == gold_sides[0] and _is_variable(pred_sides[0]):
         return normalized_equal(pred_sides[1], gold_sides[1])
+    import sympy
+
+    from spo.latex_sympy import latex_to_sympy
+
     try:
         pred_zero = latex_to_sympy(pred_sides[0]) - latex_to_sympy(pred_sides[1])
         gold_zero = latex_to_sympy(gold_sides[0]) - latex_to_sympy(gold_sides[1])
@@ -245,7 +259,7 @@ def _equations_equal(pred_sides: list[str], gold_sides: list[str]) -> bool:
             return pred_zero == 0
         ratio = sympy.simplify(pred_zero / gold_zero)
         return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
-    except _SYMPY_FAILURES:
+    except _sympy_failures():
         return False
 
 
@@ -255,7 +269,9 @@ def _is_variable(text: str) -> bool:
 
 def _scalars_equal(pred: str, gold: str) -> bool:
     """Parse both with `latex_to_sympy` and compare them with `expressions_equal`."""
+    from spo.latex_sympy import expressions_equal, latex_to_sympy
+
     try:
         return expressions_equal(latex_to_sympy(pred), latex_to_sympy(gold))
-    except _SYMPY_FAILURES:
+    except _sympy_failures():
         return False

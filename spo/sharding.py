@@ -4,8 +4,10 @@ docs/architecture.md#scale-out): one registry, checked when the config loads."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the config checks these names without torch
+    import torch
 
 
 def replicate(model: torch.nn.Module) -> None:

@@ -29,7 +29,7 @@ from stages.sampling.sequence import Draw, sample_draws
 
 
 def level_spec(depth: int) -> StageSpec:
-    """The stage that grows depth `depth`, `tree-<depth>`."""
+    """The stage that grows depth `depth`, `tree-<depth>` (the name `stages.runtime.registry.tree_level` lists)."""
     return StageSpec(
         name=f"tree-{depth}",
         module=__name__,

@@ -28,7 +28,7 @@ BAD_VALUES = {
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
     "eval.greedy": "sometimes", "warmstart.enabled": "maybe", "warmstart.max_steps": "0",
     "warmstart.batch_size": "0", "warmstart.lr": "0", "warmstart.eval_every": "0", "warmstart.eval_questions": "0",
-    "warmstart.eval_every_near": "-1",
+    "warmstart.eval_every_near": "-1", "warmstart.lr_near": "-1",
     "warmstart.band": "[0.5, 0.2]", "retention.optimizer_states": "-1", "retention.checkpoints": "-1", "retention.optimizer_every": "0",
     "train.world_size": "0", "train.sharding": "zero3", "launch.torchrun_args": "5", "launch.dask_workers": "-1",
     "launch.dask_threads": "0", "launch.dask_scheduler": "localhost:8786",

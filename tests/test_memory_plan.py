@@ -32,8 +32,9 @@ from spo.memory import (
     scoring_bytes,
     training_pass_bytes,
 )
+from spo.policy.families import FAMILIES, config_json
 from spo.policy.logprobs import response_logprobs
-from spo.policy.rehearsal import FAMILIES, rehearsal_config
+from spo.policy.rehearsal import rehearsal_config
 from stages.runtime.memory_plan import check_memory_plan, memory_plan
 from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
@@ -116,7 +117,9 @@ def test_the_parameter_count_is_the_published_one_and_the_meta_device_one():
     for family in FAMILIES:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(rehearsal_config(family))
-        counts[family] = parameter_count(Architecture.from_config(rehearsal_config(family).to_dict()))
+        arch = Architecture.from_config(rehearsal_config(family).to_dict())
+        assert arch == Architecture.from_config(config_json(family)), family  # the plan counts the plain values
+        counts[family] = parameter_count(arch)
         assert counts[family] == sum(p.numel() for p in model.parameters()), family
     # docs/design.md#rehearsal-checkpoints; RhoMath on the rehearsal's Qwen vocabulary: 1,100,048,384 + 2 x 119,936 x 2048
     assert counts == {"qwen2.5-instruct": 494_032_768, "r1-distill-qwen": 1_777_088_000,
@@ -267,8 +270,21 @@ def test_spo_plan_refuses_in_one_line_from_the_command_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "memory plan: stage train needs" in lines[0], result.stderr
     assert not list(tmp_path.iterdir()), "Prefect started"
-    assert plan - config < 2, (plan, config)  # what `spo plan` adds to building the config (its registries import
-    # torch and transformers: seconds of their own, docs/design.md#memory-plan)
+    assert plan - config < 2, (plan, config)  # what `spo plan` adds to building the config
+
+
+def test_spo_plan_imports_neither_torch_nor_transformers(tmp_path):
+    # The plan is arithmetic on a config (docs/design.md#memory-plan): a fresh `spo plan` process must not import
+    # torch or transformers, seconds of imports on a CPU. Not marked slow: the child takes about half a second.
+    program = ("import sys; from flows.cli import main; "
+               "status = main(['plan', 'gsm8k-rho1b-chain', '--gpu-memory', '80']); "
+               "print(status, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True,
+                            check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "memory plan: stage train needs" in result.stderr, result.stderr  # a plan was made: it refuses 80 GiB
+    assert result.stdout.split() == ["2", "False", "False"], result.stdout  # status 2; torch, transformers
 
 
 def test_preflight_checks_the_plan_on_a_gpu_and_not_on_a_cpu(monkeypatch):

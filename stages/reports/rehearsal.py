@@ -21,7 +21,7 @@ from typing import NamedTuple, Self
 import pyarrow.compute as pc
 
 from spo.config import changed_fields
-from spo.policy.rehearsal import FAMILIES
+from spo.policy.families import FAMILIES
 from stages.runtime.artifacts import manifest_path, read_manifest, read_table
 from stages.runtime.registry import find_stage, flow_plan
 from stages.runtime.rehearsal import Rehearsal

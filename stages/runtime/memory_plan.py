@@ -31,6 +31,16 @@ from spo.memory import (
     scoring_bytes,
     training_pass_bytes,
 )
+from spo.policy.engine import (
+    BATCH_SIZE,
+    DTYPES,
+    GPU_MEMORY_UTILIZATION,
+    MAX_BATCH_TOKENS,
+    SCORE_LOGITS_BUDGET,
+    dtype_name,
+    train_dtype_name,
+)
+from stages.runtime.registry import flow_plan, tree_level
 
 CUDA_CONTEXT_BYTES = 2**29
 """The flow process's CUDA context with cuBLAS's workspace: about 0.5 GiB under CUDA 12 (an estimate: this
@@ -136,21 +146,21 @@ def architecture(cfg: RunConfig) -> tuple[Architecture, str]:
     cached = try_to_load_from_cache(path, "config.json")
     if isinstance(cached, str):
         return Architecture.from_config(json.loads(Path(cached).read_text())), cached
-    from spo.policy.rehearsal import FAMILIES, family_of, rehearsal_config
+    from spo.policy.families import FAMILIES, config_json, family_of
 
     try:
         family = FAMILIES[family_of(path)]
     except ValueError as error:
         raise ConfigError(f"model.path = {path!r}: no config.json in the Hugging Face cache, and {error}") from None
     stand_in = f"; vocabulary of the rehearsal stand-in: {family.substitute}" if family.substitute else ""
-    return (Architecture.from_config(rehearsal_config(family.name).to_dict()),
+    return (Architecture.from_config(config_json(family.name)),
             f"the published {family.name} architecture (spo/policy/rehearsal.py){stand_in}")
 
 
 def _tiny_architecture(cfg: RunConfig) -> Architecture:
     """The Llama `spo.policy.tiny.build_tiny_model` builds: untied, a key and value head per head; the
     character vocabulary of the task's text, or at most `bpe_vocab_size` pieces."""
-    from spo.policy.tiny import build_char_tokenizer
+    from spo.policy.tiny import char_vocabulary
     from stages.runtime.resources import load_task
 
     tiny = cfg.model.tiny
@@ -158,7 +168,7 @@ def _tiny_architecture(cfg: RunConfig) -> Architecture:
         vocab = tiny.bpe_vocab_size
     else:
         task = load_task(cfg)
-        vocab = len(build_char_tokenizer([*task.corpus("train"), *task.corpus("test")]))
+        vocab = len(char_vocabulary([*task.corpus("train"), *task.corpus("test")]))
     return Architecture.from_config({
         "model_type": "llama", "vocab_size": vocab, "hidden_size": tiny.hidden_size,
         "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,
@@ -187,22 +197,11 @@ class _Shape:
 
 
 def _shape(cfg: RunConfig, arch: Architecture) -> _Shape:
-    import torch
-
-    from spo.policy.transformers_engine import (
-        SCORE_LOGITS_BUDGET,
-        TransformersEngine,
-        resolve_dtype,
-        train_dtype,
-    )
-
-    gpu, engine = torch.device("cuda"), TransformersEngine.__init__.__kwdefaults__
-    sample = resolve_dtype(cfg.model.dtype, gpu)
+    sample = dtype_name(cfg.model.dtype, on_gpu=True)
     context = cfg.sample.context_size
-    return _Shape(arch, parameter_count(arch), sample.itemsize, str(sample).removeprefix("torch."),
-                  train_dtype(cfg.train.precision, cfg.model.dtype, gpu) == torch.bfloat16, context,
-                  min(cfg.sample.max_new_tokens, context - 1), engine["batch_size"], engine["max_batch_tokens"],
-                  SCORE_LOGITS_BUDGET)
+    return _Shape(arch, parameter_count(arch), DTYPES[sample], sample,
+                  train_dtype_name(cfg.train.precision, cfg.model.dtype, on_gpu=True) == "bfloat16", context,
+                  min(cfg.sample.max_new_tokens, context - 1), BATCH_SIZE, MAX_BATCH_TOKENS, SCORE_LOGITS_BUDGET)
 
 
 def _resident(cfg: RunConfig, x: _Shape, total: int) -> tuple[list[tuple[Part, str]], tuple[Part, Part] | None]:
@@ -212,8 +211,6 @@ def _resident(cfg: RunConfig, x: _Shape, total: int) -> tuple[list[tuple[Part, s
                 (Part(f"trainer weights, float32 ({p:,} parameters)", 4 * p), "warmstart")]
     vllm = None
     if cfg.model.engine == "vllm":
-        from spo.policy.vllm_engine import GPU_MEMORY_UTILIZATION  # imports no vllm
-
         fraction = cfg.model.vllm_options.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)
         longest = cfg.model.vllm_options.get("max_model_len", x.arch.max_positions)
         vllm = (Part(f"vLLM share, gpu_memory_utilization {fraction:.2f} of the GPU", int(fraction * total)),
@@ -233,8 +230,6 @@ def _resident(cfg: RunConfig, x: _Shape, total: int) -> tuple[list[tuple[Part, s
 
 def _working_sets(cfg: RunConfig, x: _Shape) -> dict[str, tuple[Phase, ...]]:
     """The phases of each stage that uses the GPU, by stage name."""
-    from stages import tree
-
     arch, p, micro, context, response = x.arch, x.params, cfg.train.micro_batch_size, x.context, x.response
 
     def scoring(dtype_bytes: int, label: str) -> Part:  # a batch holds at least one row
@@ -254,7 +249,7 @@ def _working_sets(cfg: RunConfig, x: _Shape) -> dict[str, tuple[Phase, ...]]:
     critic_state = Part("critic weights, gradients and AdamW, float32", 16 * critic)
     phases = {
         "evaluate": sampling, "resample": sampling, "generate": scored,
-        **{tree.level_spec(d).name: scored for d in range(1, len(cfg.tree.branching) + 1)},
+        **{tree_level(d): scored for d in range(1, len(cfg.tree.branching) + 1)},
         "train": (
             Phase("micro-batch", (*copies, Part(f"activations of {micro} x {context} tokens ({response} scored)",
                                                 training_pass_bytes(arch, micro, context, response, x.autocast)))),
@@ -286,8 +281,6 @@ def _working_sets(cfg: RunConfig, x: _Shape) -> dict[str, tuple[Phase, ...]]:
 def memory_plan(cfg: RunConfig, total: int, known: tuple[Architecture, str] | None = None) -> MemoryPlan:
     """The plan of `cfg`'s flow on a GPU of `total` bytes (the module docstring says what is resident when);
     `known`: `cfg`'s architecture, already read."""
-    from stages.runtime.registry import flow_plan
-
     if cfg.train.world_size > 1 or cfg.launch.dask_workers or cfg.launch.dask_scheduler:
         raise ConfigError("memory plan: train.world_size > 1 and Dask sampling run stages in other processes, "
                           "which the plan does not model; plan with train.world_size = 1 and no launch.dask_*")

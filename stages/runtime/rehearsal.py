@@ -1,5 +1,5 @@
 """What a dress rehearsal of a GPU preset runs with: the preset's config pointed at a random-weight checkpoint
-of its model family (spo/policy/rehearsal.py), shrunk to the CI shape, and that checkpoint, built once per
+of its model family (spo/policy/families.py), shrunk to the CI shape, and that checkpoint, built once per
 family and depth and cached under `data/rehearsal/` (docs/design.md#rehearsal-checkpoints).
 
 A random-weight model spreads its probability over the whole vocabulary: it never samples its stop token and
@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from spo.algorithms import ALGORITHMS
 from spo.config import RunConfig
-from spo.policy.rehearsal import FAMILIES, build_rehearsal_checkpoint, family_of, rehearsal_config
+from spo.policy.families import FAMILIES, config_json, family_of
+from spo.policy.rehearsal import build_rehearsal_checkpoint
 from stages.runtime.run_dir import REPO_ROOT, load_preset
 
 REHEARSAL_DIR = REPO_ROOT / "data" / "rehearsal"
@@ -58,7 +59,7 @@ class Rehearsal(NamedTuple):
     cfg: RunConfig
     """The run's config: the preset on the checkpoint, shrunk (unless full shape), with the user's overrides."""
     family: str
-    """The `spo.policy.rehearsal.FAMILIES` name of the preset's model."""
+    """The `spo.policy.families.FAMILIES` name of the preset's model."""
     layers: int
     """Decoder layers of the checkpoint."""
     checkpoint: Path
@@ -90,7 +91,7 @@ def plan_rehearsal(preset: str, layers: int | None = 2, engine: str | None = Non
                 "sample.dynamic_max_draws": str(RunConfig().sample.dynamic_max_draws)}
     if base.train.precision == "bf16" and not native_bf16(base.model.device):
         own["train.precision"] = "fp32"  # bfloat16 matmuls here run at under 1% of float32's speed
-    rehearsal_config(family, depth)  # a depth past the published one fails here, before any work
+    config_json(family, depth)  # a depth past the published one fails here, before any work
     cfg = base.with_overrides([f"{k}={v}" for k, v in own.items()], where=f"rehearsal of {preset}")
     return Rehearsal(base, cfg.with_overrides(list(overrides)), family, depth, checkpoint)
 

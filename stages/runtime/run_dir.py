@@ -116,6 +116,11 @@ class RunDir:
         return sorted(found)
 
 
+class ArtifactError(RuntimeError):
+    """An input artifact is missing, unfinished or corrupted (raised by stages/runtime/artifacts.py; here, so the
+    command line can name it without importing the stage machinery)."""
+
+
 def repair_hint(path: Path) -> str:
     """The commands that check and repair the run that holds `path` (for errors about a damaged run)."""
     root = next((p for p in Path(path).absolute().parents if (p / "run.json").is_file()), None)
