@@ -13,7 +13,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -245,32 +244,11 @@ def test_spo_plan_prints_the_plan_or_refuses_in_one_line(capsys):
     assert main(["plan", "gsm8k-qwen05b-instruct-chain", "--gpu-memory", "80"]) == 0
     out = capsys.readouterr().out
     assert "train " in out and "AdamW moments" in out and "vLLM share" in out
-    start = time.perf_counter()
     assert main(["plan", "gsm8k-qwen05b-instruct-chain", "--gpu-memory", "24", "--set", "train.micro_batch_size=1"]) == 2
-    seconds = time.perf_counter() - start
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("spo: error: memory plan: stage train needs "), lines
     assert "of the GPU's 24.00 GiB (25,769,803,776 bytes)" in lines[0], lines[0]
     assert "fits with --set 'model.vllm_options=" in lines[0], lines[0]
-    assert seconds < 2, seconds  # the plan itself, its config already built
-
-
-@pytest.mark.slow  # `spo` child processes
-def test_spo_plan_refuses_in_one_line_from_the_command_line(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(tmp_path)}
-
-    def seconds(*command: str) -> tuple[float, subprocess.CompletedProcess]:
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True,
-                                check=False, timeout=120)
-        return time.perf_counter() - start, result
-
-    config, _ = seconds("-c", "from stages.runtime.run_dir import load_preset; load_preset('math500-r1distill-tree')")
-    plan, result = seconds("-m", "flows.cli", "plan", "math500-r1distill-tree", "--gpu-memory", "24")
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "memory plan: stage train needs" in lines[0], result.stderr
-    assert not list(tmp_path.iterdir()), "Prefect started"
-    assert plan - config < 2, (plan, config)  # what `spo plan` adds to building the config
 
 
 def test_spo_plan_imports_neither_torch_nor_transformers(tmp_path):
@@ -283,8 +261,10 @@ def test_spo_plan_imports_neither_torch_nor_transformers(tmp_path):
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True,
                             check=False, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "memory plan: stage train needs" in result.stderr, result.stderr  # a plan was made: it refuses 80 GiB
+    lines = result.stderr.strip().splitlines()  # a plan was made: it refuses 80 GiB, in one line
+    assert len(lines) == 1 and lines[0].startswith("spo: error: memory plan: stage train needs"), result.stderr
     assert result.stdout.split() == ["2", "False", "False"], result.stdout  # status 2; torch, transformers
+    assert not list(tmp_path.iterdir()), "Prefect started (its home folder was written)"
 
 
 def test_preflight_checks_the_plan_on_a_gpu_and_not_on_a_cpu(monkeypatch):
