@@ -14,6 +14,11 @@ os.environ.setdefault("SPO_PROGRESS", "0")
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: a test's wall time says how loaded the machine is, not whether the code is right.
+settings.register_profile("spo", deadline=None)
+settings.load_profile("spo")
 
 from spo.tasks import Example, Task, register_task
 from tests.helpers import TINY_OVERRIDES
