@@ -7,7 +7,7 @@
 
 Each (rounding, seed) is a separate `spo demo --set seed=S --run ROOT/ROUNDING/tiny-sS` process (warm
 start, training, plot), timed from start to exit. A rounding is an environment that changes how this CPU
-rounds float32 sums and so stands in for another CPU (README, "What to expect"):
+rounds float32 sums and so stands in for another CPU (docs/results.md, "The demo over seeds"):
 
   native        torch's kernels for this CPU's instruction set (AVX-512 or AVX2)
   aten-default  ATEN_CPU_CAPABILITY=default: torch's non-vectorised kernels, as on a CPU without AVX2, so

@@ -33,7 +33,7 @@ def artifact_schema(name: str, version: int, doc: str, columns: list[pa.Field]) 
 
 
 def describe(schema: pa.Schema) -> str:
-    """Markdown table of an artifact's columns (used by the README and `spo inspect`)."""
+    """Markdown table of an artifact's columns (used by docs/schemas.md and `spo inspect`)."""
     meta = schema.metadata or {}
     lines = [
         f"**{meta.get(b'artifact', b'?').decode()}** (version {meta.get(b'version', b'?').decode()}): "

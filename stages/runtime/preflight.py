@@ -23,7 +23,7 @@ def preflight(cfg: RunConfig) -> None:
     model_available(cfg.model.path)
     if cfg.model.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("model.engine = 'vllm', but vllm is not installed; install the project's vllm extra "
-                          "(see the README) or use model.engine = 'transformers'")
+                          "(docs/usage.md#install) or use model.engine = 'transformers'")
     launch = cfg.launch
     if (launch.dask_scheduler or launch.dask_workers) and importlib.util.find_spec("distributed") is None:
         raise ConfigError("launch.dask_scheduler / launch.dask_workers sample on Dask, but the distributed package "
