@@ -1,6 +1,6 @@
-"""Task registry: name -> factory. `register_task` adds one for the process that calls it (a launcher script
-for `spo run`, `stage`, `inspect`, `eval`); `spo compare` and `spo serve` start fresh `spo` processes, which see
-only the tasks registered here (docs/tutorial.md).
+"""Task registry: name -> factory. `register_task` adds one for the process that calls it (a launcher
+script for `spo run`, `stage`, `inspect`, `eval`); `spo compare` and `spo serve` start fresh `spo`
+processes, which see only the tasks registered here (docs/tutorial.md).
 
 >>> task = make_task("arith", n_train=4, n_test=2)
 >>> example = task.examples("test")[0]
