@@ -144,7 +144,7 @@ def saved_bytes(arch: Architecture, tokens: int, response_tokens: int, autocast:
     352
     """
     layer = 4 * arch.hidden if checkpointed else layer_saved_bytes(arch, autocast)
-    head = tokens * (3 * 4 * arch.hidden + 2 * 4 * arch.head_dim)  # the final norm's three, RoPE's cos and sin (float32)
+    head = tokens * (3 * 4 * arch.hidden + 2 * 4 * arch.head_dim)  # the final norm's three, RoPE's float32 cos, sin
     if output_layer:  # the gathered hidden states (a bfloat16 copy under autocast) and float32 logits / T
         head += response_tokens * ((2 if autocast else 4) * arch.hidden + 4 * arch.vocab)
     return tokens * arch.layers * layer + head
@@ -161,7 +161,8 @@ def rerun_bytes(arch: Architecture, tokens: int, autocast: bool, output_layer: b
     1288
     """
     kept = tokens * (arch.layers * 4 * arch.hidden + 2 * 4 * arch.head_dim)
-    layer = tokens * (layer_saved_bytes(arch, autocast) + MLP_BACKWARD_COPIES * (2 if autocast else 4) * arch.intermediate)
+    gradients = MLP_BACKWARD_COPIES * (2 if autocast else 4) * arch.intermediate
+    layer = tokens * (layer_saved_bytes(arch, autocast) + gradients)
     waiting = 4 * arch.vocab * arch.hidden if output_layer and arch.tied else 0
     return kept + layer + waiting
 
