@@ -410,8 +410,8 @@ class TrainConfig(_Checked):
     reference in bfloat16) or "auto" (bf16 where `model.dtype` resolves to bfloat16, i.e. on a GPU)."""
     activation_checkpointing: bool = field(default=False, metadata=FRONTIER)
     """Keep only each decoder layer's input hidden state through a micro-batch's forward and recompute the layer in
-    the backward (transformers' gradient checkpointing, non-reentrant; the policy and PPO's critic): about a third
-    more compute for a fraction of the activation memory (docs/design.md#memory-plan); the reference trains with it.
+    the backward (transformers' gradient checkpointing, non-reentrant; the policy and PPO's critic): one more forward
+    of the layers, for a fraction of the activation memory (docs/design.md#memory-plan); the reference trains with it.
     It changes no number (tests/test_ppo.py: bitwise-equal weights after PPO steps, fp32 and bf16 autocast, on a CPU),
     so, like `world_size`, no stage key reads it."""
     world_size: int = field(default=1, metadata={**at_least(1), **FRONTIER})
