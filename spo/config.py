@@ -408,6 +408,12 @@ class TrainConfig(_Checked):
     precision: str = field(default="auto", metadata={**one_of(_precisions), **ADDED})
     """Train-stage compute: "fp32", "bf16" (bfloat16 autocast over float32 weights and AdamW state, the KL
     reference in bfloat16) or "auto" (bf16 where `model.dtype` resolves to bfloat16, i.e. on a GPU)."""
+    activation_checkpointing: bool = field(default=False, metadata=FRONTIER)
+    """Keep only each decoder layer's input hidden state through a micro-batch's forward and recompute the layer in
+    the backward (transformers' gradient checkpointing, non-reentrant; the policy and PPO's critic): one more forward
+    of the layers, for a fraction of the activation memory (docs/design.md#memory-plan); the reference trains with it.
+    It changes no number (tests/test_ppo.py: bitwise-equal weights after PPO steps, fp32 and bf16 autocast, on a CPU),
+    so, like `world_size`, no stage key reads it."""
     world_size: int = field(default=1, metadata={**at_least(1), **FRONTIER})
     """Data-parallel processes of the train stage (torch.distributed.run); 1 trains in the flow's process."""
     sharding: str = field(default="ddp", metadata={**one_of(_shardings), **FRONTIER})

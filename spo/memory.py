@@ -33,6 +33,9 @@ SCORING_BYTES_PER_LOGIT = 8
 SAMPLING_BYTES_PER_LOGIT = 42
 """Bytes per (row, vocabulary entry) of `spo.policy.sampling.choose_tokens`: the float32 copy, log-softmax,
 its exp, the sort's values and int64 indices, the cumulative sums and the nucleus mask."""
+MLP_BACKWARD_COPIES = 2
+"""(tokens, intermediate) gradients, in the compute dtype, that a decoder layer's backward adds at once beyond
+what the layer kept: those of silu(gate) and of up, made together by their product's backward."""
 ADAMW_STEP_BYTES = 4
 """Bytes per parameter that a foreach AdamW step (torch's default on a GPU) allocates: sqrt(v) of every
 tensor at once."""
@@ -110,54 +113,88 @@ def kv_bytes_per_token(arch: Architecture, dtype_bytes: int) -> int:
     return 2 * arch.layers * arch.kv_width * dtype_bytes
 
 
-def saved_bytes(arch: Architecture, tokens: int, response_tokens: int, autocast: bool, output_layer: bool = True) -> int:
-    """What a training forward keeps for the backward, over `tokens` (rows x padded length) positions of which
-    `response_tokens` go through the output layer (`response_logprobs`), under bf16 autocast or in float32.
+def layer_saved_bytes(arch: Architecture, autocast: bool) -> int:
+    """What one decoder layer keeps for the backward per token, under bf16 autocast or in float32.
 
-    Per layer and token (SDPA saves q, k, v, its output and the log-sum-exp; k and v stay grouped): the
-    float32 residual before each norm, its normalised value, the norm's output (float32), or under autocast a
-    bfloat16 copy of it per projection that reads it (q, k, v; gate, up), RoPE'd q and k (cast to bfloat16 under
+    SDPA saves q, k, v, its output and the log-sum-exp; k and v stay grouped. The layer keeps the float32
+    residual before each norm, its normalised value, the norm's output (float32), or under autocast a bfloat16
+    copy of it per projection that reads it (q, k, v; gate, up), RoPE'd q and k (cast to bfloat16 under
     autocast), v, the attention output, and the MLP's gate, up, silu(gate) and their product.
+
+    >>> layer_saved_bytes(Architecture("qwen2", 10, 4, 1, 2, 1, 2, 8, True, True, False, False, 16), False)
+    280
+    """
+    h, q, kv, i, heads = arch.hidden, arch.q_width, arch.kv_width, arch.intermediate, arch.heads
+    if autocast:
+        return 2 * 4 * h + 2 * 4 * h + (3 + 2) * 2 * h + 2 * (2 * q) + 2 * (2 * kv) + 4 * 2 * i + 4 * heads
+    return 4 * (2 * h + 2 * h + 2 * h + 2 * q + 2 * kv + 4 * i + heads)
+
+
+def saved_bytes(arch: Architecture, tokens: int, response_tokens: int, autocast: bool, output_layer: bool = True,
+                checkpointed: bool = False) -> int:
+    """What a training forward keeps for the backward, over `tokens` (rows x padded length) positions of which
+    `response_tokens` go through the output layer (`response_logprobs`), under bf16 autocast or in float32:
+    each layer's tensors (`layer_saved_bytes`), or with `checkpointed` (`train.activation_checkpointing`) only
+    its input, the float32 residual that the checkpoint reruns it from; then the head's.
 
     >>> arch = Architecture("qwen2", 10, 4, 1, 2, 1, 2, 8, True, True, False, False, 16)
     >>> saved_bytes(arch, tokens=3, response_tokens=2, autocast=False)  # 3*(4*(24+8+4+32+2) + 48+16) + 2*(16+40)
     1144
+    >>> saved_bytes(arch, tokens=3, response_tokens=2, autocast=False, checkpointed=True)  # 3*(16 + 48+16) + 112
+    352
     """
-    h, q, kv, i, heads = arch.hidden, arch.q_width, arch.kv_width, arch.intermediate, arch.heads
-    if autocast:
-        layer = 2 * 4 * h + 2 * 4 * h + (3 + 2) * 2 * h + 2 * (2 * q) + 2 * (2 * kv) + 4 * 2 * i + 4 * heads
-    else:
-        layer = 4 * (2 * h + 2 * h + 2 * h + 2 * q + 2 * kv + 4 * i + heads)
-    head = tokens * (3 * 4 * h + 2 * 4 * arch.head_dim)  # the final norm's three, RoPE's cos and sin (float32)
+    layer = 4 * arch.hidden if checkpointed else layer_saved_bytes(arch, autocast)
+    head = tokens * (3 * 4 * arch.hidden + 2 * 4 * arch.head_dim)  # the final norm's three, RoPE's float32 cos, sin
     if output_layer:  # the gathered hidden states (a bfloat16 copy under autocast) and float32 logits / T
-        head += response_tokens * ((2 if autocast else 4) * h + 4 * arch.vocab)
+        head += response_tokens * ((2 if autocast else 4) * arch.hidden + 4 * arch.vocab)
     return tokens * arch.layers * layer + head
 
 
+def rerun_bytes(arch: Architecture, tokens: int, autocast: bool, output_layer: bool = True) -> int:
+    """Peak of a checkpointed backward while it reruns a layer (the last one, the first rerun, when every
+    layer's input is still kept), once the logits are gone: the layers' inputs, RoPE's cos and sin, the
+    rerun layer's tensors and its MLP's gradients (`MLP_BACKWARD_COPIES`), and a tied output layer's float32
+    weight gradient, which waits in autograd's buffer for the embedding's until the end.
+
+    >>> arch = Architecture("qwen2", 10, 4, 1, 2, 1, 2, 8, True, True, False, False, 16)
+    >>> rerun_bytes(arch, tokens=3, autocast=False)  # 3*(16 + 16 + 280 + 2*4*8) + 4*10*4
+    1288
+    """
+    kept = tokens * (arch.layers * 4 * arch.hidden + 2 * 4 * arch.head_dim)
+    gradients = MLP_BACKWARD_COPIES * (2 if autocast else 4) * arch.intermediate
+    layer = tokens * (layer_saved_bytes(arch, autocast) + gradients)
+    waiting = 4 * arch.vocab * arch.hidden if output_layer and arch.tied else 0
+    return kept + layer + waiting
+
+
 def training_pass_bytes(arch: Architecture, rows: int, length: int, response: int, autocast: bool,
-                        output_layer: bool = True) -> int:
+                        output_layer: bool = True, checkpointed: bool = False) -> int:
     """Peak bytes one forward and backward adds above what was allocated before it, gradients included
     (they exist from the first micro-batch of a step on); autocast's weight copies are not included
     (`autocast_copy_bytes`).
 
     The peak is at the top of the backward (all saved tensors, and either the logits' gradients or the
     output layer's weight gradient: float32, plus its bfloat16 form under autocast, while the logits are
-    freed) or at its end, where the embedding's dense gradient is made (`TIED_EMBEDDING_GRADIENTS`).
-    `output_layer` False is a critic: a value head on every position, no logits.
+    freed) or at its end, where the embedding's dense gradient is made (`TIED_EMBEDDING_GRADIENTS`); with
+    `checkpointed` (`train.activation_checkpointing`), the layers keep only their inputs and the peak may
+    instead come while the last layer reruns (`rerun_bytes`). `output_layer` False is a critic: a value
+    head on every position, no logits.
 
     Args:
         rows: sequences in the micro-batch.
         length: padded length of each (prompt + response).
         response: response tokens per row (the positions that go through the output layer).
+        checkpointed: each decoder layer is rerun in the backward instead of keeping its tensors.
     """
     tokens, weight = rows * length, 4 * arch.vocab * arch.hidden
-    saved = saved_bytes(arch, tokens, rows * response, autocast, output_layer)
+    saved = saved_bytes(arch, tokens, rows * response, autocast, output_layer, checkpointed)
+    rerun = rerun_bytes(arch, tokens, autocast, output_layer) if checkpointed else 0
     if not output_layer:
-        return max(saved, weight)
+        return max(saved, rerun, weight)
     logits = 4 * rows * response * arch.vocab
     top = saved + max(LOGIT_BACKWARD_COPIES * logits, weight * 3 // 2 - logits if autocast else weight)
     end = weight * TIED_EMBEDDING_GRADIENTS[autocast] if arch.tied else weight
-    return max(top, end)
+    return max(top, rerun, end)
 
 
 def inference_pass_bytes(arch: Architecture, tokens: int, dtype_bytes: int) -> int:

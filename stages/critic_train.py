@@ -11,7 +11,7 @@ import torch
 
 from schemas.critic_metrics import CRITIC_METRICS
 from spo.policy.critic import load_critic
-from spo.policy.transformers_engine import resolve_device
+from spo.policy.transformers_engine import resolve_device, set_activation_checkpointing
 from spo.ppo import CriticEpisode, critic_step
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer, write_folder_atomic
@@ -62,6 +62,7 @@ def _train(ctx: StageContext):
         returns = [a + v for a, v in zip(e["advantages"], old)]  # GAE advantage + the value it came from
         episodes.append(CriticEpisode(e["prompt_ids"], e["response_ids"], old, returns, e["mask"]))
     model = load_critic(ctx.run.critic(ctx.iteration), resolve_device(cfg.model.device))
+    set_activation_checkpointing(model, cfg.train.activation_checkpointing)
     pad_id = load_tokenizer(ctx.run.tokenizer()).pad_token_id
 
     update = CriticUpdate(model, cfg.critic.lr, cfg.train.micro_batch_size, pad_id, cfg.critic.value_clip,

@@ -22,7 +22,8 @@ BAD_VALUES = {
     "train.grad_clip": "0", "train.epochs": "0", "train.episodes_per_iteration": "-1", "train.batch_size": "0",
     "train.micro_batch_size": "0", "train.clip": "0", "train.kl_coef": "-1", "train.whiten": "layer",
     "train.lr_schedule": '"cosine"', "train.precision": '"fp16"', "train.loss_agg": "seq_sum",
-    "train.clip_high": "-0.1", "train.ratio": "segment", "advantage.group_std": "maybe",
+    "train.clip_high": "-0.1", "train.ratio": "segment", "train.activation_checkpointing": "maybe",
+    "advantage.group_std": "maybe",
     "sample.dynamic_sampling": "maybe",
     "sample.dynamic_max_draws": "-1", "sample.overlong_buffer": "-1", "sample.overlong_penalty": "0",
     "eval.every": "0", "eval.questions": "-1", "eval.samples_per_question": "-1", "eval.temperature": "0",
@@ -177,3 +178,17 @@ def test_added_fields_named_alone_by_a_stage_leave_its_key_as_it_was():
     assert RunConfig().section_hash(*SPEC.config) == RunConfig().section_hash(*SPEC.config[:-2])
     dynamic = RunConfig().with_overrides(["sample.dynamic_sampling=true"])
     assert dynamic.section_hash(*SPEC.config) != "35160658701138f0"
+
+
+def test_activation_checkpointing_is_off_by_default_and_in_no_stage_key():
+    """`train.activation_checkpointing` changes how the train stages compute, not what (bitwise-equal weights,
+    tests/test_ppo.py): like `train.world_size` it is a frontier field, so turning it on in a run that ran out
+    of memory never re-keys a finished stage. The hash is the `train` section's before the field existed."""
+    from spo.config import is_frontier
+
+    assert RunConfig().train.activation_checkpointing is False and is_frontier("train.activation_checkpointing")
+    on = RunConfig().with_overrides(["train.activation_checkpointing=true"])
+    assert on.train.activation_checkpointing is True
+    assert on.section_hash("train") == RunConfig().section_hash("train") == "87721c1822568a5a"
+    with pytest.raises(ConfigError, match="train.activation_checkpointing: expected true or false, got 1"):
+        RunConfig.from_dict({"train": {"activation_checkpointing": 1}})

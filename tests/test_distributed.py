@@ -65,10 +65,12 @@ def copy_with(before: RunDir, folder: Path, overrides: list[str]) -> RunDir:
     return run
 
 
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
-def test_two_ranks_train_as_one_process(prepared, tmp_path, sharding):
+@pytest.mark.parametrize("sharding, extra", [("ddp", []), ("fsdp", []),
+                                             ("fsdp", ["train.activation_checkpointing=true"])],
+                         ids=["ddp", "fsdp", "fsdp-checkpointed"])  # FSDP2's hooks run inside each layer's rerun
+def test_two_ranks_train_as_one_process(prepared, tmp_path, sharding, extra):
     single, before = prepared
-    run = copy_with(before, tmp_path / "run", ["train.world_size=2", f"train.sharding={sharding}"])
+    run = copy_with(before, tmp_path / "run", ["train.world_size=2", f"train.sharding={sharding}", *extra])
     report = find_stage("train", run.config())[0](run.root, 0)
     assert report.counters["train/steps"] == 2
     ours, theirs = load_file(run.checkpoint(1) / "model.safetensors"), load_file(single.checkpoint(1) / "model.safetensors")

@@ -8,6 +8,7 @@ import torch
 
 from spo.policy.logprobs import response_logprobs
 from spo.policy.tiny import build_char_tokenizer, build_tiny_model
+from spo.policy.transformers_engine import set_activation_checkpointing
 from spo.ppo import Episode, PPOSettings, batch_whitened, episode_order, epoch_episodes, ppo_step
 
 
@@ -141,3 +142,38 @@ def test_a_batch_level_aggregation_refuses_micro_batch_whitening():
         settings(2, "micro_batch", loss_agg="token_mean")
     with pytest.raises(ValueError, match=r"unknown ratio 'segment'; choose one of \['sequence', 'token'\]"):
         settings(2, ratio="segment")
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_activation_checkpointing_trains_the_same_weights_bit_for_bit(autocast):
+    """`train.activation_checkpointing` reruns each decoder layer in the backward instead of keeping its tensors:
+    the same ops on the same inputs, so three AdamW steps of two micro-batches each (KL and micro-batch whitening
+    on) end in bitwise-equal weights and metrics, in float32 and under bf16 autocast (why no stage key reads it,
+    spo/config.py). A forward pre-hook counts the layer runs (a post-hook would miss the rerun, which stops once it
+    has remade what the backward needs): twice per micro-batch with it, once without, and once in an eval-mode pass
+    without grad (sampling and scoring are unchanged)."""
+    model, tokenizer = tiny()
+    batch = episodes(model, tokenizer, n=8)
+    s = PPOSettings(micro_batch_size=4, temperature=0.6, pad_id=0, clip=0.2, kl_coef=0.01, whiten="micro_batch",
+                    grad_clip=1.0)
+    trained, runs = {}, {}
+    for checkpointed in (False, True):
+        m = copy.deepcopy(model)
+        set_activation_checkpointing(m, checkpointed)
+        calls = []
+        m.get_decoder().layers[0].register_forward_pre_hook(lambda *_: calls.append(1))  # noqa: B023 (used in the loop)
+        optimizer = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        m.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            metrics = [ppo_step(m, optimizer, batch, s) for _ in range(3)]
+        m.eval()
+        with torch.no_grad():
+            response_logprobs(m, [batch[0].prompt_ids], [batch[0].response_ids], 0.6, 0)
+        trained[checkpointed], runs[checkpointed] = (m, metrics), len(calls)
+    (plain, plain_metrics), (rerun, rerun_metrics) = trained[False], trained[True]
+    assert runs == {False: 3 * 2 + 1, True: 3 * 2 * 2 + 1}, runs  # 3 steps x 2 micro-batches (x 2: the rerun) + 1
+    assert any(not torch.equal(p, p0) for p, p0 in zip(plain.parameters(), model.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), rerun.parameters()))
+    assert plain_metrics == rerun_metrics
+    set_activation_checkpointing(rerun, False)
+    assert not rerun.is_gradient_checkpointing and not rerun._require_grads_hooks

@@ -54,6 +54,23 @@ def train_dtype(precision: str, model_dtype: str, device: torch.device) -> torch
     return TORCH_DTYPES[train_dtype_name(precision, model_dtype, device.type == "cuda")]
 
 
+def set_activation_checkpointing(model: torch.nn.Module, enabled: bool) -> None:
+    """Turn transformers' gradient checkpointing of every decoder layer on or off (`train.activation_checkpointing`).
+
+    On, a layer keeps only its input through the forward and reruns itself in the backward (torch's non-reentrant
+    checkpoint, which reruns under the autocast state of the forward), but only while the module is in train mode:
+    sampling and scoring, in eval mode, are the plain forward. Under FSDP2 the layer's FSDP hooks run inside the
+    checkpoint; in the rerun they find the layer already gathered by its pre-backward hook and do nothing.
+    """
+    if enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # the hook that makes the embedding's output require grad serves frozen embeddings under the reentrant
+        # checkpoint; every weight here trains, and the hook would mark that output in no-grad passes too
+        model.disable_input_require_grads()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """ "auto" -> bfloat16 on GPU, float32 on CPU; else a name in DTYPES (`spo.policy.engine.dtype_name`).
 

@@ -247,12 +247,17 @@ def _working_sets(cfg: RunConfig, x: _Shape) -> dict[str, tuple[Phase, ...]]:
     step = Part("AdamW step temporaries", ADAMW_STEP_BYTES * p)
     critic = p - (0 if arch.tied else arch.vocab * arch.hidden) + arch.hidden + 1  # the decoder, a value head
     critic_state = Part("critic weights, gradients and AdamW, float32", 16 * critic)
+    rerun = cfg.train.activation_checkpointing  # the layers keep their inputs only (spo.memory.rerun_bytes)
+    how = ", layers rerun in the backward" if rerun else ""
+    activations = Part(f"activations of {micro} x {context} tokens ({response} scored){how}",
+                       training_pass_bytes(arch, micro, context, response, x.autocast, checkpointed=rerun))
+    critic_activations = Part(f"critic activations of {micro} x {context} tokens{how}", training_pass_bytes(
+        arch, micro, context, response, False, output_layer=False, checkpointed=rerun))
     phases = {
         "evaluate": sampling, "resample": sampling, "generate": scored,
         **{tree_level(d): scored for d in range(1, len(cfg.tree.branching) + 1)},
         "train": (
-            Phase("micro-batch", (*copies, Part(f"activations of {micro} x {context} tokens ({response} scored)",
-                                                training_pass_bytes(arch, micro, context, response, x.autocast)))),
+            Phase("micro-batch", (*copies, activations)),
             Phase("AdamW step", (*copies, step)),
             *((Phase("reference scoring", (scoring(2 if x.autocast else 4, "KL reference scoring"),)),)
               if cfg.train.kl_coef > 0 else ())),
@@ -260,9 +265,7 @@ def _working_sets(cfg: RunConfig, x: _Shape) -> dict[str, tuple[Phase, ...]]:
             Part("critic weights, float32", 4 * critic),
             Part("critic pass of 64 rows", inference_pass_bytes(arch, 64 * context, 4)))),),
         "critic-train": (
-            Phase("critic micro-batch", (critic_state, Part(
-                f"critic activations of {micro} x {context} tokens",
-                training_pass_bytes(arch, micro, context, response, False, output_layer=False)))),
+            Phase("critic micro-batch", (critic_state, critic_activations)),
             Phase("critic AdamW step", (critic_state, Part("AdamW step temporaries", ADAMW_STEP_BYTES * critic)))),
         "warmstart": (),
     }
@@ -323,15 +326,16 @@ def check_memory_plan(cfg: RunConfig, total: int) -> MemoryPlan:
         return plan
     fixes = [" ".join(f"--set {change}" for change in changes) for changes in fitting_changes(cfg, total, plan)]
     raise ConfigError(f"{problem}; fits with {' or '.join(fixes)}" if fixes else
-                      f"{problem}; no setting of train.micro_batch_size, vLLM's gpu_memory_utilization and "
-                      f"max_model_len, and train.precision fits")
+                      f"{problem}; no setting of train.activation_checkpointing, train.micro_batch_size, vLLM's "
+                      f"gpu_memory_utilization and max_model_len, and train.precision fits")
 
 
 def fitting_changes(cfg: RunConfig, total: int, plan: MemoryPlan) -> list[list[str]]:
-    """`--set` changes that make the plan fit (quoted for a shell): each alone where one does (the largest
-    smaller micro-batch that divides the batch; bf16 over fp32; the largest vLLM share that leaves the rest
-    room and holds vLLM's least, or max_model_len = sample.context_size), else together: bf16, the largest
-    micro-batch with which a vLLM share fits, and that share."""
+    """`--set` changes that make the plan fit (quoted for a shell): each alone where one does (activation
+    checkpointing, first: it changes no number; the largest smaller micro-batch that divides the batch; bf16
+    over fp32; the largest vLLM share that leaves the rest room and holds vLLM's least, or max_model_len =
+    sample.context_size), else together: activation checkpointing, bf16, the largest micro-batch with which a
+    vLLM share fits, and that share."""
     def fits(changes: list[str]) -> bool:
         return plan_of(changes).problem() is None
 
@@ -339,6 +343,9 @@ def fitting_changes(cfg: RunConfig, total: int, plan: MemoryPlan) -> list[list[s
         return memory_plan(cfg.with_overrides([c.strip("'") for c in changes]), total, plan.architecture)
 
     t, singles = cfg.train, []
+    rerun = [] if t.activation_checkpointing else ["train.activation_checkpointing=true"]
+    if rerun and fits(rerun):
+        singles.append(rerun)
     micros = [m for m in range(t.micro_batch_size - 1, 0, -1) if t.batch_size % m == 0]
     micro = next((m for m in micros if fits([f"train.micro_batch_size={m}"])), None)
     if micro is not None:
@@ -348,9 +355,9 @@ def fitting_changes(cfg: RunConfig, total: int, plan: MemoryPlan) -> list[list[s
     singles += [[change] for change in vllm_changes(cfg, total, plan) if fits([change])]
     if singles:
         return singles
-    precision = [] if plan.autocast else ["train.precision=bf16"]
+    together = [*rerun, *([] if plan.autocast else ["train.precision=bf16"])]
     for m in [t.micro_batch_size, *micros]:
-        changes = [*([f"train.micro_batch_size={m}"] if m != t.micro_batch_size else []), *precision]
+        changes = [*([f"train.micro_batch_size={m}"] if m != t.micro_batch_size else []), *together]
         changes += vllm_changes(cfg, total, plan_of(changes))
         if len(changes) > 1 and fits(changes):
             return [changes]

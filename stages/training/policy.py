@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spo.policy.transformers_engine import train_dtype
+from spo.policy.transformers_engine import set_activation_checkpointing, train_dtype
 from spo.ppo import Episode, PPOSettings, epoch_episodes, ppo_step
 from stages.runtime.artifacts import StageContext
 
@@ -50,6 +50,7 @@ def policy_update(ctx: StageContext, rows: list[dict], ref_logps: list | None, m
                            max_new_tokens=cfg.sample.max_new_tokens)
     device = next(model.parameters()).device
     low_precision = train_dtype(t.precision, cfg.model.dtype, device) == torch.bfloat16
+    set_activation_checkpointing(model, t.activation_checkpointing)  # the live trainer: on or off at each iteration
     return episodes, PolicyUpdate(model, settings, t.lr, low_precision, rank, world)
 
 
