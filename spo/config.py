@@ -191,6 +191,21 @@ class TinyModelConfig(_Checked):
         return []
 
 
+_HUB_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether `text` is a well-formed Hugging Face hub id, `owner/name` or `name`, by the hub client's own rules
+    (huggingface_hub's `validate_repo_id`): each part 1-96 of letters, digits, '-', '_', '.', starting and ending
+    with a letter, digit or '_'; no '--' or '..'; not ending in '.git'.
+
+    >>> is_hub_id("Qwen/Qwen2.5-0.5B-Instruct"), is_hub_id("gpt2"), is_hub_id("/nonexistent"), is_hub_id("a/b/c")
+    (True, True, False, False)
+    """
+    return (re.fullmatch(rf"(?:{_HUB_NAME}/)?{_HUB_NAME}", text) is not None and "--" not in text
+            and ".." not in text and not text.endswith(".git"))
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Checked):
     """Which policy to start from and which engine samples it."""
