@@ -44,7 +44,8 @@ _INTERRUPT: dict = {}
 
 def _config_from_args(args, base=None):
     """The preset (or `base`, an existing run's config) with the --set overrides, checked against this machine."""
-    from spo.config import ConfigError
+    from spo.config import ConfigError, check_read
+    from spo.overrides import assigned_fields
     from stages.runtime.preflight import preflight
     from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
@@ -53,7 +54,7 @@ def _config_from_args(args, base=None):
     if base is None:
         presets = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
         raise ConfigError(f"choose a preset with --preset NAME (one of {presets}), or continue a run with --run DIR")
-    cfg = base.with_overrides(args.set or [])
+    cfg = check_read(base.with_overrides(args.set or []), assigned_fields(args.set or []), "--set")
     preflight(cfg)
     return cfg
 
@@ -65,8 +66,6 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_run(args) -> int:
-    from stages.runtime.history import reopen
-    from stages.runtime.lock import run_lock
     from stages.runtime.registry import trained_iterations
     from stages.runtime.run_dir import RunDir
 
@@ -80,6 +79,8 @@ def cmd_run(args) -> int:
     root = _run_dir(args, cfg)
     _INTERRUPT["describe"] = lambda: _progress(root)
     from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
+    from stages.runtime.history import reopen
+    from stages.runtime.lock import run_lock
 
     with run_lock(root, "spo run"):  # a config change is a write too
         run = reopen(root, cfg, args.from_iteration)
@@ -199,12 +200,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from stages.runtime.history import reopen
-
     start = time.perf_counter()
     cfg = _config_from_args(args)
-    from flows.spo_run import spo_run
+    from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
     from stages.reports.summary import summary_markdown
+    from stages.runtime.history import reopen
 
     _INTERRUPT["describe"] = lambda: _progress(_run_dir(args, cfg))
     run = reopen(_run_dir(args, cfg), cfg)
@@ -287,13 +287,16 @@ def cmd_config(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from spo.config import check_read
     from spo.memory import GiB
+    from spo.overrides import assigned_fields
     from stages.runtime.memory_plan import check_memory_plan
     from stages.runtime.run_dir import load_preset
 
     if not args.gpu_memory > 0:
         raise ValueError(f"--gpu-memory {args.gpu_memory}: expected the GPU's memory in GiB, a positive number")
-    cfg = load_preset(args.preset).with_overrides(args.set or [])
+    overrides = args.set or []
+    cfg = check_read(load_preset(args.preset).with_overrides(overrides), assigned_fields(overrides), "--set")
     print(check_memory_plan(cfg, int(args.gpu_memory * GiB)).text())
     return 0
 

@@ -27,6 +27,10 @@ USER_ERRORS = [
     (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
     (["compare", "tiny-lr", "--arms", "grpo-lr1e-4,grpo"], "comparison 'tiny-lr' has no arm 'grpo'; its arms:"),
     (["run", "--run", "/nonexistent/run", "--more", "2"], "--more continues an existing run"),
+    (["run", "--preset", "tiny", "--set", "model.path=/nonexistent"],
+     "model.path = '/nonexistent': no such folder, and not a Hugging Face hub id"),
+    (["run", "--preset", "tiny", "--set", "task.data=/nope.jsonl"],
+     "--set: task.data = '/nope.jsonl' is set, but task.name = 'arith' never reads it"),
 ]
 # Every case through `spo`'s own entry point in one child process (a child per case cost 5 s of imports each):
 # exit status and stderr per case, as JSON lines on stdout.
@@ -40,7 +44,7 @@ for args in json.loads(sys.argv[1]):
             status = main(args)
         except SystemExit as exit:
             status = exit.code
-    print(json.dumps([status, err.getvalue()]))
+    print(json.dumps([status, err.getvalue(), [m for m in ("torch", "transformers", "prefect") if m in sys.modules]]))
 """
 
 
@@ -59,12 +63,13 @@ def user_errors(tmp_path_factory):
 @pytest.mark.parametrize("case", range(len(USER_ERRORS)), ids=[message[:30] for _, message in USER_ERRORS])
 def test_user_errors_are_one_line_before_any_work(user_errors, case):
     results, home = user_errors
-    status, stderr = results[case]
+    status, stderr, heavy = results[case]
     message = USER_ERRORS[case][1]
     assert status == 2, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("spo: error: ") and message in lines[0], stderr
     assert not list(home.iterdir()), "Prefect started (its home folder was written)"
+    assert heavy == [], f"imported before the error (seconds, not the well under 2 s a check takes): {heavy}"
 
 
 @pytest.mark.parametrize("package, override, message", [
@@ -131,3 +136,47 @@ def test_a_bad_dask_address_is_named():
 
     with pytest.raises(ConfigError, match="launch.dask_scheduler = 'localhost:8786': expected a Dask address"):
         load_preset("tiny").with_overrides(["launch.dask_scheduler=localhost:8786"])
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """A command whose checks all pass stops at its first piece of work (creating the run) instead of running:
+    a check that fails to fire fails the test in seconds, not after a demo."""
+    import stages.runtime.history
+
+    def started(*args, **kwargs):
+        raise AssertionError("the checks passed and work started")
+
+    monkeypatch.setattr(stages.runtime.history, "reopen", started)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--preset", "tiny", "--set", "model.path=/nonexistent"],
+     ("model.path = '/nonexistent': no such folder, and not a Hugging Face hub id; expected a checkpoint folder "
+      "on this machine, a hub id 'owner/name'")),
+    (["run", "--preset", "tiny", "--set", "model.path=owner/name/more"], "model.path = 'owner/name/more': no such"),
+    (["run", "--preset", "tiny", "--set", "task.data=/nope.jsonl"],
+     ("--set: task.data = '/nope.jsonl' is set, but task.name = 'arith' never reads it (only task.name in "
+      "['gsm8k', 'math500'] does)")),
+    (["demo", "--set", "critic.lr=1e-3"],
+     ("--set: critic.lr = 0.001 is set, but advantage.method = 'segment' never reads it (only advantage.method in "
+      "['gae'] does)")),
+    (["run", "--preset", "tiny-grpo", "--set", "partition.interval=1"],
+     "--set: partition.interval = 1 is set, but partition.method = 'none' never reads it"),
+])
+def test_bad_input_is_one_line_naming_the_field_before_any_work(no_work, capsys, tmp_path, args, message):
+    from flows.cli import main
+
+    assert main([*args, "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spo: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_field_set_on_an_existing_run_is_checked_against_its_choices(no_work, capsys, tmp_path):
+    from flows.cli import main
+    from stages.runtime.run_dir import create_run, load_preset
+
+    run = create_run(tmp_path / "run", load_preset("tiny"))
+    assert main(["run", "--run", str(run.root), "--set", "task.data=/nope.jsonl"]) == 2
+    assert "task.data = '/nope.jsonl' is set, but task.name = 'arith' never reads it" in capsys.readouterr().err
