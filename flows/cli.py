@@ -178,7 +178,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_server(args) -> NoReturn:
-    from flows.serve import start_server
+    from flows.server import start_server  # light: a refused --host answers before Prefect's server imports
 
     start_server(args.port, args.host)
 
@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_verify)
     p = sub.add_parser("server", help="start the local Prefect server (SQLite database, scheduler, UI)")
     p.add_argument("--port", type=int, default=4200)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback); another one "
+                                                       "needs PREFECT_SERVER_API_AUTH_STRING (Prefect's basic auth)")
     p.set_defaults(handler=cmd_server)
     p = sub.add_parser("serve", help="serve the run and eval flows of DIR on schedules (needs `spo server` and "
                                      "PREFECT_API_URL)")

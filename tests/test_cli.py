@@ -180,3 +180,37 @@ def test_a_field_set_on_an_existing_run_is_checked_against_its_choices(no_work, 
     run = create_run(tmp_path / "run", load_preset("tiny"))
     assert main(["run", "--run", str(run.root), "--set", "task.data=/nope.jsonl"]) == 2
     assert "task.data = '/nope.jsonl' is set, but task.name = 'arith' never reads it" in capsys.readouterr().err
+
+
+class Exec(Exception):
+    """Raised instead of `os.execv`: what `spo server` would have become."""
+
+
+@pytest.mark.parametrize("host, auth, refused", [
+    ("0.0.0.0", None, True), ("10.1.2.3", None, True), ("0.0.0.0", "admin:s3cret", False),
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False),
+])
+def test_server_refuses_a_network_host_without_basic_auth(monkeypatch, capsys, host, auth, refused):
+    import os
+
+    from flows.cli import main
+
+    def execv(path, command):
+        raise Exec(command)
+
+    monkeypatch.setattr(os, "execv", execv)
+    if auth is None:
+        monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
+    else:
+        monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", auth)
+    if refused:
+        assert main(["server", "--host", host, "--port", "4999"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"spo: error: --host {host}: serves the Prefect API and UI "
+                                                       f"to the network without a password"), err
+        assert "set PREFECT_SERVER_API_AUTH_STRING='user:password' for the server and PREFECT_API_AUTH_STRING" in err
+    else:
+        with pytest.raises(Exec) as started:
+            main(["server", "--host", host, "--port", "4999"])
+        assert started.value.args[0][-4:] == ["--host", host, "--port", "4999"]
+        assert ("PREFECT_API_AUTH_STRING" in capsys.readouterr().out) == (auth is not None)
