@@ -7,13 +7,16 @@
     spo eval DIR          (evaluate the newest checkpoint without an evaluation)
     spo gc DIR --keep-last N [--dry-run]
     spo verify DIR        (re-hash every artifact and checkpoint against its manifest)
-    spo server [--port 4200]
+    spo server [--port 4200] [--host 127.0.0.1]   (another host needs Prefect's basic auth, docs/architecture.md#server)
     spo serve DIR [--run-cron C | --run-interval S] [--more N] [--eval-cron C | --eval-interval S]
     spo inspect DIR [--iteration N] [--stage NAME] [--tree PROMPT_INDEX]
     spo demo [--preset tiny]
     spo rehearse PRESET [--layers N|full] [--engine E] [--full-shape] [--iterations 1|2] [--set key=value ...]
     spo config            (every field, its default and meaning)
     spo plan PRESET --gpu-memory GB [--set key=value ...]   (peak GPU memory of each stage, part by part)
+
+Anywhere on the line: --verbose also shows Prefect's INFO line of every flow and task run (the UI has them
+either way), --debug shows the traceback of an error.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "spo,stages",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own load/save bars; the stages draw theirs
+    # Prefect's console shows the project's lines, warnings and errors; its per-run INFO lines with --verbose
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS": "flows.logs.QuietConsoleHandler",
 }
 
 
@@ -311,6 +316,9 @@ def _add_config_options(parser: argparse.ArgumentParser, preset_default: str | N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
+    parser.add_argument("--verbose", action="store_true", help="also show Prefect's INFO lines of every flow and "
+                                                               "task run (anywhere on the line; the UI has them "
+                                                               "either way)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run or resume the flow of a run")
     _add_config_options(p, None)
@@ -416,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if "--verbose" in argv:  # anywhere too; the processes this one starts inherit it (flows/logs.py)
+        os.environ["SPO_VERBOSE"] = "1"
+    if "prefect" in sys.modules:  # configured before the variables above were set (a test, an embedding program)
+        from flows.logs import quiet_console
+
+        quiet_console()
+    args = build_parser().parse_args([a for a in argv if a not in ("--debug", "--verbose")])
     args.argv = argv
     from flows.interrupts import Interrupted, interruptible
     from stages.runtime.lock import RunLockedError

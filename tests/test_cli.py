@@ -110,7 +110,8 @@ def test_debug_shows_the_traceback():
 @pytest.mark.slow  # `spo` child processes
 def test_disk_use_outside_the_run_stays_flat(tmp_path):
     """Prefect's database and cached results of `spo run` live in the run folder: a longer run adds
-    nothing under PREFECT_HOME (docs/architecture.md#caching)."""
+    nothing under PREFECT_HOME (docs/architecture.md#caching). On the way, the console of a run shows Prefect's
+    per-run INFO lines only with --verbose (docs/architecture.md#console)."""
     from tests.helpers import SMALL
 
     home, run = tmp_path / "prefect_home", tmp_path / "run"
@@ -123,9 +124,12 @@ def test_disk_use_outside_the_run_stays_flat(tmp_path):
     first = spo("run", "--preset", "tiny", "--run", str(run), *sets, "--set", "iterations=1",
                 env={"PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"})
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "iteration 0 | rollout reward" in first.stderr and "Finished in state" not in first.stderr, first.stderr
     after_one = size()
-    longer = spo("run", "--run", str(run), "--set", "iterations=3", env={"PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    longer = spo("run", "--run", str(run), "--set", "iterations=3", "--verbose",
+                 env={"PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"})
     assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "Task run 'train-2' - Finished in state Completed()" in longer.stderr, longer.stderr[-3000:]
     assert size() == after_one, "Prefect wrote outside the run folder"
     assert (run / ".prefect" / "prefect.db").is_file() and list((run / ".prefect-results").iterdir())
 

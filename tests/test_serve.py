@@ -139,6 +139,10 @@ def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
     assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
     assert manifest_path(run.artifact(2, "eval")).is_file()
+    # the served flow runs, processes of their own, inherit the quiet console: their iteration lines, not
+    # Prefect's per-run INFO lines (flows/logs.py)
+    served_output = server.logs[1].read_text()
+    assert "iteration 1 | rollout reward" in served_output and "Finished in state" not in served_output
 
 
 def _finished_runs(api: str, wanted: int) -> list[dict] | None:
