@@ -7,13 +7,16 @@
     spo eval DIR          (evaluate the newest checkpoint without an evaluation)
     spo gc DIR --keep-last N [--dry-run]
     spo verify DIR        (re-hash every artifact and checkpoint against its manifest)
-    spo server [--port 4200]
+    spo server [--port 4200] [--host 127.0.0.1]   (another host needs Prefect's basic auth, docs/architecture.md#server)
     spo serve DIR [--run-cron C | --run-interval S] [--more N] [--eval-cron C | --eval-interval S]
     spo inspect DIR [--iteration N] [--stage NAME] [--tree PROMPT_INDEX]
     spo demo [--preset tiny]
     spo rehearse PRESET [--layers N|full] [--engine E] [--full-shape] [--iterations 1|2] [--set key=value ...]
     spo config            (every field, its default and meaning)
     spo plan PRESET --gpu-memory GB [--set key=value ...]   (peak GPU memory of each stage, part by part)
+
+Anywhere on the line: --verbose also shows Prefect's INFO line of every flow and task run (the UI has them
+either way), --debug shows the traceback of an error.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "spo,stages",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own load/save bars; the stages draw theirs
+    # Prefect's console shows the project's lines, warnings and errors; its per-run INFO lines with --verbose
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS": "flows.logs.QuietConsoleHandler",
 }
 
 
@@ -44,7 +49,8 @@ _INTERRUPT: dict = {}
 
 def _config_from_args(args, base=None):
     """The preset (or `base`, an existing run's config) with the --set overrides, checked against this machine."""
-    from spo.config import ConfigError
+    from spo.config import ConfigError, check_read
+    from spo.overrides import assigned_fields
     from stages.runtime.preflight import preflight
     from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
@@ -53,7 +59,7 @@ def _config_from_args(args, base=None):
     if base is None:
         presets = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
         raise ConfigError(f"choose a preset with --preset NAME (one of {presets}), or continue a run with --run DIR")
-    cfg = base.with_overrides(args.set or [])
+    cfg = check_read(base.with_overrides(args.set or []), assigned_fields(args.set or []), "--set")
     preflight(cfg)
     return cfg
 
@@ -65,8 +71,6 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_run(args) -> int:
-    from stages.runtime.history import reopen
-    from stages.runtime.lock import run_lock
     from stages.runtime.registry import trained_iterations
     from stages.runtime.run_dir import RunDir
 
@@ -80,6 +84,8 @@ def cmd_run(args) -> int:
     root = _run_dir(args, cfg)
     _INTERRUPT["describe"] = lambda: _progress(root)
     from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
+    from stages.runtime.history import reopen
+    from stages.runtime.lock import run_lock
 
     with run_lock(root, "spo run"):  # a config change is a write too
         run = reopen(root, cfg, args.from_iteration)
@@ -177,7 +183,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_server(args) -> NoReturn:
-    from flows.serve import start_server
+    from flows.server import start_server  # light: a refused --host answers before Prefect's server imports
 
     start_server(args.port, args.host)
 
@@ -199,12 +205,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from stages.runtime.history import reopen
-
     start = time.perf_counter()
     cfg = _config_from_args(args)
-    from flows.spo_run import spo_run
+    from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
     from stages.reports.summary import summary_markdown
+    from stages.runtime.history import reopen
 
     _INTERRUPT["describe"] = lambda: _progress(_run_dir(args, cfg))
     run = reopen(_run_dir(args, cfg), cfg)
@@ -287,13 +292,16 @@ def cmd_config(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from spo.config import check_read
     from spo.memory import GiB
+    from spo.overrides import assigned_fields
     from stages.runtime.memory_plan import check_memory_plan
     from stages.runtime.run_dir import load_preset
 
     if not args.gpu_memory > 0:
         raise ValueError(f"--gpu-memory {args.gpu_memory}: expected the GPU's memory in GiB, a positive number")
-    cfg = load_preset(args.preset).with_overrides(args.set or [])
+    overrides = args.set or []
+    cfg = check_read(load_preset(args.preset).with_overrides(overrides), assigned_fields(overrides), "--set")
     print(check_memory_plan(cfg, int(args.gpu_memory * GiB)).text())
     return 0
 
@@ -308,6 +316,9 @@ def _add_config_options(parser: argparse.ArgumentParser, preset_default: str | N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
+    parser.add_argument("--verbose", action="store_true", help="also show Prefect's INFO lines of every flow and "
+                                                               "task run (anywhere on the line; the UI has them "
+                                                               "either way)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run or resume the flow of a run")
     _add_config_options(p, None)
@@ -379,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_verify)
     p = sub.add_parser("server", help="start the local Prefect server (SQLite database, scheduler, UI)")
     p.add_argument("--port", type=int, default=4200)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback); another one "
+                                                       "needs PREFECT_SERVER_API_AUTH_STRING (Prefect's basic auth)")
     p.set_defaults(handler=cmd_server)
     p = sub.add_parser("serve", help="serve the run and eval flows of DIR on schedules (needs `spo server` and "
                                      "PREFECT_API_URL)")
@@ -412,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere on the line, before or after the subcommand
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if "--verbose" in argv:  # anywhere too; the processes this one starts inherit it (flows/logs.py)
+        os.environ["SPO_VERBOSE"] = "1"
+    if "prefect" in sys.modules:  # configured before the variables above were set (a test, an embedding program)
+        from flows.logs import quiet_console
+
+        quiet_console()
+    args = build_parser().parse_args([a for a in argv if a not in ("--debug", "--verbose")])
     args.argv = argv
     from flows.interrupts import Interrupted, interruptible
     from stages.runtime.lock import RunLockedError

@@ -1,4 +1,4 @@
-"""Serving the run and evaluation flows on schedules, and the local Prefect server that schedules need.
+"""Serving the run and evaluation flows on schedules (the local Prefect server they need: flows/server.py).
 
     spo server --port 4200                             # SQLite database and UI at http://127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api   # in the shell that serves
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.runner import Runner
@@ -84,16 +82,3 @@ def serve(run: Path, schedules: list[Schedule], limit: int = 1) -> None:
     runner.handle_sigterm = interrupts.active_handler() or runner.handle_sigterm
     print(f"serving {', '.join(f'{s.flow} of {Path(run).resolve()}' for s in schedules)}; Ctrl-C stops", flush=True)
     asyncio.run(runner.start())
-
-
-def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command that starts the local Prefect server (API, scheduler, UI; SQLite under PREFECT_HOME)."""
-    return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-
-
-def start_server(port: int, host: str = "127.0.0.1") -> NoReturn:
-    """Become the Prefect server process (exec), so that SIGTERM and Ctrl-C reach it directly."""
-    print(f"Prefect server on http://{host}:{port}; in the shell that serves flows: "
-          f"export PREFECT_API_URL=http://{host}:{port}/api", flush=True)
-    command = server_command(port, host)
-    os.execv(command[0], command)

@@ -324,13 +324,30 @@ class AdvantageMethod:
     per-token advantages."""
     edge: Callable[[float, float, float], float] | None = None
     """spo-tree: (V(node), V(parent), std of the parent's children values) -> the edge's advantage."""
+    reads: tuple[str, ...] = ()
+    """Config fields its `chain` or `edge` reads that other methods do not (gae: gamma and lam)."""
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The config fields and sections that only some methods read and this one does: its `reads`, the
+        resample section where it reads MC values (only then does the resample stage run), the critic where it
+        reads one, `advantage.group_std` where it divides by the group std. Set for a method that does not
+        read it, such a field is refused (`spo.config.unread_fields`).
+
+        >>> sorted(ADVANTAGES["gae"].fields), sorted(ADVANTAGES["rloo"].fields)
+        (['advantage.gamma', 'advantage.lam', 'critic'], [])
+        """
+        return frozenset({*self.reads, *(["resample"] if self.uses_values else []),
+                          *(["critic"] if self.uses_critic else []),
+                          *(["advantage.group_std"] if self.group_std else [])})
 
 
 ADVANTAGES: dict[str, AdvantageMethod] = {
     "segment": AdvantageMethod("spo-chain", uses_values=True, chain=segment_group),
     "grpo": AdvantageMethod("spo-chain", group_std=True, chain=constant_group(grpo_advantages)),
     "rloo": AdvantageMethod("spo-chain", chain=constant_group(rloo_advantages)),
-    "gae": AdvantageMethod("spo-chain", uses_critic=True, chain=gae_group),
+    "gae": AdvantageMethod("spo-chain", uses_critic=True, chain=gae_group,
+                           reads=("advantage.gamma", "advantage.lam")),
     "tree": AdvantageMethod("spo-tree", edge=value_difference),
     "tree-normalized": AdvantageMethod("spo-tree", edge=normalized_value_difference),
 }

@@ -47,10 +47,14 @@ class Algorithm:
     description: str
     problems: Callable[[RunConfig], list[str]]
     """Settings this algorithm cannot run with (its advantage method is checked against it by the config)."""
+    reads: tuple[str, ...] = ()
+    """Config fields (or sections) that only some algorithms read and this one does; one set for an algorithm
+    that does not read it is refused (`spo.config.unread_fields`)."""
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "spo-chain": Algorithm("rollouts cut into segments at cutpoints, valued by MC continuations (also GRPO, RLOO, "
                            "PPO and the partition baselines, by partition and advantage)", _chain_problems),
-    "spo-tree": Algorithm("trees of fixed-length segments whose siblings share their prefix", _tree_problems),
+    "spo-tree": Algorithm("trees of fixed-length segments whose siblings share their prefix", _tree_problems,
+                          reads=("tree",)),
 }

@@ -191,6 +191,21 @@ class TinyModelConfig(_Checked):
         return []
 
 
+_HUB_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether `text` is a well-formed Hugging Face hub id, `owner/name` or `name`, by the hub client's own rules
+    (huggingface_hub's `validate_repo_id`): each part 1-96 of letters, digits, '-', '_', '.', starting and ending
+    with a letter, digit or '_'; no '--' or '..'; not ending in '.git'.
+
+    >>> is_hub_id("Qwen/Qwen2.5-0.5B-Instruct"), is_hub_id("gpt2"), is_hub_id("/nonexistent"), is_hub_id("a/b/c")
+    (True, True, False, False)
+    """
+    return (re.fullmatch(rf"(?:{_HUB_NAME}/)?{_HUB_NAME}", text) is not None and "--" not in text
+            and ".." not in text and not text.endswith(".git"))
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Checked):
     """Which policy to start from and which engine samples it."""
@@ -677,6 +692,70 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     except (TypeError, ValueError) as error:
         problems.append(f"task.options = {cfg.task.options!r} for task {cfg.task.name!r}: {error}")
     return problems
+
+
+def choice_fields() -> dict[str, dict[str, frozenset[str]]]:
+    """The fields only some choices read: for each field that picks a registry entry, each entry -> the fields
+    (dotted, or whole sections) of those that it reads. Each registry declares its own: a task with a
+    `data_folder` reads `task.data`, an algorithm its `reads`, an advantage method its `fields`, a partition its
+    `params` (but `tau`, which the probability mask reads whatever the partition).
+
+    >>> sorted(choice_fields()["algorithm"]["spo-tree"]), sorted(choice_fields()["partition.method"]["cutpoint"])
+    (['tree'], ['partition.interval', 'partition.max_boundaries'])
+    """
+    from spo.advantages import ADVANTAGES
+    from spo.algorithms import ALGORITHMS
+    from spo.segments import PARTITIONS
+    from spo.tasks import TASKS
+
+    return {
+        "task.name": {name: frozenset(["task.data"] if getattr(factory, "data_folder", None) else [])
+                      for name, factory in TASKS.items()},
+        "algorithm": {name: frozenset(algorithm.reads) for name, algorithm in ALGORITHMS.items()},
+        "advantage.method": {name: method.fields for name, method in ADVANTAGES.items()},
+        "partition.method": {name: frozenset(f"partition.{p}" for p in partition.params if p != "tau")
+                             for name, partition in PARTITIONS.items()},
+    }
+
+
+def unread_fields(cfg: RunConfig, names: list[str]) -> dict[str, str]:
+    """Each of `names` (fields set explicitly: `--set` keys, the fields of a preset file) that only some choices
+    read (`choice_fields`) and the choices in force do not -> why, in one line. Defaults are never refused.
+
+    >>> cfg = RunConfig().with_overrides(["task.name=arith", "task.data=rows.jsonl"])
+    >>> print(unread_fields(cfg, ["task.name", "task.data", "seed"])["task.data"])
+    task.data = 'rows.jsonl' is set, but task.name = 'arith' never reads it (only task.name in ['gsm8k', 'math500'] does); remove it, or choose one of those
+    """
+    data = cfg.to_dict()
+    problems = {}
+    for choice, reads in choice_fields().items():
+        chosen = _dotted(data, choice)
+        for name in names:
+            field = next((f for f in sorted(set().union(*reads.values())) if name == f or name.startswith(f + ".")),
+                         None)
+            if field is None or field in reads[chosen] or name in problems:
+                continue
+            readers = sorted(n for n, r in reads.items() if field in r)
+            value = _dotted(data, name)
+            problems[name] = (f"{name if isinstance(value, dict) else f'{name} = {value!r}'} is set, but {choice} = "
+                              f"{chosen!r} never reads it (only {choice} in {readers} does); remove it, or choose "
+                              f"one of those")
+    return problems
+
+
+def check_read(cfg: RunConfig, names: list[str], where: str) -> RunConfig:
+    """`cfg`, once every field of `names` is read by its choices (`unread_fields`); else a ConfigError naming
+    `where` and each field."""
+    problems = unread_fields(cfg, names)
+    if problems:
+        raise ConfigError(f"{where}: {'; '.join(problems.values())}")
+    return cfg
+
+
+def _dotted(data: dict[str, Any], name: str) -> Any:
+    for part in name.split("."):
+        data = data[part]
+    return data
 
 
 def build_table(cls: type, data: dict[str, Any], where: str) -> Any:

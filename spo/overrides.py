@@ -55,3 +55,28 @@ def _parse_value(raw: str, kind: Any, where: str) -> Any:
         return json.loads(raw)
     except ValueError as error:
         raise ValueError(f"{where}: cannot parse {raw!r} as {getattr(kind, '__name__', kind)}: {error}")
+
+
+def assigned_fields(assignments: list[str] | tuple[str, ...]) -> list[str]:
+    """The dotted fields that `key=value` assignments set.
+
+    >>> assigned_fields(["train.lr=2e-6", " seed = 3"])
+    ['train.lr', 'seed']
+    """
+    return [a.partition("=")[0].strip() for a in assignments]
+
+
+def table_fields(table: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted fields that a parsed TOML table sets, down to its leaves (a table-valued field such as
+    `task.options` to its own keys).
+
+    >>> table_fields({"seed": 1, "train": {"lr": 1.0}, "task": {"options": {"digits": 3}}})
+    ['seed', 'train.lr', 'task.options.digits']
+    """
+    fields = []
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            fields += table_fields(value, f"{prefix}{key}.")
+        else:
+            fields.append(f"{prefix}{key}")
+    return fields

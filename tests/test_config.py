@@ -2,7 +2,8 @@
 
 import pytest
 
-from spo.config import ConfigError, RunConfig, added_fields, field_docs
+from spo.config import ConfigError, RunConfig, added_fields, check_read, field_docs, unread_fields
+from spo.overrides import assigned_fields
 from stages.runtime.run_dir import COMPARISONS_DIR, PRESETS_DIR, arm_config, load_comparison, load_preset
 
 BAD_VALUES = {
@@ -192,3 +193,75 @@ def test_activation_checkpointing_is_off_by_default_and_in_no_stage_key():
     assert on.section_hash("train") == RunConfig().section_hash("train") == "87721c1822568a5a"
     with pytest.raises(ConfigError, match="train.activation_checkpointing: expected true or false, got 1"):
         RunConfig.from_dict({"train": {"activation_checkpointing": 1}})
+
+
+@pytest.mark.parametrize("assignments, message", [
+    (["task.data=/nope.jsonl"],
+     "task.data = '/nope.jsonl' is set, but task.name = 'arith' never reads it (only task.name in ['gsm8k', 'math500']"),
+    (["tree.branching=[2,2]"],
+     "tree.branching = [2, 2] is set, but algorithm = 'spo-chain' never reads it (only algorithm in ['spo-tree'] does)"),
+    (["critic.lr=0.001"], "critic.lr = 0.001 is set, but advantage.method = 'segment' never reads it"),
+    (["advantage.method=grpo", "partition.method=none", "resample.k=16"],
+     "resample.k = 16 is set, but advantage.method = 'grpo' never reads it (only advantage.method in ['segment'] does)"),
+    (["advantage.method=rloo", "partition.method=none", "advantage.group_std=true"],
+     "advantage.group_std = True is set, but advantage.method = 'rloo' never reads it"),
+    (["advantage.lam=0.95"],
+     "advantage.lam = 0.95 is set, but advantage.method = 'segment' never reads it (only advantage.method in ['gae']"),
+    (["partition.n_segments=8"],
+     ("partition.n_segments = 8 is set, but partition.method = 'cutpoint' never reads it (only partition.method in "
+      "['fixed_count'] does)")),
+])
+def test_a_field_set_for_a_choice_that_never_reads_it_is_refused(assignments, message):
+    cfg = load_preset("tiny").with_overrides(assignments)  # building the config refuses nothing: defaults are all set
+    with pytest.raises(ConfigError) as error:
+        check_read(cfg, assigned_fields(assignments), "--set")
+    assert str(error.value).startswith("--set: ") and message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_field_the_choices_read_passes_and_so_do_defaults():
+    sets = ["partition.interval=1", "resample.k=16", "task.options={\"digits\": 3}", "sample.temperature=0.7"]
+    cfg = load_preset("tiny").with_overrides(sets)
+    assert check_read(cfg, assigned_fields(sets), "--set") == cfg
+    grpo = load_preset("tiny-grpo")  # tiny's own partition.interval and resample.k are inherited, not set here
+    assert unread_fields(grpo, []) == {} and grpo.partition.interval == 3
+    tree = RunConfig().with_overrides(["algorithm=spo-tree", "advantage.method=tree", "partition.method=fixed_length"])
+    assert unread_fields(tree, ["tree", "partition.segment_tokens", "partition.tau"]) == {}
+    gsm8k = RunConfig().with_overrides(["task.data=/rows/{split}.jsonl"])
+    assert unread_fields(gsm8k, ["task.data"]) == {}
+
+
+def test_a_preset_file_is_checked_against_its_own_choices(tmp_path, monkeypatch):
+    import shutil
+
+    import stages.runtime.run_dir
+
+    for name in ("tiny", "tiny-grpo"):
+        shutil.copy(PRESETS_DIR / f"{name}.toml", tmp_path)
+    (tmp_path / "chain-data.toml").write_text('base = "tiny"\nname = "x"\n[task]\ndata = "/rows.jsonl"\n')
+    (tmp_path / "grpo-k.toml").write_text('base = "tiny-grpo"\nname = "y"\n[resample]\nk = 16\n')
+    (tmp_path / "grpo-own.toml").write_text('base = "tiny"\nname = "z"\n[partition]\nmethod = "none"\n'
+                                            '[advantage]\nmethod = "rloo"\nprob_mask = false\n')
+    monkeypatch.setattr(stages.runtime.run_dir, "PRESETS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"chain-data.toml: task.data = '/rows.jsonl' is set, but task.name = "
+                                          r"'arith' never reads it"):
+        load_preset("chain-data")
+    with pytest.raises(ConfigError, match=r"grpo-k.toml: resample.k = 16 is set, but advantage.method = 'grpo'"):
+        load_preset("grpo-k")
+    assert load_preset("grpo-own").partition.interval == 3  # tiny.toml set it, for tiny's cutpoints: inherited
+
+
+def test_a_comparison_refuses_an_arm_field_its_arm_never_reads_and_a_common_one_no_arm_reads(tmp_path):
+    def comparison(common: str, arms: str) -> str:
+        path = tmp_path / "c.toml"
+        path.write_text(f'name = "c"\nseeds = [1]\nset = [{common}]\n{arms}')
+        return str(path)
+
+    chain = '[[arms]]\nlabel = "chain"\npreset = "tiny"\n'
+    grpo = '[[arms]]\nlabel = "grpo"\npreset = "tiny-grpo"\n'
+    assert load_comparison(comparison('"resample.k=2"', chain + grpo))  # the chain arm reads it
+    with pytest.raises(ConfigError, match=r"c.toml: set: task.data = '/x.jsonl' is set, but task.name = 'arith' "
+                                          r"never reads it .*\(in every arm\)"):
+        load_comparison(comparison('"task.data=/x.jsonl"', chain + grpo))
+    with pytest.raises(ConfigError, match=r"comparison 'c' arm 'grpo': resample.k = 16 is set, but "
+                                          r"advantage.method = 'grpo' never reads it"):
+        load_comparison(comparison("", chain + grpo + 'set = ["resample.k=16"]\n'))

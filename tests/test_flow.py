@@ -120,3 +120,42 @@ def test_inspect_summarises_the_run_and_an_iteration(finished_run, capsys):
     detail = capsys.readouterr().out
     assert "== rollouts.parquet: 16 rows, stage generate" in detail and "examples (‖ marks a boundary)" in detail
     assert "episodes.parquet" not in detail
+
+
+def test_the_console_shows_prefect_run_lines_only_when_verbose_and_the_api_gets_them_all(finished_run, monkeypatch):
+    """Prefect's INFO lines about each flow and task run reach the console only with SPO_VERBOSE=1 (`spo
+    --verbose`), the project's own line per iteration always, and the Prefect API every line (flows/logs.py)."""
+    import io
+    import logging
+
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker, PrefectConsoleHandler
+
+    from flows.logs import quiet_console
+
+    run, _ = finished_run
+    quiet_console()  # as `spo` does where Prefect configured its logging before it could choose the handler
+    console = next(h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler))
+
+    def console_of_a_run(verbose: str):
+        monkeypatch.setenv("SPO_VERBOSE", verbose)
+        shown = io.StringIO()
+        monkeypatch.setattr(console.console, "file", shown)
+        state = spo_run(str(run.root), return_state=True)  # every stage cached: a second
+        return shown.getvalue(), state
+
+    quiet, state = console_of_a_run("0")
+    verbose, _ = console_of_a_run("1")
+    assert "iteration 0 | rollout reward" in quiet and "iteration 0 | rollout reward" in verbose
+    for line in ("Beginning flow run", "View at http", "Task run 'generate-0' - Finished in state Cached",
+                 "Finished in state Completed()"):
+        assert line not in quiet, quiet
+        assert line in verbose, verbose
+
+    APILogWorker.drain_all(timeout=10)  # logs are sent in the background
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    sent = [log.message for log in logs]
+    assert "Finished in state Completed()" in sent and any(m.startswith("iteration 0 | rollout reward") for m in sent)
+    assert sum(m.startswith("Finished in state Cached") for m in sent) >= 8  # the task runs' lines, in the API

@@ -100,6 +100,23 @@ def test_serve_errors_are_one_line(tmp_path, tiny_config, capsys):
     assert capsys.readouterr().err.startswith("spo: error: PREFECT_API_URL is not set")
 
 
+def test_a_server_with_basic_auth_refuses_requests_without_its_credentials(tmp_path):
+    """`spo server` with PREFECT_SERVER_API_AUTH_STRING, what a --host other than loopback needs
+    (flows/server.py): an API request without the credentials, or with wrong ones, is refused (401); with them,
+    and through Prefect's own client given PREFECT_API_AUTH_STRING, it is served."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    with prefect_server(tmp_path / "prefect_home", PREFECT_SERVER_API_AUTH_STRING="team:s3cret") as server:
+        version = f"{server.api}/admin/version"
+        assert httpx.get(version, timeout=10).status_code == 401
+        assert httpx.get(version, auth=("team", "wrong"), timeout=10).status_code == 401
+        assert httpx.get(version, auth=("team", "s3cret"), timeout=10).status_code == 200
+        with (temporary_settings({PREFECT_API_URL: server.api, PREFECT_API_AUTH_STRING: "team:s3cret"}),
+              get_client(sync_client=True) as client):
+            assert client.read_flows() == []  # a new database
+
+
 def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
     run = create_run(tmp_path / "run", tiny_config.with_overrides([*ARITH, "iterations=2", "eval.every=100"]))
     with prefect_server(tmp_path / "prefect_home", OMP_NUM_THREADS="1", PREFECT_RUNNER_POLL_FREQUENCY="2") as server:
@@ -122,6 +139,10 @@ def test_a_served_flow_runs_twice_on_its_interval(tmp_path, tiny_config):
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs[:2]), "not runs made by the schedule"
     assert run.checkpoints() == [0, 1, 2], "each scheduled run trains one more iteration (capped at 2)"
     assert manifest_path(run.artifact(2, "eval")).is_file()
+    # the served flow runs, processes of their own, inherit the quiet console: their iteration lines, not
+    # Prefect's per-run INFO lines (flows/logs.py)
+    served_output = server.logs[1].read_text()
+    assert "iteration 1 | rollout reward" in served_output and "Finished in state" not in served_output
 
 
 def _finished_runs(api: str, wanted: int) -> list[dict] | None:

@@ -34,7 +34,9 @@ class Task(ABC):
 
     name: str
     data_folder: str | None = None
-    """Folder name of the task's files under a data root (e.g. `gsm8k`); None for generated tasks."""
+    """Folder name of the task's files under a data root (e.g. `gsm8k`); None for generated tasks. Only a task
+    with one reads `task.data` (where its rows are); set for another task, that field is refused
+    (`spo.config.unread_fields`)."""
     unique_target = False
     """True when `target()` is the only correct response (arith), so the first token of a sampled response
     that leaves it is the first wrong token (the credit probe, spo/credit.py)."""

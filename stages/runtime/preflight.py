@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from spo.config import ConfigError, RunConfig
+from spo.config import ConfigError, RunConfig, is_hub_id
 from stages.runtime.resources import load_task
 
 
@@ -74,6 +74,10 @@ def model_available(path: str) -> None:
             raise ConfigError(f"model.path = {path!r} is a folder without config.json: not a Hugging Face "
                               f"checkpoint")
         return
+    if not is_hub_id(path):
+        raise ConfigError(f"model.path = {path!r}: no such folder, and not a Hugging Face hub id; expected a "
+                          f"checkpoint folder on this machine, a hub id 'owner/name' (letters, digits, '-', '_', "
+                          f"'.'), or empty for the tiny model")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         from huggingface_hub import try_to_load_from_cache
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spo.algorithms import ALGORITHMS
-from spo.config import RunConfig
+from spo.config import RunConfig, check_read
+from spo.overrides import assigned_fields
 from spo.policy.families import FAMILIES, config_json, family_of
 from spo.policy.rehearsal import build_rehearsal_checkpoint
 from stages.runtime.run_dir import REPO_ROOT, load_preset
@@ -93,7 +94,8 @@ def plan_rehearsal(preset: str, layers: int | None = 2, engine: str | None = Non
         own["train.precision"] = "fp32"  # bfloat16 matmuls here run at under 1% of float32's speed
     config_json(family, depth)  # a depth past the published one fails here, before any work
     cfg = base.with_overrides([f"{k}={v}" for k, v in own.items()], where=f"rehearsal of {preset}")
-    return Rehearsal(base, cfg.with_overrides(list(overrides)), family, depth, checkpoint)
+    final = check_read(cfg.with_overrides(list(overrides)), assigned_fields(list(overrides)), "--set")
+    return Rehearsal(base, final, family, depth, checkpoint)
 
 
 def native_bf16(device: str) -> bool:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spo.comparison import ArmConfig, ComparisonConfig
-from spo.config import RunConfig, changed_fields
+from spo.config import ConfigError, RunConfig, changed_fields, check_read, unread_fields
+from spo.overrides import assigned_fields, table_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
@@ -160,7 +161,9 @@ def package_versions() -> dict[str, str | None]:
 
 def load_preset(name: str, _within: tuple[str, ...] = ()) -> RunConfig:
     """The named preset: `data/presets/<name>.toml` applied over the defaults, or over the preset it names as
-    `base` (a preset then says only how it differs)."""
+    `base` (a preset then says only how it differs). A field that each file sets must be read by the choices in
+    force after that file (`spo.config.unread_fields`); what a file inherits from its base is not its own
+    setting."""
     import tomllib
 
     path = PRESETS_DIR / f"{name}.toml"
@@ -171,10 +174,11 @@ def load_preset(name: str, _within: tuple[str, ...] = ()) -> RunConfig:
         data = tomllib.load(handle)
     base = data.pop("base", None)
     if base is None:
-        return RunConfig.from_dict(data, where=str(path))
+        return check_read(RunConfig.from_dict(data, where=str(path)), table_fields(data), str(path))
     if base in (*_within, name):
         raise ValueError(f"{path}: base = {base!r} makes a loop ({' -> '.join((*_within, name, base))})")
-    return RunConfig.from_dict(_merged(load_preset(base, (*_within, name)).to_dict(), data), where=str(path))
+    cfg = RunConfig.from_dict(_merged(load_preset(base, (*_within, name)).to_dict(), data), where=str(path))
+    return check_read(cfg, table_fields(data), str(path))
 
 
 def _merged(base: dict, changes: dict) -> dict:
@@ -200,17 +204,24 @@ def load_comparison(name_or_path: str) -> ComparisonConfig:
                          f"{COMPARISONS_DIR}) or give the path of a .toml file")
     with path.open("rb") as handle:
         comparison = ComparisonConfig.from_dict(tomllib.load(handle), where=str(path))
-    for arm in comparison.arms:
-        arm_config(comparison, arm, comparison.seeds[0])
+    unread = {}  # a field of the comparison's own `set` that no arm reads -> why, for the first arm
+    for i, arm in enumerate(comparison.arms):
+        problems = unread_fields(arm_config(comparison, arm, comparison.seeds[0]), assigned_fields(comparison.set))
+        unread = problems if i == 0 else {name: why for name, why in unread.items() if name in problems}
+    if unread:
+        raise ConfigError(f"{path}: set: {'; '.join(unread.values())} (in every arm)")
     return comparison
 
 
 def arm_config(comparison: ComparisonConfig, arm: ArmConfig, seed: int) -> RunConfig:
-    """The run config of one (arm, seed): the arm's preset, the comparison's overrides, the arm's, the seed."""
+    """The run config of one (arm, seed): the arm's preset, the comparison's overrides, the arm's, the seed.
+    A field the arm's own `set` gives must be read by the arm's choices (`spo.config.unread_fields`); the
+    comparison's `set`, common to arms that choose differently, only by one arm's (`load_comparison`)."""
     cfg = load_preset(arm.preset)
     name = f"{comparison.name}/{arm.label}-s{seed}"
-    return cfg.with_overrides([*comparison.set, *arm.set, f"seed={seed}", f"name={name}"],
-                              where=f"comparison {comparison.name!r} arm {arm.label!r}")
+    where = f"comparison {comparison.name!r} arm {arm.label!r}"
+    cfg = cfg.with_overrides([*comparison.set, *arm.set, f"seed={seed}", f"name={name}"], where=where)
+    return check_read(cfg, assigned_fields(arm.set), where)
 
 
 def write_json_atomic(path: Path, data: object) -> None:
