@@ -5,13 +5,21 @@ from stages.runtime.run_dir import load_preset
 from stages.warmstart import fine_tune, initial_policy
 from tests.helpers import TINY_OVERRIDES
 
+NEAR_AT_ONCE = [
+    "warmstart.max_steps=40", "warmstart.eval_every=4", "warmstart.band=[0.99, 1.0]", "warmstart.lr=4e-4"]
+"""40 SFT steps of the tiny test model, checked every 4, with a band so high that the first check is already
+"near" (half its lower edge) and none is inside it."""
+
+
+def sft_rows(tmp_path, *settings: str) -> list[dict]:
+    """`fine_tune`'s rows (one per step) under NEAR_AT_ONCE and `settings`."""
+    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + NEAR_AT_ONCE + list(settings))
+    task = load_task(cfg)
+    return fine_tune(initial_policy(cfg, task, tmp_path), task, cfg)[0]
+
 
 def test_checks_come_every_eval_every_near_steps_once_a_check_reaches_half_the_band(tmp_path):
-    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + [
-        "warmstart.max_steps=40", "warmstart.eval_every=4", "warmstart.eval_every_near=2",
-        "warmstart.band=[0.99, 1.0]", "warmstart.lr=4e-4"])
-    task = load_task(cfg)
-    rows, counters = fine_tune(initial_policy(cfg, task, tmp_path), task, cfg)
+    rows = sft_rows(tmp_path, "warmstart.eval_every_near=2")
     checks = [(r["step"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
     expected_next, near = 4, False
     for step, accuracy in checks:
@@ -22,11 +30,7 @@ def test_checks_come_every_eval_every_near_steps_once_a_check_reaches_half_the_b
 
 
 def test_the_learning_rate_drops_to_lr_near_from_the_first_check_that_reaches_half_the_band(tmp_path):
-    cfg = load_preset("tiny").with_overrides(TINY_OVERRIDES + [
-        "warmstart.max_steps=40", "warmstart.eval_every=4", "warmstart.lr_near=1e-5",
-        "warmstart.band=[0.99, 1.0]", "warmstart.lr=4e-4"])
-    task = load_task(cfg)
-    rows, _ = fine_tune(initial_policy(cfg, task, tmp_path), task, cfg)
+    rows = sft_rows(tmp_path, "warmstart.lr_near=1e-5")
     first_near = next(r["step"] for r in rows if r["accuracy"] is not None and r["accuracy"] >= 0.99 / 2)
     assert first_near < 40, "no check reached half the band: nothing was tested"
     assert all(r["lr"] == 1e-5 for r in rows if r["step"] > first_near)
