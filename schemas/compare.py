@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from schemas.contract import artifact_schema, column
 
-COMPARE = artifact_schema("compare", 1, "every run of a comparison, one row per (arm, seed, checkpoint); "
+COMPARE = artifact_schema("compare", 2, "every run of a comparison, one row per (arm, seed, checkpoint); "
                                         "costs are cumulative over the iterations that made the checkpoint", [
     column("arm", pa.string(), "the arm's label"),
     column("seed", pa.int64(), "the run seed"),
@@ -13,6 +13,8 @@ COMPARE = artifact_schema("compare", 1, "every run of a comparison, one row per 
            nullable=True),
     column("accuracy_sample", pa.float32(), "held-out mean-over-samples accuracy of checkpoint i; null when "
                                             "not evaluated", nullable=True),
+    column("questions", pa.int64(), "questions sampled by iterations 0..i-1 (more than questions_per_iteration "
+                                    "each under dynamic sampling: the dropped groups' questions count)"),
     column("sampled_tokens", pa.int64(), "tokens sampled by iterations 0..i-1 (rollouts, MC continuations, "
                                          "tree levels)"),
     column("trained_tokens", pa.int64(), "tokens in the loss of iterations 0..i-1, counted once per epoch"),

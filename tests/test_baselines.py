@@ -13,6 +13,7 @@ import pytest
 
 from flows.spo_run import spo_run
 from spo.rewards import informative, overlong_shaped
+from stages.reports.summary import iteration_row
 from stages.runtime.artifacts import read_manifest, read_table
 from stages.runtime.checksums import combined_hash
 from stages.runtime.registry import find_stage, flow_plan
@@ -101,6 +102,7 @@ def test_the_policy_loss_presets_train_an_iteration(name, tmp_path):
         assert kept + counters["dynamic/groups_missing"] == wanted
         assert counters["dynamic/questions"] == kept + counters["dynamic/groups_dropped"]
         assert counters["dynamic/draws"] >= 1, "with these seeds a group of equal rewards is dropped and replaced"
+        assert iteration_row(run, 0)["questions"] == counters["dynamic/questions"] > wanted  # what compare counts
         task, s = load_task(cfg), cfg.sample
         for r in rollouts:
             reward, _ = task.grade(r["response_text"], task.example(r["question_id"]), r["finish_reason"] == "stop")

@@ -97,6 +97,8 @@ def test_compare_parquet_agrees_with_the_runs(compared):
         assert own["accuracy"].to_list() == pytest.approx([s["eval_greedy"] for s in summary])
         assert own["sampled_tokens"].to_list() == [0, summary[0]["sampled_tokens"],
                                                    summary[0]["sampled_tokens"] + summary[1]["sampled_tokens"]]
+        questions = r.run.config().sample.questions_per_iteration  # no dynamic sampling here
+        assert own["questions"].to_list() == [0, questions, 2 * questions]
         assert own["credit_first_wrong"].to_list()[:2] == pytest.approx([s["credit_first_wrong"] for s in summary[:2]])
 
 

@@ -121,15 +121,16 @@ def compare_rows(runs: list[ArmRun]) -> list[dict]:
     rows = []
     for r in runs:
         summary = iteration_summary(r.run)
-        sampled = trained = 0
+        questions = sampled = trained = 0
         seconds = 0.0
         for row in summary:
             rows.append({
                 "arm": r.arm, "seed": r.seed, "iteration": row["iteration"], "accuracy": row["eval_greedy"],
-                "accuracy_sample": row["eval_sample"], "sampled_tokens": sampled, "trained_tokens": trained,
+                "accuracy_sample": row["eval_sample"], "questions": questions, "sampled_tokens": sampled, "trained_tokens": trained,
                 "seconds": seconds, "rollout_accuracy": row["train_accuracy"],
                 **{column: row[column] for column in CREDIT_KEYS},
             })
+            questions += row["questions"] or 0
             sampled += row["sampled_tokens"] or 0
             trained += row["trained_tokens"] or 0
             seconds += row["seconds"] or 0.0
@@ -165,7 +166,8 @@ def _final(rows: list[dict], arm: str, seed: int) -> tuple[float, float, dict]:
         values = [r[key] for r in trained if r[key] is not None]
         return sum(values) / len(values) if values else None
 
-    per_iteration = {"sampled": own[-1]["sampled_tokens"] / max(last, 1),
+    per_iteration = {"questions": own[-1]["questions"] / max(last, 1),
+                     "sampled": own[-1]["sampled_tokens"] / max(last, 1),
                      "trained": own[-1]["trained_tokens"] / max(last, 1),
                      "seconds": own[-1]["seconds"] / max(last, 1),
                      **{key: mean(key) for key in CREDIT_KEYS}}
@@ -192,7 +194,7 @@ def compare_table(rows: list[dict], arms: list[str], level: float = 0.95) -> lis
             "diff_mean": None if arm == reference else diff.mean,
             "diff_low": None if arm == reference or math.isnan(diff.low) else diff.low,
             "diff_high": None if arm == reference or math.isnan(diff.high) else diff.high,
-            "sampled_per_iteration": costs.get("sampled"), "trained_per_iteration": costs.get("trained"),
+            "questions_per_iteration": costs.get("questions"), "sampled_per_iteration": costs.get("sampled"), "trained_per_iteration": costs.get("trained"),
             "seconds_per_iteration": costs.get("seconds"),
             **{key: costs.get(key) for key in CREDIT_KEYS},
         })
@@ -213,9 +215,9 @@ def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
                f"Δ is the paired difference in gain to `{reference}` with its {100 * level:.0f}% Student-t "
                f"interval over seeds.")
     header = (f"| arm | final | gain | min gain | Δ gain vs {reference} [{100 * level:.0f}% CI] "
-              f"| sampled k tok / it | trained k tok / it | stage s / it | blame on first wrong "
+              f"| questions / it | sampled k tok / it | trained k tok / it | stage s / it | blame on first wrong "
               f"| blame on correct | A of correct |")
-    lines = [caption, "", header, "|" + " --- |" * 11]
+    lines = [caption, "", header, "|" + " --- |" * 12]
     for r in table:
         diff = "" if r["diff_mean"] is None else (
             f"{points(r['diff_mean'], True)}" + ("" if r["diff_low"] is None else
@@ -225,7 +227,7 @@ def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
         lines.append(
             f"| {r['arm']} | {points(r['final_mean'])} ± {points(r['final_std'])} "
             f"| {points(r['gain_mean'], True)} ± {points(r['gain_std'])} | {points(r['gain_min'], True)} | {diff} "
-            f"| {kilo[0]} | {kilo[1]} | {number(r['seconds_per_iteration'], '.2f')} "
+            f"| {number(r['questions_per_iteration'], '.1f')} | {kilo[0]} | {kilo[1]} | {number(r['seconds_per_iteration'], '.2f')} "
             f"| {number(r['credit_first_wrong'], '.3f')} | {number(r['credit_correct'], '.3f')} "
             f"| {number(r['credit_correct_advantage'], '+.3f')} |")
     return "\n".join(lines)

@@ -38,6 +38,9 @@ def iteration_row(run: RunDir, i: int) -> dict:
     return {
         "iteration": i,
         "reward_mean": counters.get("rollouts/reward_mean"),
+        # questions whose groups were sampled: more than the config's under dynamic sampling (its extra draws)
+        "questions": counters.get("dynamic/questions", run.config_at(i).sample.questions_per_iteration)
+                     if "rollouts/reward_mean" in counters else None,
         "train_accuracy": counters.get("rollouts/accuracy"),
         "eval_greedy": counters.get("eval/accuracy_greedy"),
         "eval_sample": counters.get("eval/accuracy_sample"),
