@@ -1,0 +1,117 @@
+"""The chain-length study: does SPO-chain's edge over GRPO move with the number of reasoning steps?
+
+    spo compare chain-length-3 --parallel 2          # then chain-length-5, chain-length-8 (hours each)
+    python benchmarks/chain_length.py                 # the table and the plot over the lengths finished so far
+    python benchmarks/chain_length.py --root /tmp/runs --out /tmp/chain_length.png
+
+Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N found and prints one table:
+per length and arm, the gain in held-out greedy accuracy (mean ± sd over seeds), the paired difference in gain
+to the comparison's first arm (SPO-chain) with its 95% Student-t interval, questions, sampled tokens and stage
+seconds per iteration, and the credit probe (share of the negative advantage mass on the first wrong token).
+The numbers are `spo compare`'s own (stages/reports/compare.py); this only lines the lengths up. The plot puts
+the paired difference against the number of chained sums (operands - 1), one line per arm, with the
+intervals as error bars. A length whose comparison is unfinished is skipped with a line saying so.
+Benchmarks never assert.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow.parquet as pq
+
+from stages.reports.compare import compare_table
+from stages.runtime.run_dir import REPO_ROOT
+
+FOLDER = re.compile(r"chain-length-(\d+)")
+
+
+def lengths(root: Path) -> dict[int, list[dict]]:
+    """Operand count -> the rows of its compare.parquet, for each finished chain-length comparison."""
+    found = {}
+    for folder in sorted(root.glob("chain-length-*")):
+        match = FOLDER.fullmatch(folder.name)
+        parquet = folder / "compare.parquet"
+        if not match:
+            continue
+        if not parquet.is_file():
+            print(f"{folder}: no compare.parquet yet (run `spo compare {folder.name}` to the end); skipped")
+            continue
+        found[int(match.group(1))] = pq.read_table(parquet).to_pylist()
+    return found
+
+
+def arm_order(rows: list[dict]) -> list[str]:
+    """The arms in the comparison's order (compare.parquet keeps it: the reference first)."""
+    return list(dict.fromkeys(r["arm"] for r in rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=REPO_ROOT / "data" / "runs",
+                        help="folder holding the chain-length-N comparison folders (spo compare's --root)")
+    parser.add_argument("--out", type=Path, default=None, help="plot path (default ROOT/chain_length.png)")
+    args = parser.parse_args()
+    found = lengths(args.root)
+    if not found:
+        raise SystemExit(f"{args.root}: no chain-length-N/compare.parquet; run `spo compare chain-length-3` first")
+    tables = {n: compare_table(rows, arm_order(rows)) for n, rows in sorted(found.items())}
+
+    def points(x, sign=False):
+        return "" if x is None else f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
+
+    print("| operands | chained sums | arm | seeds | gain | Δ gain vs " + tables[min(tables)][0]["arm"]
+          + " [95% CI] | questions / it | sampled k tok / it | stage s / it | blame on first wrong |")
+    print("|" + " --- |" * 10)
+    for n, table in tables.items():
+        for r in table:
+            diff = "" if r["diff_mean"] is None else f"{points(r['diff_mean'], True)}" + (
+                "" if r["diff_low"] is None else f" [{points(r['diff_low'], True)}, {points(r['diff_high'], True)}]")
+            blame = "" if r["credit_first_wrong"] is None else f"{r['credit_first_wrong']:.3f}"
+            print(f"| {n} | {n - 1} | {r['arm']} | {r['seeds']} | {points(r['gain_mean'], True)} ± "
+                  f"{points(r['gain_std'])} | {diff} | {r['questions_per_iteration']:.1f} "
+                  f"| {r['sampled_per_iteration'] / 1000:.1f} | {r['seconds_per_iteration']:.2f} | {blame} |")
+    out = args.out or args.root / "chain_length.png"
+    plot(tables, out)
+    print(f"plot: {out}")
+
+
+def plot(tables: dict[int, list[dict]], out: Path) -> None:
+    """The paired difference to the reference arm against the chained sums, with the intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reference = tables[min(tables)][0]["arm"]
+    arms = [a for a in dict.fromkeys(r["arm"] for t in tables.values() for r in t) if a != reference]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, arm in enumerate(arms):
+        xs, ys, lows, highs = [], [], [], []
+        for n, table in tables.items():
+            (r,) = [r for r in table if r["arm"] == arm] or [None]
+            if r is None or r["diff_mean"] is None:
+                continue
+            xs.append(n - 1 + 0.06 * (k - (len(arms) - 1) / 2))  # side by side at each length
+            ys.append(100 * r["diff_mean"])
+            lows.append(100 * (r["diff_mean"] - (r["diff_low"] if r["diff_low"] is not None else r["diff_mean"])))
+            highs.append(100 * ((r["diff_high"] if r["diff_high"] is not None else r["diff_mean"]) - r["diff_mean"]))
+        ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=4, label=f"{arm} - {reference}")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks([n - 1 for n in tables])
+    ax.set_xlabel("chained sums (operands - 1)")
+    ax.set_ylabel(f"paired Δ gain vs {reference} (points, 95% CI)")
+    ax.set_title("Does the gap move with the chain's length?")
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out.with_name(out.name + ".tmp.png"))
+    out.with_name(out.name + ".tmp.png").replace(out)  # never a half-written plot under the final name
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
