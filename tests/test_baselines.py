@@ -81,7 +81,9 @@ def test_the_policy_loss_presets_train_an_iteration(name, tmp_path):
     """docs/design.md#policy-loss-choices: each preset trains one iteration to finite losses; Dr. GRPO's
     advantages are r - mean; DAPO keeps only groups whose rewards differ, counts its draws, shapes overlong
     rewards and redraws the same groups when its stage is rerun."""
-    run = create_run(tmp_path / "run", load_preset(name).with_overrides(TINY_OVERRIDES))
+    # at temperature 1.0 these seeds sample a group of equal rewards, so DAPO has one to drop and replace (at the
+    # demo's 0.6 the untrained model's lengths, and so its overlong-shaped rewards, differ in every group)
+    run = create_run(tmp_path / "run", load_preset(name).with_overrides([*TINY_OVERRIDES, "sample.temperature=1.0"]))
     run_plan(run)
     assert_tables_match_their_schemas(run)
     cfg = run.config()
