@@ -4,11 +4,10 @@
     python benchmarks/chain_length.py                 # the table and the plot over the lengths finished so far
     python benchmarks/chain_length.py --root /tmp/runs --out /tmp/chain_length.png
 
-Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N found and prints one table:
-per length and arm, the gain in held-out greedy accuracy (mean ± sd over seeds), the paired difference in gain
-to the comparison's first arm (SPO-chain) with its 95% Student-t interval, questions, sampled tokens and stage
-seconds per iteration, and the credit probe (share of the negative advantage mass on the first wrong token).
-The numbers are `spo compare`'s own (stages/reports/compare.py); this only lines the lengths up. The plot puts
+Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N found and prints, per
+length, `spo compare`'s own table (stages/reports/compare.py): per arm the gain in held-out greedy accuracy
+(mean ± sd over seeds), the paired difference in gain to the comparison's first arm (SPO-chain) with its 95%
+Student-t interval, questions, sampled tokens and stage seconds per iteration, and the credit probe. The plot puts
 the paired difference against the number of chained sums (operands - 1), one line per arm, with the
 intervals as error bars. A length whose comparison is unfinished is skipped with a line saying so.
 Benchmarks never assert.
@@ -23,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq
 
-from stages.reports.compare import compare_table
+from stages.reports.compare import compare_table, table_markdown
+from stages.reports.summary import save_figure
 from stages.runtime.run_dir import REPO_ROOT
 
 FOLDER = re.compile(r"chain-length-(\d+)")
@@ -59,21 +59,8 @@ def main() -> None:
     if not found:
         raise SystemExit(f"{args.root}: no chain-length-N/compare.parquet; run `spo compare chain-length-3` first")
     tables = {n: compare_table(rows, arm_order(rows)) for n, rows in sorted(found.items())}
-
-    def points(x, sign=False):
-        return "" if x is None else f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
-
-    print("| operands | chained sums | arm | seeds | gain | Δ gain vs " + tables[min(tables)][0]["arm"]
-          + " [95% CI] | questions / it | sampled k tok / it | stage s / it | blame on first wrong |")
-    print("|" + " --- |" * 10)
     for n, table in tables.items():
-        for r in table:
-            diff = "" if r["diff_mean"] is None else f"{points(r['diff_mean'], True)}" + (
-                "" if r["diff_low"] is None else f" [{points(r['diff_low'], True)}, {points(r['diff_high'], True)}]")
-            blame = "" if r["credit_first_wrong"] is None else f"{r['credit_first_wrong']:.3f}"
-            print(f"| {n} | {n - 1} | {r['arm']} | {r['seeds']} | {points(r['gain_mean'], True)} ± "
-                  f"{points(r['gain_std'])} | {diff} | {r['questions_per_iteration']:.1f} "
-                  f"| {r['sampled_per_iteration'] / 1000:.1f} | {r['seconds_per_iteration']:.2f} | {blame} |")
+        print(table_markdown(table, f"{n} operands ({n - 1} chained sums)"), end="\n\n")
     out = args.out or args.root / "chain_length.png"
     plot(tables, out)
     print(f"plot: {out}")
@@ -92,8 +79,8 @@ def plot(tables: dict[int, list[dict]], out: Path) -> None:
     for k, arm in enumerate(arms):
         xs, ys, lows, highs = [], [], [], []
         for n, table in tables.items():
-            (r,) = [r for r in table if r["arm"] == arm] or [None]
-            if r is None or r["diff_mean"] is None:
+            r = next((r for r in table if r["arm"] == arm), None)
+            if r is None or r["diff_mean"] is None:  # not run at this length, or its reference
                 continue
             xs.append(n - 1 + 0.06 * (k - (len(arms) - 1) / 2))  # side by side at each length
             ys.append(100 * r["diff_mean"])
@@ -106,11 +93,8 @@ def plot(tables: dict[int, list[dict]], out: Path) -> None:
     ax.set_ylabel(f"paired Δ gain vs {reference} (points, 95% CI)")
     ax.set_title("Does the gap move with the chain's length?")
     ax.legend()
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out.with_name(out.name + ".tmp.png"))
-    out.with_name(out.name + ".tmp.png").replace(out)  # never a half-written plot under the final name
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 if __name__ == "__main__":

@@ -126,8 +126,8 @@ def compare_rows(runs: list[ArmRun]) -> list[dict]:
         for row in summary:
             rows.append({
                 "arm": r.arm, "seed": r.seed, "iteration": row["iteration"], "accuracy": row["eval_greedy"],
-                "accuracy_sample": row["eval_sample"], "questions": questions, "sampled_tokens": sampled, "trained_tokens": trained,
-                "seconds": seconds, "rollout_accuracy": row["train_accuracy"],
+                "accuracy_sample": row["eval_sample"], "questions": questions, "sampled_tokens": sampled,
+                "trained_tokens": trained, "seconds": seconds, "rollout_accuracy": row["train_accuracy"],
                 **{column: row[column] for column in CREDIT_KEYS},
             })
             questions += row["questions"] or 0
@@ -194,8 +194,8 @@ def compare_table(rows: list[dict], arms: list[str], level: float = 0.95) -> lis
             "diff_mean": None if arm == reference else diff.mean,
             "diff_low": None if arm == reference or math.isnan(diff.low) else diff.low,
             "diff_high": None if arm == reference or math.isnan(diff.high) else diff.high,
-            "questions_per_iteration": costs.get("questions"), "sampled_per_iteration": costs.get("sampled"), "trained_per_iteration": costs.get("trained"),
-            "seconds_per_iteration": costs.get("seconds"),
+            "questions_per_iteration": costs.get("questions"), "sampled_per_iteration": costs.get("sampled"),
+            "trained_per_iteration": costs.get("trained"), "seconds_per_iteration": costs.get("seconds"),
             **{key: costs.get(key) for key in CREDIT_KEYS},
         })
     return table
@@ -227,7 +227,8 @@ def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
         lines.append(
             f"| {r['arm']} | {points(r['final_mean'])} ± {points(r['final_std'])} "
             f"| {points(r['gain_mean'], True)} ± {points(r['gain_std'])} | {points(r['gain_min'], True)} | {diff} "
-            f"| {number(r['questions_per_iteration'], '.1f')} | {kilo[0]} | {kilo[1]} | {number(r['seconds_per_iteration'], '.2f')} "
+            f"| {number(r['questions_per_iteration'], '.1f')} | {kilo[0]} | {kilo[1]} "
+            f"| {number(r['seconds_per_iteration'], '.2f')} "
             f"| {number(r['credit_first_wrong'], '.3f')} | {number(r['credit_correct'], '.3f')} "
             f"| {number(r['credit_correct_advantage'], '+.3f')} |")
     return "\n".join(lines)

@@ -35,12 +35,13 @@ def iteration_row(run: RunDir, i: int) -> dict:
     reports = iteration_reports(run, i)
     counters = {k: v for r in reports.values() for k, v in r["counters"].items()}
     stage_seconds = [r["seconds"] for name, r in reports.items() if name not in ("evaluate", "warmstart")]
+    sampled = "rollouts/reward_mean" in counters
     return {
         "iteration": i,
         "reward_mean": counters.get("rollouts/reward_mean"),
         # questions whose groups were sampled: more than the config's under dynamic sampling (its extra draws)
         "questions": counters.get("dynamic/questions", run.config_at(i).sample.questions_per_iteration)
-                     if "rollouts/reward_mean" in counters else None,
+        if sampled else None,
         "train_accuracy": counters.get("rollouts/accuracy"),
         "eval_greedy": counters.get("eval/accuracy_greedy"),
         "eval_sample": counters.get("eval/accuracy_sample"),
