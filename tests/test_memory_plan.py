@@ -123,9 +123,8 @@ def test_the_parameter_count_is_the_published_one_and_the_meta_device_one():
         assert arch == Architecture.from_config(config_json(family)), family  # the plan counts the plain values
         counts[family] = parameter_count(arch)
         assert counts[family] == sum(p.numel() for p in model.parameters()), family
-    # docs/design.md#rehearsal-checkpoints; RhoMath on the rehearsal's Qwen vocabulary: 1,100,048,384 + 2 x 119,936 x 2048
-    assert counts == {"qwen2.5-instruct": 494_032_768, "r1-distill-qwen": 1_777_088_000,
-                      "rhomath": 1_100_048_384 + 2 * 119_936 * 2048}
+    # docs/design.md#rehearsal-checkpoints
+    assert counts == {"qwen2.5-instruct": 494_032_768, "r1-distill-qwen": 1_777_088_000, "rhomath": 1_100_048_384}
 
 
 def test_weights_per_layer_and_embedding_scale_to_full_depth(two_layers):
@@ -307,15 +306,15 @@ def gpu_presets() -> list[str]:
 
 def test_every_gpu_preset_fits_80_gib():
     # The reference trained these settings on 80 GB GPUs: with activation checkpointing and the reference's vLLM
-    # shares (0.3 RhoMath, 0.5 Qwen), each preset's plan fits; the least room is PPO's critic-train, 0.93 GiB.
+    # shares (0.3 RhoMath, 0.5 Qwen), each preset's plan fits; the least room is math500-r1distill-tree's, 9.5 GiB.
     free = {name: 80 * GiB - check_memory_plan(load_preset(name), 80 * GiB).worst().peak for name in gpu_presets()}
     assert len(free) == 10 and min(free.values()) > 0.5 * GiB, {n: round(room / GiB, 2) for n, room in free.items()}
 
 
-@pytest.mark.parametrize("gpu, changes", [(64, []), (80, ["train.activation_checkpointing=false"])])
-def test_a_refused_preset_names_settings_that_fit(gpu, changes):
-    # On 64 GiB the RhoMath and MATH presets are refused; without activation checkpointing, on 80 GiB too, and
-    # turning it on, which changes no number, is the first way out named.
+@pytest.mark.parametrize("gpu, changes, refusals", [(64, [], 1), (80, ["train.activation_checkpointing=false"], 9)])
+def test_a_refused_preset_names_settings_that_fit(gpu, changes, refusals):
+    # On 64 GiB the MATH preset is refused; without activation checkpointing, on 80 GiB, the RhoMath presets too,
+    # and turning it on, which changes no number, is the first way out named.
     refused = {}
     for name in gpu_presets():
         cfg = load_preset(name).with_overrides(changes)
@@ -327,7 +326,7 @@ def test_a_refused_preset_names_settings_that_fit(gpu, changes):
             first = shlex.split(message.split(" fits with ")[1].split(" or ")[0])[1::2]  # after each --set
             assert check_memory_plan(cfg.with_overrides(first), gpu * GiB), (name, first)
             refused[name] = first
-    assert "gsm8k-qwen05b-instruct-chain" not in refused and len(refused) == 9, refused
+    assert "gsm8k-qwen05b-instruct-chain" not in refused and len(refused) == refusals, refused
     if changes:
         assert all(first[0] == "train.activation_checkpointing=true" for first in refused.values()), refused
 
@@ -349,13 +348,13 @@ def test_spo_plan_imports_neither_torch_nor_transformers(tmp_path):
     # The plan is arithmetic on a config (docs/design.md#memory-plan): a fresh `spo plan` process must not import
     # torch or transformers, seconds of imports on a CPU. Not marked slow: the child takes about half a second.
     program = ("import sys; from flows.cli import main; "
-               "status = main(['plan', 'gsm8k-rho1b-chain', '--gpu-memory', '64']); "
+               "status = main(['plan', 'gsm8k-rho1b-chain', '--gpu-memory', '40']); "
                "print(status, 'torch' in sys.modules, 'transformers' in sys.modules)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True,
                             check=False, timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = result.stderr.strip().splitlines()  # a plan was made: it refuses 64 GiB, in one line
+    lines = result.stderr.strip().splitlines()  # a plan was made: it refuses 40 GiB, in one line
     assert len(lines) == 1 and lines[0].startswith("spo: error: memory plan: stage train needs"), result.stderr
     assert result.stdout.split() == ["2", "False", "False"], result.stdout  # status 2; torch, transformers
     assert not list(tmp_path.iterdir()), "Prefect started (its home folder was written)"

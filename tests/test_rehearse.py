@@ -1,8 +1,9 @@
 """`spo rehearse`: a GPU preset through the real run flow on a random-weight checkpoint of its model family.
 
-One rehearsal of `gsm8k-qwen05b-instruct-chain` at 2 layers in the CI shape is shared by the module's slow
-tests (minutes on 2 CPU cores; sampled with transformers, since vLLM's CPU build compiles for minutes before
-its first token); the other tests build configs and caches only.
+One rehearsal of `gsm8k-qwen05b-instruct-chain` at 2 layers in the CI shape, sampled with vLLM as the preset
+says (eager on a CPU), is shared by the module's slow tests; one preset of each other model family rehearses
+with transformers (`gsm8k-rho1b-chain`, `math500-r1distill-tree`: the Llama architecture and SPO-tree); the
+other tests build configs and caches only. Every GPU preset's rehearsal: benchmarks/rehearsals.py.
 """
 
 import contextlib
@@ -21,7 +22,7 @@ from stages.reports.rehearsal import MemoryTrace, shrink_table
 from stages.runtime import rehearsal as rehearsal_module
 from stages.runtime.artifacts import read_table
 from stages.runtime.registry import unfinished_stages
-from stages.runtime.rehearsal import SHAPES, native_bf16, plan_rehearsal, rehearsal_checkpoint
+from stages.runtime.rehearsal import CPU_VLLM_OPTIONS, SHAPES, native_bf16, on_cpu, plan_rehearsal, rehearsal_checkpoint
 from stages.runtime.run_dir import PRESETS_DIR, RunDir, load_preset
 
 PRESET = "gsm8k-qwen05b-instruct-chain"
@@ -48,9 +49,9 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rehearsed(cache, tmp_path_factory):
-    """`spo rehearse gsm8k-qwen05b-instruct-chain --engine transformers`: (status, stdout, the run)."""
+    """`spo rehearse gsm8k-qwen05b-instruct-chain` (vLLM): (stdout, the run)."""
     run = tmp_path_factory.mktemp("runs") / "qwen"
-    status, out, err = run_spo("rehearse", PRESET, "--engine", "transformers", "--run", str(run))
+    status, out, err = run_spo("rehearse", PRESET, "--run", str(run))
     assert status == 0, err[-3000:]
     return out, RunDir(run)
 
@@ -62,8 +63,10 @@ def test_the_rehearsal_runs_every_stage_of_the_preset_kept_as_it_is_but_for_the_
     cfg, preset = run.config(), load_preset(PRESET)
     assert cfg.model.path == str(cache / "qwen2.5-instruct-2")
     # tokenizer, prompt format, stop rule, context, partition, whitening, algorithm, precision: as the preset
-    assert set(changed_fields(preset, cfg)) <= {"name", "model.path", "model.engine", "iterations",
+    assert set(changed_fields(preset, cfg)) <= {"name", "model.path", "model.vllm_options", "iterations",
                                                 "train.precision", *SHAPES["spo-chain"]}
+    assert cfg.model.engine == "vllm" and cfg.model.vllm_options == (CPU_VLLM_OPTIONS if on_cpu("auto") else
+                                                                     preset.model.vllm_options)
     assert all(cfg.with_overrides([f"{k}={v}"]) == cfg for k, v in SHAPES["spo-chain"].items())
     # bf16 as the preset has it, or fp32 where this CPU would emulate bfloat16
     assert cfg.train.precision == ("bf16" if native_bf16(cfg.model.device) else "fp32")
@@ -104,7 +107,8 @@ def test_no_boundary_at_an_untrained_final_eos(rehearsed):
 def test_the_shrink_table_the_costs_and_what_was_not_exercised_are_printed(rehearsed):
     out, _ = rehearsed
     shrink = out[: out.index("checkpoint: ")]
-    for line in ("model depth (decoder layers): 24 -> 2", "model.engine: vllm -> transformers",
+    for line in ("model depth (decoder layers): 24 -> 2",
+                 "model.vllm_options: {'gpu_memory_utilization': 0.5} -> {'enforce_eager': True}",
                  "sample.questions_per_iteration: 64 -> 2", "sample.samples_per_question: 8 -> 2",
                  "resample.k: 4 -> 2", "sample.max_new_tokens: 1024 -> 16", "train.batch_size: 128 -> 4",
                  "eval.questions: 0 -> 2", "iterations: 1000 -> 1"):
@@ -117,6 +121,50 @@ def test_the_shrink_table_the_costs_and_what_was_not_exercised_are_printed(rehea
                     "every reward is 0", "no rollout stopped: 0 of", "no sampled token had p >= partition.tau"):
         assert finding in out, out
     assert out.rstrip().splitlines()[-1].startswith(f"rehearse: {PRESET} ran in ")
+    print(out)  # the tables, with -s or -rA
+
+
+R1_PROMPT = ("<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>Solve the following math problem",
+             "<\uff5cAssistant\uff5c><think>\n")
+FAMILY_REHEARSALS = {  # preset: (tokenizer ids, what a prompt starts and ends with, the stages that sample)
+    "gsm8k-rho1b-chain": (32000, ("[MATH_TASK] Problem:\n", "\n\nSolution:"), ("generate", "resample")),
+    "math500-r1distill-tree": (151665, R1_PROMPT, ("tree-1", "tree-2")),
+}
+"""One preset of each model family but Qwen2.5-Instruct's, sampled with transformers."""
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_REHEARSALS))
+def family_rehearsal(request, cache, tmp_path_factory, shared_data):
+    """`spo rehearse PRESET --engine transformers` on real rows: (preset, stdout, the run). MATH-500 has no train
+    split, so the MATH preset rehearses on its test rows (linked into a folder of the test's own)."""
+    preset, extra = request.param, []
+    if preset.startswith("math500"):
+        rows = tmp_path_factory.mktemp("math500")
+        for split in ("train", "test"):
+            (rows / f"{split}.jsonl").symlink_to(shared_data / "math500" / "test.jsonl")
+        extra = ["--set", f"task.data={rows}"]
+    run = tmp_path_factory.mktemp("runs") / preset
+    status, out, err = run_spo("rehearse", preset, "--engine", "transformers", "--run", str(run), *extra)
+    assert status == 0, err[-3000:]
+    return preset, out, RunDir(run)
+
+
+@pytest.mark.slow  # a rehearsal of each family through the flow: about a minute and a half each
+def test_each_other_family_rehearses_its_preset_through_every_stage(family_rehearsal):
+    preset, out, run = family_rehearsal
+    ids, (start, end), sampling = FAMILY_REHEARSALS[preset]
+    assert unfinished_stages(run) == [] and (run.checkpoint(1) / "model.safetensors").is_file()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer())
+    assert len(tokenizer) == ids  # Rho: the 32,000 ids of its stand-in vocabulary; R1: Qwen's 151,665
+    for prompt in read_table(run.artifact(0, "prompts")).to_pylist():
+        text = tokenizer.decode(prompt["prompt_ids"])
+        assert text.startswith(start) and text.endswith(end), text
+    table = out[out.index("stage costs (peak RSS: "):]
+    for stage in ("warmstart", "evaluate", "prompts", *sampling, "train"):
+        assert f"\n{stage} " in table, table
+    assert out.rstrip().splitlines()[-1].startswith(f"rehearse: {preset} ran in ")
     print(out)  # the tables, with -s or -rA
 
 
@@ -142,6 +190,7 @@ def test_every_gpu_preset_builds_its_rehearsal_config(preset, tmp_path):
     cfg = shaped.cfg
     assert cfg.model.path == str(tmp_path / f"{shaped.family}-2") and cfg.iterations == 1
     emulated = set() if native_bf16(cfg.model.device) else {"train.precision"}  # bf16 -> fp32 on this CPU
+    emulated |= {"model.vllm_options"} if on_cpu(cfg.model.device) and cfg.model.engine == "vllm" else set()
     dynamic = {"sample.dynamic_sampling"} if shaped.preset.sample.dynamic_sampling else set()  # random rewards
     shrunk = {"sample.overlong_buffer"} if shaped.preset.sample.overlong_buffer else set()
     expected = {"name", "model.path", "iterations", *SHAPES[cfg.algorithm], *emulated, *dynamic, *shrunk}
@@ -201,3 +250,19 @@ def test_the_memory_trace_sees_an_allocation_inside_its_window():
         block.close()
     assert trace.peak(start, end) - trace.samples[0][1] >= 60 * 2**20
     assert trace.peak(end + 10, end + 20) is None
+
+
+def test_a_cached_checkpoint_of_other_family_values_is_rebuilt_and_replaced(tmp_path, monkeypatch):
+    def fake_build(family, folder, layers):
+        folder.mkdir()
+        (folder / "config.json").write_text('{"new": true}')
+
+    monkeypatch.setattr(rehearsal_module, "build_rehearsal_checkpoint", fake_build)
+    shaped = plan_rehearsal(PRESET, cache=tmp_path)
+    old = tmp_path / "qwen2.5-instruct-2"
+    old.mkdir()  # built before the marker existed, or from other family values
+    (old / "config.json").write_text('{"old": true}')
+    assert rehearsal_checkpoint(shaped) == (old, True)
+    assert (old / "config.json").read_text() == '{"new": true}'
+    assert rehearsal_checkpoint(shaped) == (old, False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen2.5-instruct-2"]  # the stale one is gone

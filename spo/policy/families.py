@@ -10,6 +10,7 @@ and spo/policy/rehearsal.py builds the family's tokenizer and a random-weight ch
 ('qwen2.5-instruct', 'r1-distill-qwen')
 """
 
+import hashlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -134,7 +135,7 @@ class Family:
     config: MappingProxyType
     """config.json's architecture values at full depth, bos_token_id and eos_token_id included."""
     special_tokens: tuple[SpecialToken, ...]
-    """The added tokens after the BPE ranks, in id order from 151643."""
+    """The added tokens after the BPE ranks, in id order from `bpe_ranks`."""
     bos_token: str | None
     """The tokenizer's bos (None: none)."""
     eos_token: str
@@ -158,6 +159,10 @@ class Family:
     substitute: str = ""
     """What the rehearsal does not reproduce of the real checkpoint; empty when it reproduces all but the
     weights."""
+    bpe_ranks: int = 151643
+    """How many of the Qwen2 BPE's ranks the tokenizer keeps, ids 0 to bpe_ranks - 1 (all 151,643, or the
+    lowest ranks for a stand-in vocabulary of the published size: a byte-level BPE cut at any rank is whole,
+    since every token merges two of lower rank)."""
 
 
 QWEN25_INSTRUCT = Family(
@@ -202,25 +207,25 @@ RHOMATH = Family(
     name="rhomath",
     model_paths=("realtreetune/rho-1b-sft-GSM8K", "microsoft/rho-math-1b-v0.1"),
     architecture="llama",
-    config=MappingProxyType(
-        {**RHOMATH_1B, "vocab_size": 151936, "bos_token_id": 151643, "eos_token_id": 151643}
-    ),
-    special_tokens=QWEN25_SPECIAL_TOKENS[:1],
+    config=MappingProxyType({**RHOMATH_1B, "bos_token_id": 31999, "eos_token_id": 31999}),
+    special_tokens=(SpecialToken(31999, "<|endoftext|>", True),),
     bos_token=None,
     eos_token="<|endoftext|>",
     pad_token="<|endoftext|>",
     add_bos_token=False,
     model_max_length=2048,
     generation_bos_id=None,
-    generation_eos_ids=(151643,),
+    generation_eos_ids=(31999,),
     chat_template=None,
-    stop_rule="stop after the eos; the real one is </s> (2), rehearsed as <|endoftext|> (151643)",
+    stop_rule="stop after the eos; the real one is </s> (2), rehearsed as <|endoftext|> (31999)",
     substitute="the Llama-2 SentencePiece vocabulary (32,000 pieces; <unk> 0, <s> 1 the bos, </s> 2 the "
-               "eos) ships in no installable package: rehearsed with the Qwen2 BPE and <|endoftext|> as eos "
-               "and pad on RhoMath's Llama architecture, vocab_size 151,936",
+               "eos) ships in no installable package: rehearsed with the Qwen2 BPE's lowest 31,999 ranks and "
+               "<|endoftext|> as eos and pad at id 31,999, so the vocabulary has the real 32,000 rows",
+    bpe_ranks=31999,
 )
-"""RhoMath-1.1B SFT (the `gsm8k-rho1b-*` presets). Its architecture is real, its vocabulary a stand-in
-(`substitute`): token ids and lengths differ from the real model's, the stages' plumbing does not."""
+"""RhoMath-1.1B SFT (the `gsm8k-rho1b-*` presets). Its architecture is real, vocabulary size included; the
+vocabulary itself is a stand-in (`substitute`): token ids and lengths differ from the real model's, the
+stages' plumbing does not."""
 
 FAMILIES = {family.name: family for family in (QWEN25_INSTRUCT, R1_DISTILL_QWEN, RHOMATH)}
 """Model families of the GPU presets, by name."""
@@ -246,6 +251,12 @@ def family_spec(name: str) -> Family:
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose one of {sorted(FAMILIES)}")
     return FAMILIES[name]
+
+
+def family_fingerprint(name: str) -> str:
+    """A hash of everything the family says (architecture, tokens, template, vocabulary cut): a rehearsal
+    checkpoint built from other values is stale (stages/runtime/rehearsal.py)."""
+    return hashlib.sha256(repr(family_spec(name)).encode()).hexdigest()[:16]
 
 
 def config_json(family: str, layers: int | None = None) -> dict[str, Any]:

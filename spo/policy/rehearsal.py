@@ -57,12 +57,12 @@ class _RanksConverter(TikTokenConverter):
 
 
 def qwen_tokenizer(family: str) -> PreTrainedTokenizerFast:
-    """The family's tokenizer: the Qwen2 BPE converted by transformers' `TikTokenConverter` with the exact
-    Qwen2 pre-tokenization regex and NFC normalization (as tokenizer.json), plus the family's added tokens at
-    their ids, its bos / eos / pad and chat template. Encodes like the published tokenizer; about 3 s to
-    build."""
+    """The family's tokenizer: the Qwen2 BPE (its lowest `bpe_ranks` ranks) converted by transformers'
+    `TikTokenConverter` with the exact Qwen2 pre-tokenization regex and NFC normalization (as tokenizer.json),
+    plus the family's added tokens at their ids, its bos / eos / pad and chat template. Encodes like the
+    published tokenizer where the family keeps every rank; about 3 s to build."""
     spec = family_spec(family)
-    ranks = qwen_bpe_ranks()
+    ranks = {token: rank for token, rank in qwen_bpe_ranks().items() if rank < spec.bpe_ranks}
     backend: Tokenizer = _RanksConverter(ranks).converted()
     backend.normalizer = normalizers.NFC()
     backend.add_tokens([AddedToken(t.text, special=t.special, normalized=False) for t in spec.special_tokens])
@@ -106,7 +106,7 @@ def build_rehearsal_checkpoint(
     Weights are drawn as transformers initialises them (normal(0, initializer_range) for matrices, zero
     biases, unit norms) from `torch.Generator().manual_seed(seed)`, in `dtype` (bfloat16, as published). Two
     layers of Qwen2.5-0.5B are 0.15 B parameters (the 151,936 x 896 embedding), of R1-Distill-1.5B 0.56 B, of
-    RhoMath on the Qwen vocabulary 0.71 B: a few seconds each to draw, 2 bytes a parameter on disk.
+    RhoMath 0.22 B: a few seconds each to draw, 2 bytes a parameter on disk.
 
     Args:
         family: a `spo.policy.families.FAMILIES` name.

