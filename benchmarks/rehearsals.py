@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stages.runtime.resources import SHARED_DATA  # noqa: E402
-from stages.runtime.run_dir import PRESETS_DIR, load_preset  # noqa: E402
+from benchmarks.demo_seeds import cpu_model
+from stages.runtime.resources import SHARED_DATA
+from stages.runtime.run_dir import PRESETS_DIR, load_preset
 
 ROW = re.compile(r"^(\S+(?: \S+)?)\s+(\d+|)\s+([0-9.]+)\s+([0-9,]+)\s")
 WALL = re.compile(r"^flow \(wall\)\s+([0-9.]+)")
@@ -59,7 +60,7 @@ def rehearse(preset: str, root: Path, layers: str, engine: str | None) -> dict:
     env = {**os.environ, "SPO_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]}
+        return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]}
     out = done.stdout
     table = out[out.index("stage costs"):].splitlines()
     print(f"\n{preset}:\n" + "\n".join(table[: next(i for i, line in enumerate(table) if line.startswith("flow"))
@@ -98,9 +99,7 @@ def main() -> None:
         cells = [f"{result['stages'][c]:.1f}" if c in result["stages"] else "" for c in columns]
         print(f"| {preset} | {' | '.join(cells)} | {result['stages'].get('all stages', 0):.1f} | "
               f"{result['wall']:.1f} | {result['peak_mb'] / 1024:.1f} |")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    print(f"\n{args.layers} layers; {cpu}, {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'all')}; "
+    print(f"\n{args.layers} layers; {cpu_model()}, {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'all')}; "
           f"Python {platform.python_version()}, torch {version('torch')}, transformers {version('transformers')}; "
           f"runs in {root}")
 

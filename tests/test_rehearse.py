@@ -22,7 +22,14 @@ from stages.reports.rehearsal import MemoryTrace, shrink_table
 from stages.runtime import rehearsal as rehearsal_module
 from stages.runtime.artifacts import read_table
 from stages.runtime.registry import unfinished_stages
-from stages.runtime.rehearsal import CPU_VLLM_OPTIONS, SHAPES, native_bf16, on_cpu, plan_rehearsal, rehearsal_checkpoint
+from stages.runtime.rehearsal import (
+    CPU_VLLM_OPTIONS,
+    SHAPES,
+    native_bf16,
+    on_cpu,
+    plan_rehearsal,
+    rehearsal_checkpoint,
+)
 from stages.runtime.run_dir import PRESETS_DIR, RunDir, load_preset
 
 PRESET = "gsm8k-qwen05b-instruct-chain"
