@@ -7,7 +7,9 @@
 Each preset is one `spo rehearse PRESET --run ROOT/PRESET` process (docs/usage.md: what a rehearsal proves
 and what it cannot), with the preset's engine unless --engine names one. MATH-500 has no train split, so the
 MATH preset rehearses on its test rows, linked as train.jsonl into ROOT/math500-rows (never into the
-repository). A run folder that exists is refused by `spo rehearse`'s own checks, so use a fresh --root.
+repository). A run folder that exists is refused by `spo rehearse`'s own checks, so use a fresh --root. Each
+run's checkpoints (weights and AdamW state: 2-3 GB a preset at 2 layers) are removed once its table is read,
+unless --keep-checkpoints.
 
 Printed as each rehearsal ends: its stage table; at the end one table with a row per preset (seconds of each
 stage, all stages, the flow's wall time, and the peak RSS of the flow's processes) and the machine.
@@ -18,6 +20,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,7 +53,7 @@ def math_rows(root: Path) -> Path:
     return rows
 
 
-def rehearse(preset: str, root: Path, layers: str, engine: str | None) -> dict:
+def rehearse(preset: str, root: Path, layers: str, engine: str | None, keep: bool) -> dict:
     """One rehearsal in a child process: {stage (with iteration): seconds}, the peak RSS in MB, wall seconds."""
     command = [sys.executable, "-m", "flows.cli", "rehearse", preset, "--run", str(root / preset), "--layers", layers]
     if engine:
@@ -59,6 +62,8 @@ def rehearse(preset: str, root: Path, layers: str, engine: str | None) -> dict:
         command += ["--set", f"task.data={math_rows(root)}"]
     env = {**os.environ, "SPO_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if not keep:
+        shutil.rmtree(root / preset / "checkpoints", ignore_errors=True)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]}
     out = done.stdout
@@ -83,9 +88,11 @@ def main() -> None:
     parser.add_argument("--layers", default="2", help="decoder layers, or 'full'")
     parser.add_argument("--engine", default=None, help="transformers or vllm (default: each preset's)")
     parser.add_argument("--root", default=None, help="where the runs go (default: a new temporary folder)")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's weights and AdamW state")
     args = parser.parse_args()
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="rehearsals-"))
-    results = {preset: rehearse(preset, root, args.layers, args.engine) for preset in args.presets.split(",")}
+    results = {preset: rehearse(preset, root, args.layers, args.engine, args.keep_checkpoints)
+               for preset in args.presets.split(",")}
 
     columns = []
     for result in results.values():

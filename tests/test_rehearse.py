@@ -11,6 +11,7 @@ import io
 import math
 import mmap
 import os
+import shutil
 import time
 
 import pytest
@@ -60,7 +61,8 @@ def rehearsed(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "qwen"
     status, out, err = run_spo("rehearse", PRESET, "--run", str(run))
     assert status == 0, err[-3000:]
-    return out, RunDir(run)
+    yield out, RunDir(run)
+    shutil.rmtree(run / "checkpoints")  # gigabytes of weights and AdamW state that pytest would keep
 
 
 @pytest.mark.slow  # a rehearsal through the flow: minutes
@@ -153,7 +155,8 @@ def family_rehearsal(request, cache, tmp_path_factory, shared_data):
     run = tmp_path_factory.mktemp("runs") / preset
     status, out, err = run_spo("rehearse", preset, "--engine", "transformers", "--run", str(run), *extra)
     assert status == 0, err[-3000:]
-    return preset, out, RunDir(run)
+    yield preset, out, RunDir(run)
+    shutil.rmtree(run / "checkpoints")
 
 
 @pytest.mark.slow  # a rehearsal of each family through the flow: about a minute and a half each
