@@ -35,8 +35,10 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def two_iterations(prefect_harness, tmp_path_factory) -> RunDir:
-    """A tiny run through two iterations, evaluated after each."""
-    cfg = load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=2", "eval.every=1"])
+    """A tiny run through two iterations, evaluated after each, with the linear schedule whose horizon `--more`
+    moves (tiny's own is constant)."""
+    cfg = load_preset("tiny").with_overrides([*TINY_OVERRIDES, "iterations=2", "eval.every=1",
+                                              "train.lr_schedule=linear"])
     run = create_run(tmp_path_factory.mktemp("history") / "run", cfg)
     spo_run(str(run.root))
     return run
