@@ -6,6 +6,7 @@ Llama trained on the arith task.
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import polars as pl
@@ -22,10 +23,18 @@ from stages.runtime.run_dir import RunDir, create_run
 from tests.helpers import assert_tables_match_their_schemas
 
 
-def task_states(flow_state) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
-    return {run.name: run.state.name for run in runs}
+def task_states(flow_state, settle: float = 30.0) -> dict[str, str]:
+    """The final state of each task run of a flow run. Prefect 3 reports task states to its server as events,
+    after the flow returns, so a loaded machine can still show Pending: read again until none is (`settle` s)."""
+    deadline = time.monotonic() + settle
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+        states = {run.name: run.state.name for run in runs}
+        if not {"Pending", "Running"} & set(states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def manifests(root: Path) -> dict[str, float]:
