@@ -31,26 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.demo_seeds import cpu_model
-from stages.runtime.resources import SHARED_DATA
-from stages.runtime.run_dir import PRESETS_DIR, load_preset
+from stages.runtime.rehearsal import gpu_presets, math500_rows
+from stages.runtime.run_dir import load_preset
 
 ROW = re.compile(r"^(\S+(?: \S+)?)\s+(\d+|)\s+([0-9.]+)\s+([0-9,]+)\s")
 WALL = re.compile(r"^flow \(wall\)\s+([0-9.]+)")
-
-
-def gpu_presets() -> list[str]:
-    return [path.stem for path in sorted(PRESETS_DIR.glob("*.toml")) if load_preset(path.stem).model.path]
-
-
-def math_rows(root: Path) -> Path:
-    """A folder whose train.jsonl and test.jsonl are MATH-500's test rows (links)."""
-    rows = root / "math500-rows"
-    rows.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "test"):
-        link = rows / f"{split}.jsonl"
-        if not link.exists():
-            link.symlink_to(SHARED_DATA / "math500" / "test.jsonl")
-    return rows
 
 
 def rehearse(preset: str, root: Path, layers: str, engine: str | None, keep: bool) -> dict:
@@ -59,7 +44,7 @@ def rehearse(preset: str, root: Path, layers: str, engine: str | None, keep: boo
     if engine:
         command += ["--engine", engine]
     if load_preset(preset).task.name == "math500":
-        command += ["--set", f"task.data={math_rows(root)}"]
+        command += ["--set", f"task.data={math500_rows(root / 'math500-rows')}"]
     env = {**os.environ, "SPO_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if not keep:
@@ -106,7 +91,8 @@ def main() -> None:
         cells = [f"{result['stages'][c]:.1f}" if c in result["stages"] else "" for c in columns]
         print(f"| {preset} | {' | '.join(cells)} | {result['stages'].get('all stages', 0):.1f} | "
               f"{result['wall']:.1f} | {result['peak_mb'] / 1024:.1f} |")
-    print(f"\n{args.layers} layers; {cpu_model()}, {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'all')}; "
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
+    print(f"\n{args.layers} layers; {cpu_model()}, {os.cpu_count()} cores, torch threads {threads}; "
           f"Python {platform.python_version()}, torch {version('torch')}, transformers {version('transformers')}; "
           f"runs in {root}")
 

@@ -38,7 +38,8 @@ from spo.policy.logprobs import response_logprobs
 from spo.policy.rehearsal import rehearsal_config
 from spo.policy.transformers_engine import set_activation_checkpointing
 from stages.runtime.memory_plan import check_memory_plan, memory_plan
-from stages.runtime.run_dir import PRESETS_DIR, load_preset
+from stages.runtime.rehearsal import gpu_presets
+from stages.runtime.run_dir import load_preset
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"vocab_size": 4096, "hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4,
@@ -298,10 +299,6 @@ def test_the_planned_vllm_share_is_the_engine_s_default(monkeypatch, tmp_path):
     create_tiny_checkpoint(tmp_path, ["abc"], hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     VLLMEngine.load(tmp_path, device="cpu")
     assert asked["gpu_memory_utilization"] == GPU_MEMORY_UTILIZATION == 0.6
-
-
-def gpu_presets() -> list[str]:
-    return [path.stem for path in sorted(PRESETS_DIR.glob("*.toml")) if load_preset(path.stem).model.path]
 
 
 def test_every_gpu_preset_fits_80_gib():

@@ -26,15 +26,17 @@ from stages.runtime.registry import unfinished_stages
 from stages.runtime.rehearsal import (
     CPU_VLLM_OPTIONS,
     SHAPES,
+    gpu_presets,
+    math500_rows,
     native_bf16,
     on_cpu,
     plan_rehearsal,
     rehearsal_checkpoint,
 )
-from stages.runtime.run_dir import PRESETS_DIR, RunDir, load_preset
+from stages.runtime.run_dir import RunDir, load_preset
 
 PRESET = "gsm8k-qwen05b-instruct-chain"
-GPU_PRESETS = sorted(p.stem for p in PRESETS_DIR.glob("*.toml") if load_preset(p.stem).model.path)
+GPU_PRESETS = gpu_presets()
 QWEN_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 
 
@@ -148,10 +150,7 @@ def family_rehearsal(request, cache, tmp_path_factory, shared_data):
     split, so the MATH preset rehearses on its test rows (linked into a folder of the test's own)."""
     preset, extra = request.param, []
     if preset.startswith("math500"):
-        rows = tmp_path_factory.mktemp("math500")
-        for split in ("train", "test"):
-            (rows / f"{split}.jsonl").symlink_to(shared_data / "math500" / "test.jsonl")
-        extra = ["--set", f"task.data={rows}"]
+        extra = ["--set", f"task.data={math500_rows(tmp_path_factory.mktemp('math500'))}"]
     run = tmp_path_factory.mktemp("runs") / preset
     status, out, err = run_spo("rehearse", preset, "--engine", "transformers", "--run", str(run), *extra)
     assert status == 0, err[-3000:]
@@ -200,15 +199,16 @@ def test_every_gpu_preset_builds_its_rehearsal_config(preset, tmp_path):
     cfg = shaped.cfg
     assert cfg.model.path == str(tmp_path / f"{shaped.family}-2") and cfg.iterations == 1
     emulated = set() if native_bf16(cfg.model.device) else {"train.precision"}  # bf16 -> fp32 on this CPU
-    emulated |= {"model.vllm_options"} if on_cpu(cfg.model.device) and cfg.model.engine == "vllm" else set()
+    eager = {"model.vllm_options"} if on_cpu(cfg.model.device) and cfg.model.engine == "vllm" else set()
     dynamic = {"sample.dynamic_sampling"} if shaped.preset.sample.dynamic_sampling else set()  # random rewards
     shrunk = {"sample.overlong_buffer"} if shaped.preset.sample.overlong_buffer else set()
-    expected = {"name", "model.path", "iterations", *SHAPES[cfg.algorithm], *emulated, *dynamic, *shrunk}
+    expected = {"name", "model.path", "iterations", *SHAPES[cfg.algorithm], *emulated, *eager, *dynamic, *shrunk}
     assert set(changed_fields(shaped.preset, cfg)) <= expected  # a preset may already have a shape's value
     assert cfg.sample.questions_per_iteration == 2 and cfg.train.batch_size % cfg.train.micro_batch_size == 0
     assert cfg.sample.overlong_buffer <= cfg.sample.max_new_tokens and not cfg.sample.dynamic_sampling
     full = plan_rehearsal(preset, layers=None, full_shape=True, iterations=2, cache=tmp_path)
-    assert set(changed_fields(full.preset, full.cfg)) == {"name", "model.path", "iterations", *emulated, *dynamic}
+    assert set(changed_fields(full.preset, full.cfg)) == {"name", "model.path", "iterations", *emulated, *eager,
+                                                               *dynamic}
     assert full.layers == rehearsal_module.FAMILIES[full.family].config["num_hidden_layers"]
 
 

@@ -7,9 +7,10 @@ nearly every token it samples is a cutpoint (p < tau), so every response runs to
 MC boundary costs K continuations. The CI shape (`SHAPES`) therefore shrinks what multiplies the tokens
 sampled and trained; everything that decides what a token is and how it is handled (tokenizer, prompt
 format, stop rule, context size, partition method, whitening, algorithm, engine) stays as the preset has
-it, and so does the precision, except bf16 on a CPU without bfloat16 hardware, which trains in fp32, and vLLM's
-options on a CPU (`CPU_VLLM_OPTIONS`; both printed as shrunk with the rest). An overlong-shaping buffer shrinks with `max_new_tokens`; dynamic sampling is
-turned off, as the random model's groups all have equal rewards and would all be dropped.
+it, and so does the precision, except bf16 on a CPU without bfloat16 hardware, which trains in fp32, and
+vLLM's options on a CPU (`CPU_VLLM_OPTIONS`; both printed as shrunk with the rest). An overlong-shaping buffer
+shrinks with `max_new_tokens`; dynamic sampling is turned off, as the random model's groups all have equal
+rewards and would all be dropped. MATH-500 has no train split: `math500_rows` stands its test rows in.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from spo.config import RunConfig, check_read
 from spo.overrides import assigned_fields
 from spo.policy.families import FAMILIES, config_json, family_fingerprint, family_of
 from spo.policy.rehearsal import build_rehearsal_checkpoint
-from stages.runtime.run_dir import REPO_ROOT, load_preset
+from stages.runtime.resources import SHARED_DATA
+from stages.runtime.run_dir import PRESETS_DIR, REPO_ROOT, load_preset
 
 REHEARSAL_DIR = REPO_ROOT / "data" / "rehearsal"
 """Cached rehearsal checkpoints, one folder per family and depth (git-ignored)."""
@@ -57,6 +59,22 @@ SHAPES = {
 (its last level runs to `sample.max_new_tokens`)."""
 if set(SHAPES) != set(ALGORITHMS):
     raise RuntimeError(f"stages/runtime/rehearsal.py: shapes {sorted(SHAPES)} != algorithms {sorted(ALGORITHMS)}")
+
+
+def gpu_presets() -> list[str]:
+    """The presets with a model to rehearse (`model.path` set; the CPU presets build a tiny model instead)."""
+    return [path.stem for path in sorted(PRESETS_DIR.glob("*.toml")) if load_preset(path.stem).model.path]
+
+
+def math500_rows(folder: Path) -> Path:
+    """`folder`, holding MATH-500's test rows as both train.jsonl and test.jsonl (links): the `task.data` that
+    lets the MATH preset rehearse, since MATH-500 has no train split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        link = folder / f"{split}.jsonl"
+        if not link.exists():
+            link.symlink_to(SHARED_DATA / "math500" / "test.jsonl")
+    return folder
 
 
 class Rehearsal(NamedTuple):
