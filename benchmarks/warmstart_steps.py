@@ -11,9 +11,10 @@ RL after it. The warm start is the first thing every demo and comparison run doe
 comes at a step that varies widely between seeds (docs/design.md#warm-start), so this is where a setting
 that every method inherits is chosen, and where a longer task is checked before its comparison spends hours.
 
-Printed as each case ends and as a table at the end: the step kept, the held-out check it read, whether the band
-was reached before `warmstart.max_steps`, the first check at half the band's lower edge, and the seconds; per
-value, how many cases reached the band and the median and largest step. Benchmarks never assert.
+Printed as each case ends and as a table at the end: the step kept, the updates done (a rewind past the band
+abandons some), the rewinds, the held-out check it read, whether the band was reached before
+`warmstart.max_steps`, the first check at half the band's lower edge, and the seconds; per value, how many cases
+reached the band and the median and largest step. Benchmarks never assert.
 """
 
 import argparse
@@ -46,9 +47,9 @@ def one(preset: str, sets: list[str]) -> dict:
         engine = initial_policy(cfg, task, Path(scratch))
         rows, counters = fine_tune(engine, task, cfg)
     checks = [(r["step"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
-    low, high = cfg.warmstart.band
+    low = cfg.warmstart.band[0]
     return {"steps": len(rows), "kept": counters["warmstart/selected_step"],
-            "check": counters["warmstart/held_out_accuracy"],
+            "check": counters["warmstart/held_out_accuracy"], "rewinds": counters["warmstart/rewinds"],
             "reached": any(a >= low for _, a in checks),
             "near": next((s for s, a in checks if a >= low / 2), None), "seconds": time.perf_counter() - start}
 
@@ -96,16 +97,17 @@ def main() -> None:
         row = {"value": value or "preset", "rounding": rounding, "seed": seed,
                **run_case(args.preset, sets, rounding, threads)}
         print(f"{row['value']} {rounding} seed {seed}: kept step {row['kept']} of {row['steps']} (check "
-              f"{row['check']:.3f}, {'in' if row['reached'] else 'never reached'} the band) in {row['seconds']:.0f} s",
+              f"{row['check']:.3f}, {'in' if row['reached'] else 'never reached'} the band, {row['rewinds']} rewind(s)) in "
+              f"{row['seconds']:.0f} s",
               flush=True)
         return row
 
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(measured, cases))
-    print("\n| value | rounding | seed | kept step | steps | check | band reached | first check at half the band's edge "
-          "| s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| value | rounding | seed | kept step | updates | rewinds | check | band reached | first check at half "
+          "the band's edge | s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['value']} | {r['rounding']} | {r['seed']} | {r['kept']} | {r['steps']} | {r['check']:.3f} | "
+        print(f"| {r['value']} | {r['rounding']} | {r['seed']} | {r['kept']} | {r['steps']} | {r['rewinds']} | {r['check']:.3f} | "
               f"{'yes' if r['reached'] else 'no'} | {r['near'] or '-'} | {r['seconds']:.0f} |")
     print()
     for value in dict.fromkeys(r["value"] for r in rows):

@@ -501,7 +501,7 @@ class WarmstartConfig(_Checked):
     enabled: bool = False
     """Run SFT; when false checkpoint 0 is the initial model as it is."""
     max_steps: int = field(default=2000, metadata=at_least(1))
-    """Most SFT steps."""
+    """Most SFT updates, those a rewind abandons included."""
     batch_size: int = field(default=64, metadata=at_least(1))
     """Examples per SFT step."""
     lr: float = field(default=3e-3, metadata=above(0))
@@ -519,7 +519,8 @@ class WarmstartConfig(_Checked):
     """Held-out training questions (never trained on) used for the band check."""
     band: tuple[float, float] = field(default=(0.2, 0.4), metadata=_rule(
         lambda v: len(v) == 2 and 0.0 <= v[0] <= v[1] <= 1.0, "[low, high] with 0 <= low <= high <= 1"))
-    """Stop once held-out greedy accuracy is inside [low, high]; past it, keep the last checkpoint below."""
+    """Stop once held-out greedy accuracy is inside [low, high]; past it, rewind to the last check below and
+    check twice as often (docs/design.md#warm-start)."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A tiny model trained from scratch on arithmetic jumps from under 10% to over 90% accuracy at an
 unpredictable step (docs/design.md#warm-start), so SFT runs by steps and stops once held-out greedy accuracy
-enters `warmstart.band`; when a check jumps past the band, the last checkpoint below it is kept.
+enters `warmstart.band`; a check past the band rewinds to the last check below it and trains on with checks twice
+as close, until one lands inside.
 Held-out questions are the last `eval_questions` of the train split and are never trained on.
 """
 
@@ -79,18 +80,26 @@ def _warmstart(ctx: StageContext):
 
 
 def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], dict]:
-    """SFT by steps until held-out greedy accuracy is inside the band (see the module docstring)."""
+    """SFT by steps until held-out greedy accuracy is inside the band (see the module docstring).
+
+    A check past the band rewinds to the last check below it (weights and optimizer state) and trains on with
+    checks twice as close, so a jump that crosses the whole band between two checks is caught inside it; the
+    rows of the abandoned steps stay in the log, and the steps after a rewind repeat the step numbers from the
+    check it went back to. `max_steps` counts every update, abandoned ones too.
+    """
     w, tokenizer, model = cfg.warmstart, engine.tokenizer, engine.model
     pool = task.examples("train")
     train, held_out = pool[: -w.eval_questions], pool[-w.eval_questions:]
     rng = random.Random(derive_seed(cfg.seed, 0, "warmstart", "batches"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=w.lr, betas=(0.9, 0.98), weight_decay=0.01)
     low, high = w.band
-    rows, below, selected, accuracy = [], None, None, None
-    every, next_check, near = w.eval_every, w.eval_every, False
+    rows, below, selected, rewinds = [], None, None, 0
+    step, every, near = 0, w.eval_every, False
+    next_check = every
     model.train()
     with progress_bar(w.max_steps, "warmstart") as bar:
-        for step in range(1, w.max_steps + 1):
+        for update in range(1, w.max_steps + 1):
+            step += 1
             lr = w.lr_near if near and w.lr_near else w.lr * min(1.0, step / WARMUP_STEPS)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -101,7 +110,7 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             loss = sft_step(model, optimizer, prompts, targets, tokenizer.pad_token_id)
             rows.append({"step": step, "loss": loss, "lr": lr, "accuracy": None, "selected": False})
             bar.update(1)
-            if step < next_check and step != w.max_steps:
+            if step < next_check and update != w.max_steps:
                 continue
             model.eval()
             answers = answer_rows(engine, task, cfg.prompt, held_out, "greedy", 1, 0.0, cfg.sample.max_new_tokens,
@@ -109,23 +118,32 @@ def fine_tune(engine: Engine, task: Task, cfg: RunConfig) -> tuple[list[dict], d
             model.train()
             accuracy = float(np.mean([a["correct"] for a in answers]))
             rows[-1]["accuracy"] = accuracy
-            near = near or accuracy >= low / 2
-            every = w.eval_every_near if near and w.eval_every_near else w.eval_every
-            next_check = step + every
             bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{accuracy:.2f}")
             if low <= accuracy <= high:
-                selected = step
+                selected = rows[-1]
                 break
             if accuracy > high:
-                if below is not None:
-                    selected = below[0]
-                    model.load_state_dict(below[1])
-                break
-            below = (step, copy.deepcopy(model.state_dict()))
+                if below is None or every == 1:
+                    break  # nothing to rewind to, or the band is narrower than one step: keep the last below
+                rewinds += 1
+                step, every = below["row"]["step"], max(1, every // 2)
+                model.load_state_dict(below["model"])
+                optimizer.load_state_dict(below["optimizer"])
+                next_check = step + every
+                continue
+            near = near or accuracy >= low / 2
+            every = max(1, (w.eval_every_near if near and w.eval_every_near else w.eval_every) >> rewinds)
+            next_check = step + every
+            below = {"row": rows[-1], "model": copy.deepcopy(model.state_dict()),
+                     "optimizer": copy.deepcopy(optimizer.state_dict())}
+    if selected is None and below is not None and accuracy > high:
+        selected = below["row"]
+        model.load_state_dict(below["model"])
     model.eval()
-    selected = selected or len(rows)
-    rows[selected - 1]["selected"] = True
-    chosen_accuracy = next(r["accuracy"] for r in reversed(rows[:selected]) if r["accuracy"] is not None)
-    log.info("warm start: kept step %d, held-out greedy accuracy %.3f (band %s)", selected, chosen_accuracy, w.band)
-    return rows, {"warmstart/steps": len(rows), "warmstart/selected_step": selected,
-                  "warmstart/held_out_accuracy": chosen_accuracy}
+    selected = selected or rows[-1]
+    selected["selected"] = True
+    chosen_accuracy = selected["accuracy"]
+    log.info("warm start: kept step %d, held-out greedy accuracy %.3f (band %s, %d rewind(s))",
+             selected["step"], chosen_accuracy, w.band, rewinds)
+    return rows, {"warmstart/steps": len(rows), "warmstart/selected_step": selected["step"],
+                  "warmstart/held_out_accuracy": chosen_accuracy, "warmstart/rewinds": rewinds}

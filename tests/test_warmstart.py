@@ -35,3 +35,20 @@ def test_the_learning_rate_drops_to_lr_near_from_the_first_check_that_reaches_ha
     assert first_near < 40, "no check reached half the band: nothing was tested"
     assert all(r["lr"] == 1e-5 for r in rows if r["step"] > first_near)
     assert all(r["lr"] != 1e-5 for r in rows if r["step"] <= first_near)
+
+
+def test_a_check_past_the_band_rewinds_to_the_last_check_below_with_checks_twice_as_close(tmp_path):
+    # At 4e-4 the test model's check jumps from 0.5 (step 2) to 1.0 (step 27): past [0.6, 0.9] in one interval.
+    rows = sft_rows(tmp_path, "warmstart.lr=4e-4", "warmstart.max_steps=80", "warmstart.eval_every=2",
+                    "warmstart.eval_every_near=24", "warmstart.band=[0.6, 0.9]")
+    checks = [r for r in rows if r["accuracy"] is not None]
+    past = [i for i, r in enumerate(checks) if r["accuracy"] > 0.9]
+    assert past, f"no check passed the band: nothing was tested ({[(r['step'], r['accuracy']) for r in checks]})"
+    for i in past:
+        below = [r for r in checks[:i] if r["accuracy"] < 0.6][-1]
+        interval = checks[i]["step"] - below["step"]
+        after = rows[rows.index(checks[i]) + 1]
+        assert after["step"] == below["step"] + 1, "training went on from the check below the band"
+        assert checks[i + 1]["step"] == below["step"] + max(1, interval // 2), "checks come twice as close"
+    kept = [r for r in rows if r["selected"]]
+    assert len(kept) == 1 and 0.6 <= kept[0]["accuracy"] <= 0.9, [(r["step"], r["accuracy"]) for r in checks]
