@@ -48,7 +48,7 @@ def one(preset: str, sets: list[str]) -> dict:
         rows, counters = fine_tune(engine, task, cfg)
     checks = [(r["step"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
     low = cfg.warmstart.band[0]
-    return {"steps": len(rows), "kept": counters["warmstart/selected_step"],
+    return {"steps": counters["warmstart/steps"], "kept": counters["warmstart/selected_step"],
             "check": counters["warmstart/held_out_accuracy"], "rewinds": counters["warmstart/rewinds"],
             "reached": any(a >= low for _, a in checks),
             "near": next((s for s, a in checks if a >= low / 2), None), "seconds": time.perf_counter() - start}
