@@ -45,6 +45,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def rehearsal_cache(tmp_path_factory):
+    """The rehearsal checkpoints of one test module, in a folder of its own (built once per module)."""
+    from stages.runtime import rehearsal
+
+    folder = tmp_path_factory.mktemp("rehearsal")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rehearsal, "REHEARSAL_DIR", folder)
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """One temporary Prefect server and database for every flow test (about 13 s to start)."""

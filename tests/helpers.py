@@ -1,11 +1,13 @@
 """What several test modules share: tiny configs, a `spo` child process, a local Prefect server, and
-functions that run a plan of stages and compare runs byte for byte.
+functions that run a plan of stages and compare runs byte for byte, and `spo` in this process (`run_spo`).
 
 `prefect_server(home)` starts `spo server` on a free 127.0.0.1 port with its own PREFECT_HOME, waits
 (bounded) until its API answers, yields the API address and the environment that points a child process
 at it, and stops it with SIGTERM (kill on timeout). Its log goes to `home/server.log`, which failures print.
 """
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -41,6 +43,16 @@ class Server:
     """Log files whose tails a failure shows; a test appends the logs of the processes it starts."""
     process: subprocess.Popen
     """The server process (stopped when the `prefect_server` block ends)."""
+
+
+def run_spo(*args: str) -> tuple[int, str, str]:
+    """`spo ARGS` in this process: (exit status, stdout, stderr)."""
+    from flows.cli import main as spo
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = spo(list(args))
+    return status, out.getvalue(), err.getvalue()
 
 
 def free_port() -> int:

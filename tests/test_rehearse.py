@@ -1,13 +1,11 @@
 """`spo rehearse`: a GPU preset through the real run flow on a random-weight checkpoint of its model family.
 
 One rehearsal of `gsm8k-qwen05b-instruct-chain` at 2 layers in the CI shape, sampled with vLLM as the preset
-says (eager on a CPU), is shared by the module's slow tests; one preset of each other model family rehearses
-with transformers (`gsm8k-rho1b-chain`, `math500-r1distill-tree`: the Llama architecture and SPO-tree); the
-other tests build configs and caches only. Every GPU preset's rehearsal: benchmarks/rehearsals.py.
+says (eager on a CPU), is shared by the module's slow tests; the other tests build configs and caches only (the
+other model families rehearse in tests/test_rehearse_families.py, a module of its own so that the two test
+workers share the rehearsals). Every GPU preset's rehearsal: benchmarks/rehearsals.py.
 """
 
-import contextlib
-import io
 import math
 import mmap
 import os
@@ -16,7 +14,6 @@ import time
 
 import pytest
 
-from flows.cli import main as spo
 from spo.advantages import policy_tokens
 from spo.config import changed_fields
 from stages.reports.rehearsal import MemoryTrace, shrink_table
@@ -27,38 +24,21 @@ from stages.runtime.rehearsal import (
     CPU_VLLM_OPTIONS,
     SHAPES,
     gpu_presets,
-    math500_rows,
     native_bf16,
     on_cpu,
     plan_rehearsal,
     rehearsal_checkpoint,
 )
 from stages.runtime.run_dir import RunDir, load_preset
+from tests.helpers import run_spo
 
 PRESET = "gsm8k-qwen05b-instruct-chain"
 GPU_PRESETS = gpu_presets()
 QWEN_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 
 
-def run_spo(*args: str) -> tuple[int, str, str]:
-    """`spo ARGS` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = spo(list(args))
-    return status, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """The rehearsal checkpoints of this module, in a folder of its own."""
-    folder = tmp_path_factory.mktemp("rehearsal")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(rehearsal_module, "REHEARSAL_DIR", folder)
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def rehearsed(cache, tmp_path_factory):
+def rehearsed(rehearsal_cache, tmp_path_factory):
     """`spo rehearse gsm8k-qwen05b-instruct-chain` (vLLM): (stdout, the run)."""
     run = tmp_path_factory.mktemp("runs") / "qwen"
     status, out, err = run_spo("rehearse", PRESET, "--run", str(run))
@@ -68,11 +48,11 @@ def rehearsed(cache, tmp_path_factory):
 
 
 @pytest.mark.slow  # a rehearsal through the flow: minutes
-def test_the_rehearsal_runs_every_stage_of_the_preset_kept_as_it_is_but_for_the_ci_shape(rehearsed, cache):
+def test_the_rehearsal_runs_every_stage_of_the_preset_kept_as_it_is_but_for_the_ci_shape(rehearsed, rehearsal_cache):
     _, run = rehearsed
     assert unfinished_stages(run) == [] and (run.checkpoint(1) / "model.safetensors").is_file()
     cfg, preset = run.config(), load_preset(PRESET)
-    assert cfg.model.path == str(cache / "qwen2.5-instruct-2")
+    assert cfg.model.path == str(rehearsal_cache / "qwen2.5-instruct-2")
     # tokenizer, prompt format, stop rule, context, partition, whitening, algorithm, precision: as the preset
     assert set(changed_fields(preset, cfg)) <= {"name", "model.path", "model.vllm_options", "iterations",
                                                 "train.precision", *SHAPES["spo-chain"]}
@@ -132,48 +112,6 @@ def test_the_shrink_table_the_costs_and_what_was_not_exercised_are_printed(rehea
                     "every reward is 0", "no rollout stopped: 0 of", "no sampled token had p >= partition.tau"):
         assert finding in out, out
     assert out.rstrip().splitlines()[-1].startswith(f"rehearse: {PRESET} ran in ")
-    print(out)  # the tables, with -s or -rA
-
-
-R1_PROMPT = ("<\uff5cbegin\u2581of\u2581sentence\uff5c><\uff5cUser\uff5c>Solve the following math problem",
-             "<\uff5cAssistant\uff5c><think>\n")
-FAMILY_REHEARSALS = {  # preset: (tokenizer ids, what a prompt starts and ends with, the stages that sample)
-    "gsm8k-rho1b-chain": (32000, ("[MATH_TASK] Problem:\n", "\n\nSolution:"), ("generate", "resample")),
-    "math500-r1distill-tree": (151665, R1_PROMPT, ("tree-1", "tree-2")),
-}
-"""One preset of each model family but Qwen2.5-Instruct's, sampled with transformers."""
-
-
-@pytest.fixture(scope="module", params=sorted(FAMILY_REHEARSALS))
-def family_rehearsal(request, cache, tmp_path_factory, shared_data):
-    """`spo rehearse PRESET --engine transformers` on real rows: (preset, stdout, the run). MATH-500 has no train
-    split, so the MATH preset rehearses on its test rows (linked into a folder of the test's own)."""
-    preset, extra = request.param, []
-    if preset.startswith("math500"):
-        extra = ["--set", f"task.data={math500_rows(tmp_path_factory.mktemp('math500'))}"]
-    run = tmp_path_factory.mktemp("runs") / preset
-    status, out, err = run_spo("rehearse", preset, "--engine", "transformers", "--run", str(run), *extra)
-    assert status == 0, err[-3000:]
-    yield preset, out, RunDir(run)
-    shutil.rmtree(run / "checkpoints")
-
-
-@pytest.mark.slow  # a rehearsal of each family through the flow: about a minute and a half each
-def test_each_other_family_rehearses_its_preset_through_every_stage(family_rehearsal):
-    preset, out, run = family_rehearsal
-    ids, (start, end), sampling = FAMILY_REHEARSALS[preset]
-    assert unfinished_stages(run) == [] and (run.checkpoint(1) / "model.safetensors").is_file()
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer())
-    assert len(tokenizer) == ids  # Rho: the 32,000 ids of its stand-in vocabulary; R1: Qwen's 151,665
-    for prompt in read_table(run.artifact(0, "prompts")).to_pylist():
-        text = tokenizer.decode(prompt["prompt_ids"])
-        assert text.startswith(start) and text.endswith(end), text
-    table = out[out.index("stage costs (peak RSS: "):]
-    for stage in ("warmstart", "evaluate", "prompts", *sampling, "train"):
-        assert f"\n{stage} " in table, table
-    assert out.rstrip().splitlines()[-1].startswith(f"rehearse: {preset} ran in ")
     print(out)  # the tables, with -s or -rA
 
 
