@@ -7,9 +7,12 @@
 Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N found and prints, per
 length, `spo compare`'s own table (stages/reports/compare.py): per arm the gain in held-out greedy accuracy
 (mean ± sd over seeds), the paired difference in gain to the comparison's first arm (SPO-chain) with its 95%
-Student-t interval, questions, sampled tokens and stage seconds per iteration, and the credit probe. The plot puts
-the paired difference against the number of chained sums (operands - 1), one line per arm, with the
-intervals as error bars. A length whose comparison is unfinished is skipped with a line saying so.
+Student-t interval, questions, sampled tokens and stage seconds per iteration, and the credit probe. Then the
+same table with each run's final accuracy taken as the mean of its last `--last` evaluations (default 5:
+iterations 64-80 at the tiny preset's evaluation every 4), less of one evaluation's noise (256 greedy answers:
+about ±3 points of binomial sd). The plot puts the paired difference against the number of chained sums
+(operands - 1), one line per arm, with the intervals as error bars: one panel per reading of "final".
+A length whose comparison is unfinished is skipped with a line saying so.
 Benchmarks never assert.
 """
 
@@ -54,28 +57,39 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO_ROOT / "data" / "runs",
                         help="folder holding the chain-length-N comparison folders (spo compare's --root)")
     parser.add_argument("--out", type=Path, default=None, help="plot path (default ROOT/chain_length.png)")
+    parser.add_argument("--last", type=int, default=5, help="evaluations averaged in the second table (default 5)")
     args = parser.parse_args()
     found = lengths(args.root)
     if not found:
         raise SystemExit(f"{args.root}: no chain-length-N/compare.parquet; run `spo compare chain-length-3` first")
-    tables = {n: compare_table(rows, arm_order(rows)) for n, rows in sorted(found.items())}
-    for n, table in tables.items():
-        print(table_markdown(table, f"{n} operands ({n - 1} chained sums)"), end="\n\n")
+    readings = {}
+    for last in (1, args.last):
+        readings[last] = {n: compare_table(rows, arm_order(rows), last=last) for n, rows in sorted(found.items())}
+        for n, table in readings[last].items():
+            print(table_markdown(table, f"{n} operands ({n - 1} chained sums)"), end="\n\n")
     out = args.out or args.root / "chain_length.png"
-    plot(tables, out)
+    plot(readings, out)
     print(f"plot: {out}")
 
 
-def plot(tables: dict[int, list[dict]], out: Path) -> None:
-    """The paired difference to the reference arm against the chained sums, with the intervals."""
+def plot(readings: dict[int, dict[int, list[dict]]], out: Path) -> None:
+    """Per reading of "final" (the last evaluation, the mean of the last few), the paired difference to the
+    reference arm against the chained sums, with the intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, len(readings), figsize=(6 * len(readings), 4), sharey=True, squeeze=False)
+    for ax, (last, tables) in zip(axes[0], readings.items()):
+        panel(ax, tables, "final: the last evaluation" if last == 1 else f"final: the mean of the last {last}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out)
+
+
+def panel(ax, tables: dict[int, list[dict]], title: str) -> None:
     reference = tables[min(tables)][0]["arm"]
     arms = [a for a in dict.fromkeys(r["arm"] for t in tables.values() for r in t) if a != reference]
-    fig, ax = plt.subplots(figsize=(6, 4))
     for k, arm in enumerate(arms):
         xs, ys, lows, highs = [], [], [], []
         for n, table in tables.items():
@@ -91,10 +105,8 @@ def plot(tables: dict[int, list[dict]], out: Path) -> None:
     ax.set_xticks([n - 1 for n in tables])
     ax.set_xlabel("chained sums (operands - 1)")
     ax.set_ylabel(f"paired Δ gain vs {reference} (points, 95% CI)")
-    ax.set_title("Does the gap move with the chain's length?")
+    ax.set_title(f"Does the gap move with the chain's length? ({title})", fontsize=9)
     ax.legend()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, out)
 
 
 if __name__ == "__main__":

@@ -153,31 +153,40 @@ def write_compare_parquet(folder: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _final(rows: list[dict], arm: str, seed: int) -> tuple[float, float, dict]:
-    """(warm-start accuracy, final accuracy, per-iteration means) of one run."""
+def _final(rows: list[dict], arm: str, seed: int, last: int = 1) -> tuple[float, float, dict]:
+    """(warm-start accuracy, final accuracy: the mean of the last `last` evaluations, per-iteration means) of
+    one run."""
     own = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
     evaluated = [r for r in own if r["accuracy"] is not None]
     if not evaluated or evaluated[0]["iteration"] != 0:
         raise ValueError(f"run {arm}-s{seed}: no evaluation of checkpoint 0; run the comparison to the end")
-    last = max(r["iteration"] for r in own)
-    trained = [r for r in own if r["iteration"] < last]
+    if last > 1 and len(evaluated) - 1 < last:
+        raise ValueError(f"run {arm}-s{seed}: {len(evaluated) - 1} evaluations after the warm start, "
+                         f"fewer than the last {last} to average")
+    end = max(r["iteration"] for r in own)
+    trained = [r for r in own if r["iteration"] < end]
 
     def mean(key: str) -> float | None:
         values = [r[key] for r in trained if r[key] is not None]
         return sum(values) / len(values) if values else None
 
-    per_iteration = {"questions": own[-1]["questions"] / max(last, 1),
-                     "sampled": own[-1]["sampled_tokens"] / max(last, 1),
-                     "trained": own[-1]["trained_tokens"] / max(last, 1),
-                     "seconds": own[-1]["seconds"] / max(last, 1),
+    per_iteration = {"questions": own[-1]["questions"] / max(end, 1),
+                     "sampled": own[-1]["sampled_tokens"] / max(end, 1),
+                     "trained": own[-1]["trained_tokens"] / max(end, 1),
+                     "seconds": own[-1]["seconds"] / max(end, 1),
                      **{key: mean(key) for key in CREDIT_KEYS}}
-    return evaluated[0]["accuracy"], evaluated[-1]["accuracy"], per_iteration
+    final = sum(r["accuracy"] for r in evaluated[-last:]) / last
+    return evaluated[0]["accuracy"], final, per_iteration
 
 
-def compare_table(rows: list[dict], arms: list[str], level: float = 0.95) -> list[dict]:
-    """Per arm: final accuracy and gain over seeds, the paired difference to the first arm, costs, credit."""
+def compare_table(rows: list[dict], arms: list[str], level: float = 0.95, last: int = 1) -> list[dict]:
+    """Per arm: final accuracy and gain over seeds, the paired difference to the first arm, costs, credit.
+
+    The final accuracy of a run is its last evaluation (`spo compare`'s report), or with `last` > 1 the mean of
+    its last `last` evaluations: less of one evaluation's noise, at the cost of looking at earlier checkpoints.
+    """
     seeds = sorted({r["seed"] for r in rows})
-    finals = {arm: {seed: _final(rows, arm, seed) for seed in seeds} for arm in arms}
+    finals = {arm: {seed: _final(rows, arm, seed, last) for seed in seeds} for arm in arms}
     reference = arms[0]
     table = []
     for arm in arms:
@@ -189,7 +198,7 @@ def compare_table(rows: list[dict], arms: list[str], level: float = 0.95) -> lis
         costs = {key: summarize([c[key] for _, _, c in runs]).mean
                  for key in runs[0][2] if all(c[key] is not None for _, _, c in runs)}
         table.append({
-            "arm": arm, "seeds": final.n, "final_mean": final.mean, "final_std": final.std,
+            "arm": arm, "seeds": final.n, "last": last, "final_mean": final.mean, "final_std": final.std,
             "gain_mean": gain.mean, "gain_std": gain.std, "gain_min": gain.low,
             "diff_mean": None if arm == reference else diff.mean,
             "diff_low": None if arm == reference or math.isnan(diff.low) else diff.low,
@@ -211,7 +220,8 @@ def table_markdown(table: list[dict], title: str, level: float = 0.95) -> str:
     def number(x: float | None, form: str) -> str:
         return "" if x is None else format(x, form)
 
-    caption = (f"**{title}**: held-out greedy accuracy in points, mean ± sd over {table[0]['seeds']} seeds; "
+    final = "" if table[0]["last"] == 1 else f" (final: the mean of each run's last {table[0]['last']} evaluations)"
+    caption = (f"**{title}**: held-out greedy accuracy in points{final}, mean ± sd over {table[0]['seeds']} seeds; "
                f"Δ is the paired difference in gain to `{reference}` with its {100 * level:.0f}% Student-t "
                f"interval over seeds.")
     header = (f"| arm | final | gain | min gain | Δ gain vs {reference} [{100 * level:.0f}% CI] "
