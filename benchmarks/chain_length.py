@@ -103,6 +103,7 @@ def panel(ax, tables: dict[int, list[dict]], title: str) -> None:
         ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=4, label=f"{arm} - {reference}")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xticks([n - 1 for n in tables])
+    ax.set_xlim(min(tables) - 2, max(tables))  # one chained sum either side of the lengths run
     ax.set_xlabel("chained sums (operands - 1)")
     ax.set_ylabel(f"paired Δ gain vs {reference} (points, 95% CI)")
     ax.set_title(f"Does the gap move with the chain's length? ({title})", fontsize=9)
