@@ -131,6 +131,23 @@ def _outputs(metrics: list[dict], global_step: int, episodes: int):
     }
 
 
+LAUNCHER_LINE = re.compile(r"^[DIWEF]\d{4} .*torch/distributed/elastic/", re.MULTILINE)
+"""The first line torch.distributed.run's agent logs when a rank fails; the ranks' own output comes before it."""
+
+
+def launcher_failure(returncode: int, stderr: str, lines: int = 12) -> str:
+    """What a failed torch.distributed.run says: the rank that failed first (its summary's root cause), the end
+    of the ranks' own output (their error, which the summary only calls a signal or an exit code), and the end
+    of the summary."""
+    first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", stderr, re.DOTALL)
+    split = LAUNCHER_LINE.search(stderr)
+    ranks_out, summary = (stderr[:split.start()], stderr[split.start():]) if split else ("", stderr)
+    own = "\n".join(ranks_out.strip().splitlines()[-lines:])
+    return (f"torch.distributed.run exited with {returncode}{f'; rank {first[1]} failed first' if first else ''}; "
+            f"nothing was written. The ranks' output ends:\n{own or '(nothing)'}\n"
+            f"The launcher's summary ends:\n" + "\n".join(summary.strip().splitlines()[-lines:]))
+
+
 def _train_distributed(ctx: StageContext):
     """`train.world_size` ranks via torch.distributed.run (stages/training/ranks.py); their output moves into place."""
     t, out = ctx.cfg.train, ctx.run.iteration_dir(ctx.iteration) / f".train-ranks-{os.getpid()}"
@@ -143,11 +160,7 @@ def _train_distributed(ctx: StageContext):
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
                                 preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
         if result.returncode or not (out / "done.json").is_file():
-            first = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", result.stderr, re.DOTALL)  # torchrun's summary
-            tail = "\n".join(result.stderr.strip().splitlines()[-12:])
-            raise RuntimeError(f"train {ctx.iteration:04d}: torch.distributed.run exited with {result.returncode}"
-                               f"{f'; rank {first[1]} failed first' if first else ''}; nothing was written. Its "
-                               f"output ends:\n{tail}")
+            raise RuntimeError(f"train {ctx.iteration:04d}: " + launcher_failure(result.returncode, result.stderr))
         metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
         done = json.loads((out / "done.json").read_text())
         write_folder_atomic(ctx.output(f"{ctx.iteration + 1:04d}"), lambda tmp: shutil.move(out / "checkpoint", tmp),

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from stages.runtime.artifacts import execute, manifest_path, read_manifest, read
 from stages.runtime.lock import lock_path
 from stages.runtime.registry import find_stage
 from stages.runtime.run_dir import RunDir, create_run, load_preset
+from stages.train import launcher_failure
 from tests.helpers import SMALL
 
 pytestmark = pytest.mark.slow  # torchrun ranks and Dask workers
@@ -122,6 +125,23 @@ def test_a_killed_rank_fails_the_stage_cleanly_and_the_rerun_succeeds(prepared, 
     assert not lock_path(run.root).exists() and not list(run.iteration_dir(0).glob(".train-ranks-*"))
     train(run.root, 0)
     assert json.loads(manifest_path(run.checkpoint(1)).read_text())["artifact"] == "0001"
+
+
+def test_a_rank_that_aborts_is_named_with_its_own_last_words(tmp_path):
+    """A rank's own error (printed before it dies) is in the stage's error, not only the launcher's 'Signal 6'."""
+    script = tmp_path / "abort.py"
+    script.write_text("import os, sys, time\n"
+                      "if os.environ['RANK'] == '1':\n"
+                      "    print('rank 1: the reason it stopped', file=sys.stderr, flush=True)\n"
+                      "    os.abort()\n"
+                      "time.sleep(30)\n")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             str(script)], capture_output=True, text=True, timeout=120, check=False)
+    message = launcher_failure(result.returncode, result.stderr)
+    assert message.startswith(f"torch.distributed.run exited with {result.returncode}; rank 1 failed first;"), message
+    own, summary = message.split("The launcher's summary ends:")
+    assert "rank 1: the reason it stopped" in own and "SIGABRT" not in own, message
+    assert "(SIGABRT)" in summary and "the reason it stopped" not in summary, message
 
 
 def _capture(errors: list, train, root: Path) -> None:
