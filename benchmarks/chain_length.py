@@ -11,7 +11,8 @@ Student-t interval, questions, sampled tokens and stage seconds per iteration, a
 same table with each run's final accuracy taken as the mean of its last `--last` evaluations (default 5:
 iterations 64-80 at the tiny preset's evaluation every 4), less of one evaluation's noise (256 greedy answers:
 about ±3 points of binomial sd). The plot puts the paired difference against the number of chained sums
-(operands - 1), one line per arm, with the intervals as error bars: one panel per reading of "final".
+(operands - 1), one line per arm, with the intervals as error bars: one panel per reading of "final". Last,
+the training reward (the rollouts' accuracy) per quarter of the iterations, per arm and length.
 A length whose comparison is unfinished is skipped with a line saying so.
 Benchmarks never assert.
 """
@@ -67,9 +68,28 @@ def main() -> None:
         readings[last] = {n: compare_table(rows, arm_order(rows), last=last) for n, rows in sorted(found.items())}
         for n, table in readings[last].items():
             print(table_markdown(table, f"{n} operands ({n - 1} chained sums)"), end="\n\n")
+    print(reward_quarters(found))
     out = args.out or args.root / "chain_length.png"
     plot(readings, out)
     print(f"plot: {out}")
+
+
+def reward_quarters(found: dict[int, list[dict]]) -> str:
+    """The rollouts' accuracy (the training reward) per quarter of the iterations, mean over seeds, per arm and
+    length, in points: how alike the arms train, apart from the held-out evaluations."""
+    arms = arm_order(found[min(found)])
+    lines = ["**Training reward** (rollout accuracy, points, mean over seeds, per quarter of the iterations)", "",
+             "| operands | " + " | ".join(arms) + " |", "|" + " --- |" * (len(arms) + 1)]
+    for n, rows in sorted(found.items()):
+        trained = [r for r in rows if r["iteration"] > 0 and r["rollout_accuracy"] is not None]
+        end = max(r["iteration"] for r in trained)
+        cells = []
+        for arm in arms:
+            quarters = [[r["rollout_accuracy"] for r in trained
+                         if r["arm"] == arm and (r["iteration"] - 1) * 4 // end == q] for q in range(4)]
+            cells.append(", ".join(f"{100 * sum(q) / len(q):.1f}" for q in quarters if q))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(readings: dict[int, dict[int, list[dict]]], out: Path) -> None:
