@@ -2,9 +2,13 @@
 
     spo compare chain-length-3 --parallel 2          # then chain-length-5, chain-length-8 (hours each)
     python benchmarks/chain_length.py                 # the table and the plot over the lengths finished so far
+    python benchmarks/chain_length.py --record        # ... and keep the rows in docs/results/ (committed)
     python benchmarks/chain_length.py --root /tmp/runs --out /tmp/chain_length.png
 
-Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N found and prints, per
+Reads `ROOT/chain-length-N/compare.parquet` (written by `spo compare`) for every N and every ROOT (by default
+docs/results, the committed record, then data/runs) and joins each length's runs: a length can be measured a
+few seeds at a time (`spo compare chain-length-8 --seeds 6,7`), on another day or machine, each seed's arms
+together. The same (arm, seed) in two files must have the same rows (otherwise one clear error). Prints, per
 length, `spo compare`'s own table (stages/reports/compare.py): per arm the gain in held-out greedy accuracy
 (mean ± sd over seeds), the paired difference in gain to the comparison's first arm (SPO-chain) with its 95%
 Student-t interval, questions, sampled tokens and stage seconds per iteration, and the credit probe. Then the
@@ -13,7 +17,9 @@ iterations 64-80 at the tiny preset's evaluation every 4), less of one evaluatio
 about ±3 points of binomial sd). The plot puts the paired difference against the number of chained sums
 (operands - 1), one line per arm, with the intervals as error bars: one panel per reading of "final". Last,
 the training reward (the rollouts' accuracy) per quarter of the iterations, per arm and length.
-A length whose comparison is unfinished is skipped with a line saying so.
+`--record` writes each length's joined rows to docs/results/chain-length-N/compare.parquet, so that the runs
+behind docs/results.md's tables outlive the machine that ran them (a record only ever gains runs: it is one
+of the inputs it is rebuilt from).
 Benchmarks never assert.
 """
 
@@ -24,28 +30,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.reports.compare import compare_table, table_markdown
+from schemas.compare import COMPARE
+from stages.reports.compare import compare_table, merge_compare_rows, table_markdown
 from stages.reports.summary import save_figure
 from stages.runtime.run_dir import REPO_ROOT
 
 FOLDER = re.compile(r"chain-length-(\d+)")
+RECORD = REPO_ROOT / "docs" / "results"
+"""The committed rows of every chain-length comparison measured so far (`--record`)."""
 
 
-def lengths(root: Path) -> dict[int, list[dict]]:
-    """Operand count -> the rows of its compare.parquet, for each finished chain-length comparison."""
-    found = {}
-    for folder in sorted(root.glob("chain-length-*")):
-        match = FOLDER.fullmatch(folder.name)
-        parquet = folder / "compare.parquet"
-        if not match:
-            continue
-        if not parquet.is_file():
-            print(f"{folder}: no compare.parquet yet (run `spo compare {folder.name}` to the end); skipped")
-            continue
-        found[int(match.group(1))] = pq.read_table(parquet).to_pylist()
-    return found
+def lengths(roots: list[Path]) -> dict[int, list[dict]]:
+    """Operand count -> its runs' compare.parquet rows, joined over `roots`, for each length found."""
+    sources: dict[int, dict[Path, list[dict]]] = {}
+    for root in roots:
+        for folder in sorted(root.glob("chain-length-*")):
+            match = FOLDER.fullmatch(folder.name)
+            parquet = folder / "compare.parquet"
+            if not match:
+                continue
+            if not parquet.is_file():
+                print(f"{folder}: no compare.parquet yet (run `spo compare {folder.name}` to the end); skipped")
+                continue
+            sources.setdefault(int(match.group(1)), {})[parquet] = pq.read_table(parquet).to_pylist()
+    return {n: merge_compare_rows(found) for n, found in sorted(sources.items())}
+
+
+def record(found: dict[int, list[dict]]) -> None:
+    """Write each length's rows to RECORD/chain-length-N/compare.parquet (temporary name, then rename)."""
+    from stages.runtime.artifacts import staged_table
+
+    for n, rows in found.items():
+        path = RECORD / f"chain-length-{n}" / "compare.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = sorted({(r["arm"], r["seed"]) for r in rows})
+        staged_table(path, pa.Table.from_pylist(rows, schema=COMPARE)).replace(path)
+        print(f"recorded: {path.relative_to(REPO_ROOT)} ({len(runs)} runs, seeds "
+              f"{', '.join(str(s) for s in sorted({seed for _, seed in runs}))})")
 
 
 def arm_order(rows: list[dict]) -> list[str]:
@@ -55,23 +79,34 @@ def arm_order(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO_ROOT / "data" / "runs",
-                        help="folder holding the chain-length-N comparison folders (spo compare's --root)")
-    parser.add_argument("--out", type=Path, default=None, help="plot path (default ROOT/chain_length.png)")
+    parser.add_argument("--root", type=Path, action="append", default=None,
+                        help="a folder holding chain-length-N comparison folders (spo compare's --root); "
+                             "repeatable (default: docs/results, then data/runs)")
+    parser.add_argument("--out", type=Path, default=None, help="plot path (default: the last root's chain_length.png)")
     parser.add_argument("--last", type=int, default=5, help="evaluations averaged in the second table (default 5)")
+    parser.add_argument("--record", action="store_true",
+                        help="write each length's joined rows to docs/results/chain-length-N/compare.parquet")
     args = parser.parse_args()
-    found = lengths(args.root)
+    roots = args.root or [RECORD, REPO_ROOT / "data" / "runs"]
+    if args.record and RECORD not in roots:
+        roots = [RECORD, *roots]  # the record is rebuilt from itself and the new runs: it never loses a run
+    found = lengths(roots)
     if not found:
-        raise SystemExit(f"{args.root}: no chain-length-N/compare.parquet; run `spo compare chain-length-3` first")
+        raise SystemExit(f"{', '.join(map(str, roots))}: no chain-length-N/compare.parquet; run "
+                         f"`spo compare chain-length-3` first")
     readings = {}
     for last in (1, args.last):
-        readings[last] = {n: compare_table(rows, arm_order(rows), last=last) for n, rows in sorted(found.items())}
+        readings[last] = {n: compare_table(rows, arm_order(rows), last=last) for n, rows in found.items()}
         for n, table in readings[last].items():
-            print(table_markdown(table, f"{n} operands ({n - 1} chained sums)"), end="\n\n")
+            seeds = sorted({r["seed"] for r in found[n]})
+            print(table_markdown(table, f"{n} operands ({n - 1} chained sums), seeds "
+                                        f"{', '.join(map(str, seeds))}"), end="\n\n")
     print(reward_quarters(found))
-    out = args.out or args.root / "chain_length.png"
+    out = args.out or roots[-1] / "chain_length.png"
     plot(readings, out)
     print(f"plot: {out}")
+    if args.record:
+        record(found)
 
 
 def reward_quarters(found: dict[int, list[dict]]) -> str:

@@ -4,7 +4,7 @@ last few, and the paired difference to the first arm (the end-to-end report: tes
 import pytest
 
 from spo.stats import paired_interval
-from stages.reports.compare import compare_table, table_markdown
+from stages.reports.compare import compare_table, merge_compare_rows, table_markdown
 
 ACCURACY = {  # (arm, seed): held-out accuracy at iterations 0, 4, 8, 12
     ("a", 1): [0.30, 0.50, 0.60, 0.70],
@@ -53,3 +53,16 @@ def test_the_last_evaluation_and_the_mean_of_two_disagree_here():  # so the test
 def test_more_evaluations_than_a_run_has_is_one_clear_error():
     with pytest.raises(ValueError, match=r"run a-s1: 3 evaluations after the warm start, fewer than the last 4"):
         compare_table(rows(), ["a", "b"], last=4)
+
+
+def test_runs_from_several_files_join_and_a_run_measured_twice_differently_is_refused(tmp_path):
+    first, second = tmp_path / "a" / "compare.parquet", tmp_path / "b" / "compare.parquet"
+    everything = rows()
+    seed_1 = [r for r in everything if r["seed"] == 1]
+    seed_2 = [r for r in everything if r["seed"] == 2]
+    joined = merge_compare_rows({first: seed_1, second: seed_2 + seed_1})  # seed 1 in both, the same rows
+    assert sorted(joined, key=str) == sorted(everything, key=str)
+    assert compare_table(joined, ["a", "b"]) == compare_table(everything, ["a", "b"])
+    changed = [{**r, "accuracy": 0.99} if r["accuracy"] is not None and r["arm"] == "b" else r for r in seed_1]
+    with pytest.raises(ValueError, match=r"b/compare.parquet: the run b-s1 is also in .*a/compare.parquet"):
+        merge_compare_rows({first: seed_1, second: changed})

@@ -153,6 +153,23 @@ def write_compare_parquet(folder: Path, rows: list[dict]) -> Path:
     return path
 
 
+def merge_compare_rows(sources: dict[Path, list[dict]]) -> list[dict]:
+    """One comparison's rows from several compare.parquet files (seeds run on different machines or days, each
+    seed's arms together): the union of their runs. A run, an (arm, seed), found in two files must have the
+    same rows in both; otherwise ValueError names the two files, as neither can be chosen silently."""
+    runs: dict[tuple[str, int], tuple[Path, list[dict]]] = {}
+    for path, rows in sources.items():
+        own: dict[tuple[str, int], list[dict]] = {}
+        for row in rows:
+            own.setdefault((row["arm"], row["seed"]), []).append(row)
+        for key, run_rows in own.items():
+            if key in runs and runs[key][1] != run_rows:
+                raise ValueError(f"{path}: the run {key[0]}-s{key[1]} is also in {runs[key][0]} with other rows; "
+                                 f"expected each (arm, seed) measured once (move one of the two files aside)")
+            runs.setdefault(key, (path, run_rows))
+    return [row for _, run_rows in runs.values() for row in run_rows]
+
+
 def _final(rows: list[dict], arm: str, seed: int, last: int = 1) -> tuple[float, float, dict]:
     """(warm-start accuracy, final accuracy: the mean of the last `last` evaluations, per-iteration means) of
     one run."""
