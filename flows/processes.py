@@ -72,13 +72,15 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
     try:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + timeout
-        while not _healthy(httpx, url):
-            if server.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect server exited with {server.returncode} while starting")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server at {url} was not healthy after {timeout:.0f} s "
-                                   f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
-            time.sleep(0.1)
+        with httpx.Client(timeout=2) as client:  # one client: each new one loads the CA bundle (~50 ms)
+            while not _healthy(httpx, client, url):
+                if server.poll() is not None:
+                    raise RuntimeError(f"the temporary Prefect server exited with {server.returncode} while "
+                                       f"starting")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the temporary Prefect server at {url} was not healthy after "
+                                       f"{timeout:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+                time.sleep(0.1)
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings(updates={"api.url": url, **results}):
             yield url
@@ -103,8 +105,8 @@ def _drain_prefect_workers() -> None:
     EventsWorker.drain_all(timeout=10)
 
 
-def _healthy(httpx, url: str) -> bool:
+def _healthy(httpx, client, url: str) -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        return client.get(f"{url}/health").status_code == 200
     except httpx.TransportError:
         return False

@@ -66,6 +66,13 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow tests first, the rest after them, each in its own order. pytest-xdist hands out whole
+    modules in this order (`--no-loadscope-reorder` in pyproject.toml; by default it would put the modules with
+    the most tests first, and so the long modules of one or two tests last), so the minutes-long modules start
+    early and the many quick ones fill both workers' ends (docs/testing.md#speeds)."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 class CoinTask(Task):
