@@ -42,7 +42,9 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
         folder: a run's (or a comparison's) folder. The temporary server keeps its database in
             `<folder>/.prefect/`, and Prefect's cached task results go to `<folder>/.prefect-results/`, so
             that a run's records go with it and nothing outside grows run after run
-            (docs/architecture.md#caching). None keeps Prefect's defaults under `$PREFECT_HOME`.
+            (docs/architecture.md#caching). A new folder's database starts as a copy of an empty one
+            (`$PREFECT_HOME/spo-empty-prefect-<version>.db`, made by the first such server). None keeps
+            Prefect's defaults under `$PREFECT_HOME`.
     """
     from prefect.settings import get_current_settings, temporary_settings
 
@@ -58,10 +60,14 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            **get_current_settings().to_environment_variables(exclude_unset=True)}
+    database = template = None
     if folder is not None:
         (folder / PREFECT_DATABASE).mkdir(parents=True, exist_ok=True)
         database = (folder / PREFECT_DATABASE).resolve() / "prefect.db"
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
+        template = get_current_settings().home / f"spo-empty-prefect-{prefect.__version__}.db"
+        if not database.exists() and template.is_file():
+            _copy_database(template, database)
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
@@ -81,6 +87,8 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
                     raise RuntimeError(f"the temporary Prefect server at {url} was not healthy after "
                                        f"{timeout:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
                 time.sleep(0.1)
+        if template is not None and not template.is_file():
+            _copy_database(database, template)  # the schema just made, before any run is recorded in it
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings(updates={"api.url": url, **results}):
             yield url
@@ -93,6 +101,23 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its backup API: safe while a server uses `source`), written to a
+    temporary name and renamed. A new run's database starts as a copy of an empty one made by this Prefect
+    version: building the schema takes a fresh temporary server seconds, copying it milliseconds."""
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    src, dst = sqlite3.connect(source), sqlite3.connect(tmp)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    tmp.replace(target)
 
 
 def _drain_prefect_workers() -> None:

@@ -91,3 +91,34 @@ def test_a_killed_comparison_leaves_no_server_or_run_behind(tmp_path, env):
 
     children = kill_and_check(process, runs_started, "spo compare")
     assert sum("flows.cli run" in c for c in children.values()) >= 2
+
+
+TEMPLATE_CHECK = """
+import sqlite3, sys
+from pathlib import Path
+from prefect import flow
+from flows.processes import prefect_api
+
+home, first, second = map(Path, sys.argv[1:])
+with prefect_api(first):
+    pass
+(template,) = home.glob("spo-empty-prefect-*.db")
+with sqlite3.connect(template) as db:
+    db.execute("create table spo_marker (x)")  # a mark only a copy of the template can carry
+with prefect_api(second):
+    print(flow(lambda: 42, name="template-check")())
+with sqlite3.connect(second / ".prefect" / "prefect.db") as db:
+    print(db.execute("select count(*) from sqlite_master where name = 'spo_marker'").fetchone()[0])
+    print(db.execute("select count(*) from flow_run").fetchone()[0])
+"""
+
+
+def test_a_new_runs_database_is_a_copy_of_the_empty_one_the_first_server_made(tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", TEMPLATE_CHECK, str(tmp_path / "home"), str(tmp_path / "first"),
+                           str(tmp_path / "second")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["42", "1", "1"]  # the flow ran on the copy, which carries the template's mark
+    assert not list((tmp_path / "home").glob(".*.tmp"))
