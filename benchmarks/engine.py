@@ -28,10 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
+from spo.policy.device import resolve_device
 from spo.policy.engine import SampleRequest
 from spo.policy.rehearsal import QWEN25_05B  # Qwen2.5-0.5B's architecture (config.json values)
 from spo.policy.tiny import build_bpe_tokenizer, build_tiny_model
-from spo.policy.transformers_engine import TransformersEngine, resolve_device, resolve_dtype
+from spo.policy.transformers_engine import TransformersEngine, resolve_dtype
 
 
 def synthetic_corpus(count: int, seed: int) -> list[str]:

@@ -83,13 +83,14 @@ def cmd_run(args) -> int:
         cfg = cfg.with_overrides([f"iterations={max(cfg.iterations, trained + args.more)}"])
     root = _run_dir(args, cfg)
     _INTERRUPT["describe"] = lambda: _progress(root)
-    from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
     from stages.runtime.history import reopen
     from stages.runtime.lock import run_lock
 
     with run_lock(root, "spo run"):  # a config change is a write too
         run = reopen(root, cfg, args.from_iteration)
-    with prefect_api(root):
+    with prefect_api(root, imports=("flows.spo_run",)):  # prefect, torch and transformers load after the checks
+        from flows.spo_run import spo_run
+
         spo_run(str(run.root), until=args.until, more=args.more, from_iteration=args.from_iteration)
     print(f"run: {run.root}")
     return 0
@@ -152,9 +153,9 @@ def cmd_eval(args) -> int:
     from stages.runtime.run_dir import RunDir
 
     preflight(RunDir(Path(args.dir)).config())
-    from flows.spo_eval import spo_eval
+    with prefect_api(Path(args.dir), imports=("flows.spo_eval",)):
+        from flows.spo_eval import spo_eval
 
-    with prefect_api(Path(args.dir)):
         result = spo_eval(str(Path(args.dir)))
     print("every checkpoint has an evaluation" if result is None else f"evaluated: {result}")
     return 0
@@ -207,13 +208,14 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     start = time.perf_counter()
     cfg = _config_from_args(args)
-    from flows.spo_run import spo_run  # prefect, torch and transformers load after the checks
     from stages.reports.summary import summary_markdown
     from stages.runtime.history import reopen
 
     _INTERRUPT["describe"] = lambda: _progress(_run_dir(args, cfg))
     run = reopen(_run_dir(args, cfg), cfg)
-    with prefect_api(run.root):
+    with prefect_api(run.root, imports=("flows.spo_run",)):  # prefect, torch and transformers load after the checks
+        from flows.spo_run import spo_run
+
         rows = spo_run(str(run.root))
     print(summary_markdown(rows))
     plot = run.root / "accuracy.png"  # the flow plots every run it finishes

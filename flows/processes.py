@@ -9,6 +9,7 @@ docs/architecture.md#processes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -34,7 +35,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def prefect_api(folder: Path | None = None) -> Iterator[str]:
+def prefect_api(folder: Path | None = None, imports: tuple[str, ...] = ()) -> Iterator[str]:
     """The Prefect API URL this process reports to: `PREFECT_API_URL` when set, else a temporary server on
     127.0.0.1 that ends with this process, even when it is killed. Child processes inherit the URL.
 
@@ -45,11 +46,14 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
             (docs/architecture.md#caching). A new folder's database starts as a copy of an empty one
             (`$PREFECT_HOME/spo-empty-prefect-<version>.db`, made by the first such server). None keeps
             Prefect's defaults under `$PREFECT_HOME`.
+        imports: modules the command needs next (its flow, with torch and transformers), imported while the
+            temporary server starts: the seconds of both overlap.
     """
     from prefect.settings import get_current_settings, temporary_settings
 
     results = {} if folder is None else {"results.local_storage_path": folder / PREFECT_RESULTS}
     if os.environ.get("PREFECT_API_URL"):
+        _import(imports)
         with temporary_settings(updates=results):
             yield os.environ["PREFECT_API_URL"]
         return
@@ -76,6 +80,7 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
     server = subprocess.Popen(command, env=env, preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads yet)
                               start_new_session=True)
     try:
+        _import(imports)
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:  # one client: each new one loads the CA bundle (~50 ms)
@@ -101,6 +106,11 @@ def prefect_api(folder: Path | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _import(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _copy_database(source: Path, target: Path) -> None:

@@ -11,7 +11,8 @@ import torch
 
 from schemas.critic_metrics import CRITIC_METRICS
 from spo.policy.critic import load_critic
-from spo.policy.transformers_engine import resolve_device, set_activation_checkpointing
+from spo.policy.device import resolve_device
+from spo.policy.transformers_engine import set_activation_checkpointing
 from spo.ppo import CriticEpisode, critic_step
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer, write_folder_atomic

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from schemas.critic_values import CRITIC_VALUES
 from spo.policy.critic import load_critic, score_states
-from spo.policy.transformers_engine import resolve_device
+from spo.policy.device import resolve_device
 from stages.runtime.artifacts import StageContext, StageReport, StageSpec, execute
 from stages.runtime.resources import load_tokenizer
 from stages.runtime.run_dir import RunDir

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from spo.policy.device import resolve_device
 from spo.policy.engine import (
     BATCH_SIZE,
     DTYPES,
@@ -35,13 +36,6 @@ TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 """`spo.policy.engine.DTYPES` as torch dtypes."""
 PAD_ID = 0
 """Filler for right padding; any valid id works because padding never reaches a real token."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def train_dtype(precision: str, model_dtype: str, device: torch.device) -> torch.dtype:

@@ -36,9 +36,9 @@ from spo.config import RunConfig
 from stages.runtime import write_behind
 from stages.runtime.checksums import ChecksumError, check_records, combined_hash, file_records
 from stages.runtime.fingerprint import fingerprint, source_version
+from stages.runtime.load_seconds import load_timer
 from stages.runtime.lock import run_lock
 from stages.runtime.run_dir import ArtifactError, RunDir, package_versions, repair_hint, write_json_atomic
-from stages.sampling.engines import load_timer
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ def gpu_memory_fits(cfg: RunConfig) -> None:
     > 1, Dask sampling), which the plan does not model."""
     import torch
 
-    from spo.policy.transformers_engine import resolve_device
+    from spo.policy.device import resolve_device
     from stages.runtime.memory_plan import check_memory_plan
 
     device = resolve_device(cfg.model.device)

@@ -127,7 +127,7 @@ def plan_rehearsal(preset: str, layers: int | None = 2, engine: str | None = Non
 
 def on_cpu(device: str) -> bool:
     """Whether `model.device` resolves to the CPU (no GPU here, or chosen)."""
-    from spo.policy.transformers_engine import resolve_device
+    from spo.policy.device import resolve_device
 
     return resolve_device(device).type == "cpu"
 

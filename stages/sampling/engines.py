@@ -23,8 +23,10 @@ import torch
 
 from spo.config import RunConfig
 from spo.policy import Engine, make_engine
-from spo.policy.transformers_engine import resolve_device, train_dtype
+from spo.policy.device import resolve_device
+from spo.policy.transformers_engine import train_dtype
 from stages.runtime import write_behind
+from stages.runtime.load_seconds import record_load
 
 ROLES = ("sampler", "trainer", "reference")
 """sampler: `model.engine`, samples and scores; trainer: the transformers module the train stage updates;
@@ -93,7 +95,6 @@ class EnginePool:
 
 
 _POOL: ContextVar[EnginePool | None] = ContextVar("spo_engine_pool", default=None)
-_LOAD_SECONDS: ContextVar[list[float] | None] = ContextVar("spo_engine_load_seconds", default=None)
 
 
 @contextmanager
@@ -106,17 +107,6 @@ def engine_pool() -> Iterator[EnginePool]:
     finally:
         _POOL.reset(token)
         pool.close()
-
-
-@contextmanager
-def load_timer() -> Iterator[list[float]]:
-    """Collect the seconds `load_policy` spends inside the block (a stage's `engine/load_seconds`)."""
-    seconds: list[float] = []
-    token = _LOAD_SECONDS.set(seconds)
-    try:
-        yield seconds
-    finally:
-        _LOAD_SECONDS.reset(token)
 
 
 def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
@@ -132,9 +122,7 @@ def load_policy(path: Path, cfg: RunConfig, role: str = "sampler") -> Engine:
     pool = _POOL.get()
     build = functools.partial(build_engine, path, cfg, role)
     engine = build() if pool is None else pool.get(role, Path(path), build)[0]
-    timer = _LOAD_SECONDS.get()
-    if timer is not None:
-        timer.append(time.perf_counter() - start)
+    record_load(time.perf_counter() - start)
     return engine
 
 
