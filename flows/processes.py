@@ -64,14 +64,17 @@ def prefect_api(folder: Path | None = None, imports: tuple[str, ...] = ()) -> It
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            **get_current_settings().to_environment_variables(exclude_unset=True)}
-    database = template = None
+    database = template = None  # template: where to save this server's new, empty database, if anywhere
     if folder is not None:
         (folder / PREFECT_DATABASE).mkdir(parents=True, exist_ok=True)
         database = (folder / PREFECT_DATABASE).resolve() / "prefect.db"
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
-        template = get_current_settings().home / f"spo-empty-prefect-{prefect.__version__}.db"
-        if not database.exists() and template.is_file():
-            _copy_database(template, database)
+        empty = get_current_settings().home / f"spo-empty-prefect-{prefect.__version__}.db"
+        if not database.exists():
+            if empty.is_file():
+                _copy_database(empty, database)
+            else:
+                template = empty
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # as prefect's SubprocessASGIServer
@@ -93,7 +96,7 @@ def prefect_api(folder: Path | None = None, imports: tuple[str, ...] = ()) -> It
                                        f"{timeout:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
                 time.sleep(0.1)
         if template is not None and not template.is_file():
-            _copy_database(database, template)  # the schema just made, before any run is recorded in it
+            _copy_database(database, template)  # the schema just built, before any run is recorded in it
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings(updates={"api.url": url, **results}):
             yield url

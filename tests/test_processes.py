@@ -99,15 +99,23 @@ from pathlib import Path
 from prefect import flow
 from flows.processes import prefect_api
 
-home, first, second = map(Path, sys.argv[1:])
+home, first, second, third = map(Path, sys.argv[1:])
 with prefect_api(first):
+    flow(lambda: 1, name="recorded")()
+(template,) = home.glob("spo-empty-prefect-*.db")
+template.unlink()
+with prefect_api(first):  # a database with a flow run in it: never the template
+    pass
+print(len(list(home.glob("spo-empty-prefect-*.db"))))
+with prefect_api(second):  # a new one is
     pass
 (template,) = home.glob("spo-empty-prefect-*.db")
 with sqlite3.connect(template) as db:
+    print(db.execute("select count(*) from flow_run").fetchone()[0])
     db.execute("create table spo_marker (x)")  # a mark only a copy of the template can carry
-with prefect_api(second):
+with prefect_api(third):
     print(flow(lambda: 42, name="template-check")())
-with sqlite3.connect(second / ".prefect" / "prefect.db") as db:
+with sqlite3.connect(third / ".prefect" / "prefect.db") as db:
     print(db.execute("select count(*) from sqlite_master where name = 'spo_marker'").fetchone()[0])
     print(db.execute("select count(*) from flow_run").fetchone()[0])
 """
@@ -116,9 +124,10 @@ with sqlite3.connect(second / ".prefect" / "prefect.db") as db:
 def test_a_new_runs_database_is_a_copy_of_the_empty_one_the_first_server_made(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, "-c", TEMPLATE_CHECK, str(tmp_path / "home"), str(tmp_path / "first"),
-                           str(tmp_path / "second")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    folders = [str(tmp_path / name) for name in ("home", "first", "second", "third")]
+    done = subprocess.run([sys.executable, "-c", TEMPLATE_CHECK, *folders], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["42", "1", "1"]  # the flow ran on the copy, which carries the template's mark
+    # no template from a used database; the template holds no run; the flow ran on a copy that carries its mark
+    assert done.stdout.split() == ["0", "0", "42", "1", "1"]
     assert not list((tmp_path / "home").glob(".*.tmp"))
