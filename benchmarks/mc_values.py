@@ -26,12 +26,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("SPO_PROGRESS", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spo.seeds import derive_seed  # noqa: E402
-from stages.runtime.artifacts import read_table  # noqa: E402
-from stages.runtime.resources import load_task  # noqa: E402
-from stages.runtime.run_dir import RunDir  # noqa: E402
-from stages.sampling.engines import load_policy  # noqa: E402
-from stages.sampling.sequence import fitted_request  # noqa: E402
+from spo.seeds import derive_seed
+from stages.runtime.artifacts import read_table
+from stages.runtime.resources import load_task
+from stages.runtime.run_dir import RunDir
+from stages.sampling.engines import load_policy
+from stages.sampling.sequence import fitted_request
 
 
 def boundary_prefixes(run: RunDir, iteration: int, limit: int) -> tuple[list[dict], dict[int, dict]]:

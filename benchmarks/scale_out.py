@@ -29,12 +29,12 @@ os.environ.setdefault("SPO_PROGRESS", "0")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402  (after the environment above)
-from safetensors.torch import load_file  # noqa: E402
+import torch
+from safetensors.torch import load_file
 
-from stages.runtime.artifacts import read_table  # noqa: E402
-from stages.runtime.registry import find_stage  # noqa: E402
-from stages.runtime.run_dir import RunDir, create_run, load_preset  # noqa: E402
+from stages.runtime.artifacts import read_table
+from stages.runtime.registry import find_stage
+from stages.runtime.run_dir import RunDir, create_run, load_preset
 
 
 def run_stage(run: RunDir, name: str, iteration: int = 0) -> tuple[float, float]:

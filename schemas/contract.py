@@ -36,8 +36,8 @@ def describe(schema: pa.Schema) -> str:
     """Markdown table of an artifact's columns (used by docs/schemas.md and `spo inspect`)."""
     meta = schema.metadata or {}
     lines = [
-        f"**{meta.get(b'artifact', b'?').decode()}** (version {meta.get(b'version', b'?').decode()}): "
-        f"{meta.get(b'doc', b'').decode()}",
+        (f"**{meta.get(b'artifact', b'?').decode()}** (version {meta.get(b'version', b'?').decode()}): "
+         f"{meta.get(b'doc', b'').decode()}"),
         "",
         "| column | type | nullable | meaning |",
         "| --- | --- | --- | --- |",

@@ -18,11 +18,11 @@ def _chain_problems(cfg: RunConfig) -> list[str]:
 
     method = ADVANTAGES[cfg.advantage.method]
     if method.uses_values and cfg.partition.method == "none":
-        return [f"advantage.method = {cfg.advantage.method!r} needs boundary values, but partition.method = "
-                f"'none' cuts nothing: every advantage would be 0; choose a partition"]
+        return [(f"advantage.method = {cfg.advantage.method!r} needs boundary values, but partition.method = "
+                 f"'none' cuts nothing: every advantage would be 0; choose a partition")]
     if not method.uses_values and cfg.partition.method != "none":
-        return [f"advantage.method = {cfg.advantage.method!r} reads no values, but partition.method = "
-                f"{cfg.partition.method!r} would sample MC continuations for nothing; set partition.method = 'none'"]
+        return [(f"advantage.method = {cfg.advantage.method!r} reads no values, but partition.method = "
+                 f"{cfg.partition.method!r} would sample MC continuations for nothing; set partition.method = 'none'")]
     return []
 
 

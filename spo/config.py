@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import re
 import typing
@@ -186,8 +187,8 @@ class TinyModelConfig(_Checked):
 
     def _combination_problems(self) -> list[str]:
         if self.hidden_size % self.num_heads:
-            return [f"model.tiny.hidden_size = {self.hidden_size}: expected a multiple of model.tiny.num_heads = "
-                    f"{self.num_heads}"]
+            return [(f"model.tiny.hidden_size = {self.hidden_size}: expected a multiple of model.tiny.num_heads = "
+                     f"{self.num_heads}")]
         return []
 
 
@@ -488,8 +489,8 @@ class EvalConfig(_Checked):
 
     def _combination_problems(self) -> list[str]:
         if not self.greedy and not self.samples_per_question:
-            return ["eval.greedy = False and eval.samples_per_question = 0: an evaluation with nothing to decode; "
-                    "turn on one of them"]
+            return [("eval.greedy = False and eval.samples_per_question = 0: an evaluation with nothing to decode; "
+                     "turn on one of them")]
         return []
 
 
@@ -872,10 +873,10 @@ def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     docs = {}
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
-            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
-                docs[node.target.id] = following.value.value
+    for node, following in itertools.pairwise(body):
+        docstring = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and docstring and isinstance(following.value.value, str):
+            docs[node.target.id] = following.value.value
     hints = typing.get_type_hints(cls)
     defaults = cls()
     out = []

@@ -75,7 +75,7 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             return
         try:
             _send(replies, ("ok", function(*args)))
-        except Exception as error:  # reported to the parent, which raises it
+        except Exception as error:  # noqa: BLE001 (any failure is reported to the parent, which raises it)
             _send(replies, ("error", f"{type(error).__name__}: {error}"))
 
 

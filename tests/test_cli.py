@@ -22,8 +22,8 @@ USER_ERRORS = [
     (["run", "--preset", "tiny", "--set", "partition.method=none"], "partition.method = 'none' cuts nothing"),
     (["run", "--preset", "nonexistent"], "unknown preset 'nonexistent'; choose one of"),
     (["run"], "choose a preset with --preset NAME (one of ['gsm8k-qwen05b-instruct-chain', 'gsm8k-rho1b-chain'"),
-    (["run", "--preset", "gsm8k-rho1b-chain"], "model.path = 'realtreetune/rho-1b-sft-GSM8K' is not a local folder "
-                                               "and HF_HUB_OFFLINE=1 forbids downloading it"),
+    (["run", "--preset", "gsm8k-rho1b-chain"], ("model.path = 'realtreetune/rho-1b-sft-GSM8K' is not a local folder "
+                                                "and HF_HUB_OFFLINE=1 forbids downloading it")),
     (["compare", "nonexistent"], "unknown comparison 'nonexistent'"),
     (["compare", "tiny-lr", "--arms", "grpo-lr1e-4,grpo"], "comparison 'tiny-lr' has no arm 'grpo'; its arms:"),
     (["run", "--run", "/nonexistent/run", "--more", "2"], "--more continues an existing run"),

@@ -14,11 +14,11 @@ import pytest
 os.environ["WANDB_MODE"] = "offline"  # tests never reach a W&B server
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from flows.spo_run import spo_run  # noqa: E402
-from stages.reports.summary import iteration_summary  # noqa: E402
-from stages.reports.trackers import iteration_scalars  # noqa: E402
-from stages.runtime.run_dir import create_run, load_preset  # noqa: E402
-from tests.helpers import TINY_OVERRIDES  # noqa: E402
+from flows.spo_run import spo_run
+from stages.reports.summary import iteration_summary
+from stages.reports.trackers import iteration_scalars
+from stages.runtime.run_dir import create_run, load_preset
+from tests.helpers import TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")

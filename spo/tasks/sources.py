@@ -164,16 +164,7 @@ def read_jsonl(path: Path, fields: Sequence[str]) -> list[tuple[int, dict]]:
                 raise ValueError(
                     f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
                 ) from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            for field in fields:
-                if field not in row:
-                    raise ValueError(f"{path}:{number}: missing field {field!r} (expected {list(fields)}, "
-                                     f"got {sorted(row)})")  # fmt: skip
-                if not isinstance(row[field], str):
-                    raise ValueError(f"{path}:{number}: field {field!r} is {type(row[field]).__name__}, "
-                                     f"expected a string")  # fmt: skip
-            rows.append((number, row))
+            rows.append((number, _checked(path, number, row, fields)))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import polars as pl
@@ -28,8 +29,8 @@ def inspect_run(root: Path, iteration: int | None = None, stage: str | None = No
         if stage is not None and report["stage"] != stage:
             continue
         frame = pl.from_arrow(read_table(path))
-        lines += ["", f"== {path.name}: {frame.height} rows, stage {report['stage']}, {report['seconds']} s, "
-                      f"key {manifest['key']}", f"   counters: {report['counters']}"]
+        lines += ["", (f"== {path.name}: {frame.height} rows, stage {report['stage']}, {report['seconds']} s, "
+                       f"key {manifest['key']}"), f"   counters: {report['counters']}"]
         lines += _describe(path.stem, frame, run, iteration)
     return "\n".join(lines)
 
@@ -46,8 +47,8 @@ def _describe(name: str, frame: pl.DataFrame, run: RunDir, iteration: int) -> li
         return [f"   {_stats(frame, 'reward')}", f"   accuracy {frame['correct'].mean():.4f}",
                 *_segment_examples(frame, run, iteration)]
     if name == "values":
-        return [f"   {_stats(frame, 'value')}", f"   shared {frame['shared'].sum()}, "
-                f"context-guarded {frame['context_guarded'].sum()}"]
+        return [f"   {_stats(frame, 'value')}",
+                f"   shared {frame['shared'].sum()}, context-guarded {frame['context_guarded'].sum()}"]
     if name == "episodes":
         flat = frame.select(pl.col("advantages").explode(), pl.col("mask").explode())
         masked = flat.filter(pl.col("mask"))
@@ -71,7 +72,7 @@ def _segment_examples(rollouts: pl.DataFrame, run: RunDir, iteration: int) -> li
     lines = ["   examples (‖ marks a boundary):"]
     for row in joined.iter_rows(named=True):
         cuts = [0, *row["boundaries"], len(row["response_ids"])]
-        pieces = [tokenizer.decode(row["response_ids"][a:b]) for a, b in zip(cuts, cuts[1:]) if b > a or a == 0]
+        pieces = [tokenizer.decode(row["response_ids"][a:b]) for a, b in itertools.pairwise(cuts) if b > a or a == 0]
         lines.append(f"   [{row['rollout_id']}] reward {row['reward']:+.2f}: {'‖'.join(pieces)!r}")
     return lines
 

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import torch
 
-from spo.schedules import LR_SCHEDULES
 from spo.ppo import episode_order
+from spo.schedules import LR_SCHEDULES
 from spo.seeds import derive_seed
 from stages.runtime.artifacts import StageContext
 from stages.runtime.progress import progress_bar
