@@ -1,7 +1,8 @@
 """The chain-length study: does SPO-chain's edge over GRPO move with the number of reasoning steps?
 
     spo compare chain-length-3 --parallel 2          # then chain-length-5, chain-length-8 (hours each)
-    python benchmarks/chain_length.py                 # the table and the plot over the lengths finished so far
+    python benchmarks/chain_length.py                 # the table and the plot: the record, then your runs
+    python benchmarks/chain_length.py --root data/runs   # ... of your runs alone (a rerun on your machine)
     python benchmarks/chain_length.py --record        # ... and keep the rows in docs/results/ (committed)
     python benchmarks/chain_length.py --root /tmp/runs --out /tmp/chain_length.png
 
@@ -90,7 +91,10 @@ def main() -> None:
     roots = args.root or [RECORD, REPO_ROOT / "data" / "runs"]
     if args.record and RECORD not in roots:
         roots = [RECORD, *roots]  # the record is rebuilt from itself and the new runs: it never loses a run
-    found = lengths(roots)
+    try:
+        found = lengths(roots)
+    except ValueError as error:  # your own rerun of a length beside the record's runs of the same seeds
+        raise SystemExit(f"{error}\nto read only your own runs: --root data/runs") from None
     if not found:
         raise SystemExit(f"{', '.join(map(str, roots))}: no chain-length-N/compare.parquet; run "
                          f"`spo compare chain-length-3` first")
