@@ -29,7 +29,7 @@ os.environ.setdefault("SPO_PROGRESS", "0")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch
+import torch  # after the environment above
 from safetensors.torch import load_file
 
 from stages.runtime.artifacts import read_table

@@ -158,7 +158,7 @@ def _train_distributed(ctx: StageContext):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPO_PROGRESS": "0"}
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent)  # safe beside threads: this thread waits for it
         if result.returncode or not (out / "done.json").is_file():
             raise RuntimeError(f"train {ctx.iteration:04d}: " + launcher_failure(result.returncode, result.stderr))
         metrics = pq.read_table(out / "train_metrics.parquet").to_pylist()
